@@ -1,0 +1,38 @@
+//! Campaigns: what donors give to. The catalogue lives in `config/campaigns.toml`
+//! ([`catalogue`]); the running totals live on each campaign's row.
+
+pub mod catalogue;
+mod routes;
+
+pub use routes::router;
+
+use serde::Serialize;
+use sqlx::PgExecutor;
+
+/// A campaign as the website sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Campaign {
+    pub slug: String,
+    pub title: String,
+    pub currency: String,
+    pub suggested_amounts: Vec<i64>,
+    pub min_amount: i64,
+    pub max_amount: i64,
+    pub goal_amount: Option<i64>,
+    pub raised_amount: i64,
+    pub donation_count: i64,
+    pub active: bool,
+}
+
+/// The campaign named `slug`, if there is one.
+pub async fn find(db: impl PgExecutor<'_>, slug: &str) -> sqlx::Result<Option<Campaign>> {
+    sqlx::query_as!(
+        Campaign,
+        r#"SELECT slug, title, currency, suggested_amounts, min_amount, max_amount, goal_amount,
+                  raised_amount, donation_count, active
+           FROM campaigns WHERE slug = $1"#,
+        slug
+    )
+    .fetch_optional(db)
+    .await
+}

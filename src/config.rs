@@ -1,0 +1,404 @@
+//! Settings: `config/default.toml` (built in), an optional file named by `QUICKDONATE_CONFIG`,
+//! then environment variables. Loading validates everything, so a bad value stops start-up
+//! with a message naming its key. Secrets are `SecretString`s and never show in `Debug`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::donations::fees::FeeModel;
+
+/// The documented defaults, compiled in so the binary runs from any directory.
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Every key that an environment variable of the same name (upper-cased) may set.
+const ENV_KEYS: &[&str] = &[
+    "APP_ENV",
+    "LISTEN_ADDR",
+    "DATABASE_URL",
+    "DATABASE_MAX_CONNECTIONS",
+    "DATA_DIR",
+    "PG_BIN",
+    "CAMPAIGNS_FILE",
+    "ALLOWED_ORIGINS",
+    "LOG_FORMAT",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_PUBLISHABLE_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_API_BASE",
+    "STRIPE_TIMEOUT_SECS",
+    "STATEMENT_DESCRIPTOR_SUFFIX",
+    "FEE_PERCENT_BPS",
+    "FEE_FIXED_AMOUNT",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The settings as read; see `config/default.toml` for what each key means.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub app_env: AppEnv,
+    pub listen_addr: SocketAddr,
+    pub database_url: Option<SecretString>,
+    pub database_max_connections: u32,
+    pub data_dir: PathBuf,
+    pub pg_bin: Option<PathBuf>,
+    pub campaigns_file: PathBuf,
+    pub allowed_origins: String,
+    pub log_format: LogFormat,
+    pub stripe_secret_key: Option<SecretString>,
+    pub stripe_publishable_key: Option<String>,
+    pub stripe_webhook_secret: Option<SecretString>,
+    pub stripe_api_base: String,
+    pub stripe_timeout_secs: u64,
+    pub statement_descriptor_suffix: String,
+    pub fee_percent_bps: u32,
+    pub fee_fixed_amount: i64,
+}
+
+/// How payments are taken, decided once at start-up.
+#[derive(Debug, Clone)]
+pub enum PaymentsMode {
+    /// Real Stripe calls with these keys.
+    Stripe {
+        secret_key: SecretString,
+        publishable_key: String,
+        webhook_secrets: Vec<SecretString>,
+    },
+    /// No Stripe key: a Stripe look-alike inside the process answers, and no money moves.
+    Simulated,
+}
+
+impl Settings {
+    /// Defaults, then `QUICKDONATE_CONFIG`'s file, then the environment.
+    pub fn load() -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = std::env::var_os("QUICKDONATE_CONFIG") {
+            let path = PathBuf::from(path);
+            ensure!(
+                path.is_file(),
+                "QUICKDONATE_CONFIG: no such file {}",
+                path.display()
+            );
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let figment = figment.merge(Env::raw().only(ENV_KEYS));
+        Self::from_figment(figment)
+    }
+
+    /// The built-in defaults alone, ignoring the environment (tests start from these).
+    pub fn defaults() -> anyhow::Result<Self> {
+        Self::from_figment(Figment::from(Toml::string(DEFAULTS)))
+    }
+
+    fn from_figment(figment: Figment) -> anyhow::Result<Self> {
+        let settings: Settings = figment.extract().map_err(config_error)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot; every message starts with the key's variable name.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        ensure!(
+            self.database_max_connections > 0,
+            "DATABASE_MAX_CONNECTIONS: must be at least 1"
+        );
+        ensure!(
+            (1..=120).contains(&self.stripe_timeout_secs),
+            "STRIPE_TIMEOUT_SECS: must be between 1 and 120"
+        );
+        ensure!(
+            self.fee_percent_bps < 10_000,
+            "FEE_PERCENT_BPS: must be below 10000 (100%)"
+        );
+        ensure!(
+            self.fee_fixed_amount >= 0,
+            "FEE_FIXED_AMOUNT: must not be negative"
+        );
+        validate_statement_descriptor_suffix(&self.statement_descriptor_suffix)?;
+        self.allowed_origins()?;
+        self.stripe_api_base
+            .parse::<axum::http::Uri>()
+            .ok()
+            .filter(|uri| uri.scheme().is_some() && uri.host().is_some())
+            .with_context(|| {
+                format!(
+                    "STRIPE_API_BASE: {:?} is not an absolute URL",
+                    self.stripe_api_base
+                )
+            })?;
+        if let Some(url) = self.database_url() {
+            ensure!(
+                url.starts_with("postgres://") || url.starts_with("postgresql://"),
+                "DATABASE_URL: must be a postgres:// URL"
+            );
+        }
+        let mode = self.payments_mode()?;
+        if self.app_env == AppEnv::Production {
+            ensure!(
+                matches!(mode, PaymentsMode::Stripe { .. }),
+                "STRIPE_SECRET_KEY: must be set when APP_ENV=production (simulated payments move no money)"
+            );
+            ensure!(
+                self.database_url().is_some(),
+                "DATABASE_URL: must be set when APP_ENV=production (the built-in Postgres is for development)"
+            );
+        }
+        Ok(())
+    }
+
+    /// `DATABASE_URL`, unless unset or empty.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database_url
+            .as_ref()
+            .map(|url| url.expose_secret())
+            .filter(|url| !url.is_empty())
+    }
+
+    pub fn stripe_timeout(&self) -> Duration {
+        Duration::from_secs(self.stripe_timeout_secs)
+    }
+
+    pub fn fee_model(&self) -> FeeModel {
+        FeeModel {
+            percent_bps: self.fee_percent_bps,
+            fixed_amount: self.fee_fixed_amount,
+        }
+    }
+
+    /// The parsed `ALLOWED_ORIGINS`.
+    pub fn allowed_origins(&self) -> anyhow::Result<Vec<axum::http::HeaderValue>> {
+        self.allowed_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+            .map(|origin| {
+                let uri: axum::http::Uri = origin
+                    .parse()
+                    .ok()
+                    .with_context(|| format!("ALLOWED_ORIGINS: {origin:?} is not an origin"))?;
+                ensure!(
+                    matches!(uri.scheme_str(), Some("http" | "https"))
+                        && uri.host().is_some()
+                        && uri.path_and_query().is_none_or(|p| p.as_str() == "/"),
+                    "ALLOWED_ORIGINS: {origin:?} is not an origin like https://www.example.org"
+                );
+                axum::http::HeaderValue::from_str(origin.trim_end_matches('/'))
+                    .with_context(|| format!("ALLOWED_ORIGINS: {origin:?} is not a header value"))
+            })
+            .collect()
+    }
+
+    /// Real Stripe when a secret key is set, simulated payments otherwise.
+    pub fn payments_mode(&self) -> anyhow::Result<PaymentsMode> {
+        let Some(secret_key) = self
+            .stripe_secret_key
+            .clone()
+            .filter(|k| !k.expose_secret().is_empty())
+        else {
+            return Ok(PaymentsMode::Simulated);
+        };
+        let key = secret_key.expose_secret();
+        ensure!(
+            key.starts_with("sk_") || key.starts_with("rk_"),
+            "STRIPE_SECRET_KEY: must start with sk_ or rk_"
+        );
+        let publishable_key = self
+            .stripe_publishable_key
+            .clone()
+            .filter(|k| !k.is_empty())
+            .context("STRIPE_PUBLISHABLE_KEY: must be set with STRIPE_SECRET_KEY")?;
+        ensure!(
+            publishable_key.starts_with("pk_"),
+            "STRIPE_PUBLISHABLE_KEY: must start with pk_"
+        );
+        ensure!(
+            key.contains("_live_") == publishable_key.contains("_live_"),
+            "STRIPE_PUBLISHABLE_KEY: must be of the same mode (live or test) as STRIPE_SECRET_KEY"
+        );
+        let webhook_secrets = self.webhook_secrets()?;
+        ensure!(
+            !webhook_secrets.is_empty(),
+            "STRIPE_WEBHOOK_SECRET: must be set with STRIPE_SECRET_KEY"
+        );
+        Ok(PaymentsMode::Stripe {
+            secret_key,
+            publishable_key,
+            webhook_secrets,
+        })
+    }
+
+    /// The comma-separated `STRIPE_WEBHOOK_SECRET`, each checked for its `whsec_` prefix.
+    pub fn webhook_secrets(&self) -> anyhow::Result<Vec<SecretString>> {
+        let Some(secrets) = &self.stripe_webhook_secret else {
+            return Ok(Vec::new());
+        };
+        secrets
+            .expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                ensure!(
+                    s.starts_with("whsec_"),
+                    "STRIPE_WEBHOOK_SECRET: each secret must start with whsec_"
+                );
+                Ok(SecretString::from(s))
+            })
+            .collect()
+    }
+}
+
+fn validate_statement_descriptor_suffix(suffix: &str) -> anyhow::Result<()> {
+    ensure!(
+        (1..=22).contains(&suffix.len())
+            && suffix.is_ascii()
+            && suffix.chars().any(|c| c.is_ascii_alphabetic())
+            && !suffix.contains(['<', '>', '\\', '\'', '"', '*']),
+        "STATEMENT_DESCRIPTOR_SUFFIX: must be 1 to 22 ASCII characters with a letter and none of < > \\ ' \" *"
+    );
+    Ok(())
+}
+
+/// Figment names the key and where its value came from; say it with the variable's name first.
+fn config_error(error: figment::Error) -> anyhow::Error {
+    let key = error
+        .path
+        .first()
+        .map(|k| k.to_uppercase())
+        .unwrap_or_else(|| "configuration".to_owned());
+    if key == "configuration" {
+        anyhow::anyhow!("configuration: {error}")
+    } else {
+        anyhow::anyhow!("{key}: {}", error.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(overrides: &str) -> anyhow::Result<Settings> {
+        Settings::from_figment(Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(overrides)))
+    }
+
+    fn error_of(overrides: &str) -> String {
+        format!("{:#}", with(overrides).expect_err(overrides))
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_simulate_payments() {
+        let settings = Settings::defaults().unwrap();
+        assert_eq!(settings.listen_addr.to_string(), "127.0.0.1:8080");
+        assert!(matches!(
+            settings.payments_mode().unwrap(),
+            PaymentsMode::Simulated
+        ));
+        assert!(settings.database_url().is_none());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        assert!(error_of(r#"listen_addr = "nowhere""#).starts_with("LISTEN_ADDR:"));
+        assert!(error_of(r#"app_env = "staging""#).starts_with("APP_ENV:"));
+        assert!(error_of("fee_percent_bps = 10000").starts_with("FEE_PERCENT_BPS:"));
+        assert!(error_of("fee_fixed_amount = -1").starts_with("FEE_FIXED_AMOUNT:"));
+        assert!(error_of("stripe_timeout_secs = 0").starts_with("STRIPE_TIMEOUT_SECS:"));
+        assert!(error_of(r#"allowed_origins = "not an origin""#).starts_with("ALLOWED_ORIGINS:"));
+        assert!(
+            error_of(r#"statement_descriptor_suffix = "<b>""#)
+                .starts_with("STATEMENT_DESCRIPTOR_SUFFIX:")
+        );
+        assert!(error_of(r#"database_url = "mysql://x""#).starts_with("DATABASE_URL:"));
+        assert!(error_of(r#"stripe_api_base = "/relative""#).starts_with("STRIPE_API_BASE:"));
+        assert!(error_of(r#"stripe_secret_key = "pk_test_1""#).starts_with("STRIPE_SECRET_KEY:"));
+        assert!(
+            error_of(r#"stripe_secret_key = "sk_test_1""#).starts_with("STRIPE_PUBLISHABLE_KEY:")
+        );
+        assert!(
+            error_of(
+                r#"
+            stripe_secret_key = "sk_test_1"
+            stripe_publishable_key = "pk_test_1"
+            "#
+            )
+            .starts_with("STRIPE_WEBHOOK_SECRET:")
+        );
+        assert!(
+            error_of(
+                r#"
+            stripe_secret_key = "sk_live_1"
+            stripe_publishable_key = "pk_test_1"
+            stripe_webhook_secret = "whsec_1"
+            "#
+            )
+            .starts_with("STRIPE_PUBLISHABLE_KEY:")
+        );
+    }
+
+    #[test]
+    fn production_refuses_simulated_payments_and_the_built_in_database() {
+        assert!(error_of(r#"app_env = "production""#).starts_with("STRIPE_SECRET_KEY:"));
+        let stripe = r#"
+            app_env = "production"
+            stripe_secret_key = "sk_live_1"
+            stripe_publishable_key = "pk_live_1"
+            stripe_webhook_secret = "whsec_1"
+        "#;
+        assert!(error_of(stripe).starts_with("DATABASE_URL:"));
+        with(&format!(
+            "{stripe}\ndatabase_url = \"postgres://db/quickdonate\""
+        ))
+        .expect("a complete production configuration");
+    }
+
+    #[test]
+    fn several_webhook_secrets_may_be_given_for_rotation() {
+        let settings = with(
+            r#"
+            stripe_secret_key = "sk_test_1"
+            stripe_publishable_key = "pk_test_1"
+            stripe_webhook_secret = "whsec_old, whsec_new"
+            "#,
+        )
+        .unwrap();
+        let secrets = settings.webhook_secrets().unwrap();
+        assert_eq!(secrets.len(), 2);
+        assert_eq!(secrets[1].expose_secret(), "whsec_new");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let settings = with(
+            r#"
+            database_url = "postgres://u:hunter2@db/quickdonate"
+            stripe_secret_key = "sk_test_topsecret"
+            stripe_publishable_key = "pk_test_1"
+            stripe_webhook_secret = "whsec_topsecret"
+            "#,
+        )
+        .unwrap();
+        let debug = format!("{settings:?} {:?}", settings.payments_mode().unwrap());
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(!debug.contains("topsecret"), "{debug}");
+    }
+}

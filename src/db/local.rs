@@ -1,0 +1,364 @@
+//! A Postgres server of our own, started from the binaries installed on the machine.
+//!
+//! `cargo run` with no `DATABASE_URL` keeps one under the data directory so donations survive a
+//! restart; the test harness starts a throwaway one. The server listens on a Unix socket only,
+//! in a directory only its owner can enter, so `trust` authentication admits nobody else.
+//! Postgres refuses to run as root: when we are root, every Postgres program runs as the
+//! `postgres` user (or `nobody`), which owns the cluster's files.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, Output, Stdio};
+
+use anyhow::{Context, bail};
+use sqlx::postgres::PgConnectOptions;
+
+/// The role and the first database `initdb` creates.
+pub const SUPERUSER: &str = "quickdonate";
+/// Unix socket paths are limited to 107 bytes; leave room for `/.s.PGSQL.5432`.
+const MAX_SOCKET_DIR_LEN: usize = 90;
+const PORT: u16 = 5432;
+
+/// How a cluster trades durability for speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Postgres's defaults: a committed transaction survives a crash.
+    Durable,
+    /// No fsync: for throwaway test clusters only.
+    Throwaway,
+}
+
+/// A running local cluster.
+#[derive(Debug)]
+pub struct LocalPostgres {
+    bin_dir: PathBuf,
+    data_dir: PathBuf,
+    socket_dir: PathBuf,
+    run_as: Option<Account>,
+}
+
+/// An unprivileged account to run Postgres as when we are root.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl LocalPostgres {
+    /// Starts (creating it first if needed) the cluster kept under `root`, or adopts it if a
+    /// previous run left it running.
+    pub fn start(
+        root: &Path,
+        pg_bin: Option<&Path>,
+        durability: Durability,
+    ) -> anyhow::Result<Self> {
+        let bin_dir = find_bin_dir(pg_bin)?;
+        let run_as = if is_root() {
+            Some(unprivileged_account()?)
+        } else {
+            None
+        };
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("Failed to create {}", root.display()))?;
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("Failed to resolve {}", root.display()))?;
+        let data_dir = root.join("pgdata");
+        let socket_dir = socket_dir_for(&root);
+        let pg = Self {
+            bin_dir,
+            data_dir,
+            socket_dir,
+            run_as,
+        };
+
+        pg.prepare_dir(&root, 0o755)?;
+        pg.prepare_dir(&pg.socket_dir, 0o700)?;
+        if !pg.data_dir.join("PG_VERSION").exists() {
+            pg.init_cluster()?;
+        }
+        if pg.is_running() {
+            tracing::info!(data_dir = %pg.data_dir.display(), "adopting the local Postgres a previous run left running");
+        } else {
+            pg.start_server(&root.join("postgres.log"), durability)?;
+        }
+        Ok(pg)
+    }
+
+    /// Connection options for `database` on this cluster, as its superuser.
+    pub fn connect_options(&self, database: &str) -> PgConnectOptions {
+        PgConnectOptions::new()
+            .socket(&self.socket_dir)
+            .port(PORT)
+            .username(SUPERUSER)
+            .database(database)
+    }
+
+    /// A URL for `database` that psql, pgbench and sqlx all understand.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://{SUPERUSER}@localhost:{PORT}/{database}?host={}",
+            self.socket_dir.display()
+        )
+    }
+
+    /// Creates `database` unless it exists.
+    pub async fn ensure_database(&self, database: &str) -> anyhow::Result<()> {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect_with(&self.connect_options("postgres"))
+            .await
+            .context("Failed to connect to the local Postgres")?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(database)
+                .fetch_one(&mut conn)
+                .await?;
+        if !exists {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE \"{database}\""
+            )))
+            .execute(&mut conn)
+            .await
+            .with_context(|| format!("Failed to create database {database}"))?;
+        }
+        conn.close().await?;
+        Ok(())
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
+    /// The account Postgres runs as when we are root.
+    pub fn run_as(&self) -> Option<&Account> {
+        self.run_as.as_ref()
+    }
+
+    /// Stops the server, waiting for open sessions to be closed.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        let out = self
+            .command("pg_ctl")
+            .args(["stop", "--wait", "--mode=fast", "--pgdata"])
+            .arg(&self.data_dir)
+            .output()
+            .context("Failed to run pg_ctl stop")?;
+        check("pg_ctl stop", &out)
+    }
+
+    /// For throwaway clusters: stops the server and deletes `root` when this process exits,
+    /// however it exits. A watchdog shell waits on a pipe from us; when the kernel closes the
+    /// pipe at our exit, it stops Postgres and removes the files. Keep the returned handle for
+    /// as long as the cluster is needed.
+    pub fn remove_when_this_process_exits(&self, root: &Path) -> anyhow::Result<ChildStdin> {
+        let script = r#"read _ignored; "$0" stop --pgdata "$1" --mode=immediate >/dev/null 2>&1; rm -rf "$2""#;
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(script)
+            .arg(self.bin_dir.join("pg_ctl"))
+            .arg(&self.data_dir)
+            .arg(root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(account) = &self.run_as {
+            cmd.uid(account.uid).gid(account.gid);
+        }
+        let mut child = cmd
+            .spawn()
+            .context("Failed to start the cluster's watchdog")?;
+        child.stdin.take().context("the watchdog has no stdin")
+    }
+
+    fn is_running(&self) -> bool {
+        self.command("pg_ctl")
+            .arg("status")
+            .arg("--pgdata")
+            .arg(&self.data_dir)
+            .output()
+            .is_ok_and(|out| out.status.success())
+    }
+
+    fn init_cluster(&self) -> anyhow::Result<()> {
+        tracing::info!(data_dir = %self.data_dir.display(), "creating a local Postgres cluster");
+        let out = self
+            .command("initdb")
+            .arg("--pgdata")
+            .arg(&self.data_dir)
+            .args([
+                "--username",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-instructions",
+            ])
+            .output()
+            .context("Failed to run initdb")?;
+        check("initdb", &out).map_err(|e| {
+            e.context(format!(
+                "Failed to create a Postgres cluster in {}; if Postgres cannot reach that \
+                 directory, set DATA_DIR elsewhere or set DATABASE_URL",
+                self.data_dir.display()
+            ))
+        })
+    }
+
+    fn start_server(&self, log_file: &Path, durability: Durability) -> anyhow::Result<()> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_file)
+            .with_context(|| format!("Failed to open {}", log_file.display()))?;
+        self.chown(log_file)?;
+        let mut options = format!(
+            "-c listen_addresses='' -c unix_socket_directories='{}' -p {PORT} -c max_connections=200",
+            self.socket_dir.display()
+        );
+        if durability == Durability::Throwaway {
+            options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        let out = self
+            .command("pg_ctl")
+            .args(["start", "--wait", "--timeout=60", "--pgdata"])
+            .arg(&self.data_dir)
+            .arg("--log")
+            .arg(log_file)
+            .arg("-o")
+            .arg(options)
+            .output()
+            .context("Failed to run pg_ctl start")?;
+        check("pg_ctl start", &out).with_context(|| {
+            format!(
+                "Failed to start the local Postgres; its log is {}",
+                log_file.display()
+            )
+        })
+    }
+
+    /// A command for one of the Postgres programs, run as the unprivileged account if we are root.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join(program.as_ref()));
+        cmd.stdin(Stdio::null()).env("LC_ALL", "C");
+        if let Some(account) = &self.run_as {
+            cmd.uid(account.uid).gid(account.gid);
+        }
+        cmd
+    }
+
+    fn prepare_dir(&self, dir: &Path, mode: u32) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("Failed to create {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("Failed to set permissions on {}", dir.display()))?;
+        self.chown(dir)
+    }
+
+    fn chown(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(account) = &self.run_as {
+            chown(path, Some(account.uid), Some(account.gid)).with_context(|| {
+                format!("Failed to give {} to {}", path.display(), account.name)
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The socket lives beside the data when the path is short enough, else in the temp directory
+/// under a name derived from the data path.
+fn socket_dir_for(root: &Path) -> PathBuf {
+    let beside = root.join("run");
+    if beside.as_os_str().len() <= MAX_SOCKET_DIR_LEN {
+        return beside;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(root.as_os_str().as_encoded_bytes());
+    std::env::temp_dir().join(format!("quickdonate-{}", &hex::encode(digest)[..16]))
+}
+
+/// Where `initdb` and `pg_ctl` are: `PG_BIN`, then `PATH`, then the newest
+/// `/usr/lib/postgresql/*/bin`.
+pub fn find_bin_dir(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Some(dir) = configured {
+        if has_tools(dir) {
+            return Ok(dir.to_path_buf());
+        }
+        bail!("PG_BIN: {} holds no initdb and pg_ctl", dir.display());
+    }
+    if let Some(path) = std::env::var_os("PATH")
+        && let Some(dir) = std::env::split_paths(&path).find(|d| has_tools(d))
+    {
+        return Ok(dir);
+    }
+    let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            has_tools(&bin).then_some((version, bin))
+        })
+        .collect();
+    candidates.sort();
+    match candidates.pop() {
+        Some((_, dir)) => Ok(dir),
+        None => bail!(
+            "No Postgres binaries found (looked in PG_BIN, PATH and /usr/lib/postgresql/*/bin): \
+             install Postgres or set DATABASE_URL"
+        ),
+    }
+}
+
+fn is_root() -> bool {
+    // The effective uid of this process, read without unsafe code or an extra crate.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+            line.split_whitespace().nth(2)?.parse::<u32>().ok()
+        })
+        == Some(0)
+}
+
+/// `postgres` if the machine has that account, else `nobody`.
+fn unprivileged_account() -> anyhow::Result<Account> {
+    let passwd = std::fs::read_to_string("/etc/passwd").context("Failed to read /etc/passwd")?;
+    let lookup = |wanted: &str| {
+        passwd.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.len() >= 4 && fields[0] == wanted).then(|| Account {
+                name: wanted.to_owned(),
+                uid: fields[2].parse().unwrap_or(u32::MAX),
+                gid: fields[3].parse().unwrap_or(u32::MAX),
+            })
+        })
+    };
+    lookup("postgres")
+        .or_else(|| lookup("nobody"))
+        .filter(|a| a.uid != u32::MAX && a.gid != u32::MAX)
+        .context("Running as root, but there is no postgres or nobody account to run Postgres as")
+}
+
+fn check(what: &str, out: &Output) -> anyhow::Result<()> {
+    if out.status.success() {
+        return Ok(());
+    }
+    bail!(
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )
+}

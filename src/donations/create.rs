@@ -1,0 +1,255 @@
+//! The quick-donate flow: check the request, write the donation, then create its PaymentIntent.
+//!
+//! The donation is committed before Stripe is called, and the PaymentIntent's idempotency key
+//! is derived from the donation's id, so a retry after a crash or a timeout finishes the same
+//! donation with the same PaymentIntent and can never make a second one.
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::DonationStatus;
+use super::request::{DonationRequest, GiftAidDeclaration, Rejection};
+use crate::campaigns;
+use crate::http::problem::{ApiResult, Problem};
+use crate::idempotency::{self, Claim, IdempotencyKey};
+use crate::payments::IntentRequest;
+use crate::startup::AppState;
+
+/// The 201 answer: what the website needs to take the payment with Stripe.js.
+#[derive(Debug, Serialize)]
+struct Created<'a> {
+    id: Uuid,
+    status: DonationStatus,
+    campaign: &'a str,
+    amount: i64,
+    cover_fees_amount: i64,
+    total_amount: i64,
+    currency: &'a str,
+    payment_intent_id: &'a str,
+    client_secret: &'a str,
+    publishable_key: &'a str,
+}
+
+/// The stored facts of a donation the PaymentIntent is made from.
+struct Pending {
+    id: Uuid,
+    campaign: String,
+    amount: i64,
+    cover_fees_amount: i64,
+    total_amount: i64,
+    currency: String,
+}
+
+#[tracing::instrument(name = "Creating a donation", skip_all, fields(campaign = %slug, donation_id))]
+pub async fn create_donation(
+    state: &AppState,
+    slug: &str,
+    key: Option<IdempotencyKey>,
+    body: &Value,
+) -> ApiResult<Response> {
+    let campaign = campaigns::find(&state.db, slug)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("There is no campaign {slug:?}.")))?;
+    if !campaign.active {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "campaign-inactive",
+            "Campaign closed",
+            format!("The campaign {slug:?} is not taking donations."),
+        )
+        .into());
+    }
+    let request = DonationRequest::parse(body, &campaign).map_err(|rejection| match rejection {
+        Rejection::Invalid(errors) => Problem::invalid(errors),
+        Rejection::NotSupported(error) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not-supported",
+            "Not supported yet",
+            format!("{}: {}", error.field, error.message),
+        )
+        .with_errors(vec![error]),
+    })?;
+
+    let cover_fees_amount = if request.cover_fees {
+        state.fees.cover_for(request.amount)
+    } else {
+        0
+    };
+    let fresh = Pending {
+        id: Uuid::now_v7(),
+        campaign: campaign.slug.clone(),
+        amount: request.amount,
+        cover_fees_amount,
+        total_amount: request.amount + cover_fees_amount,
+        currency: request.currency.clone(),
+    };
+
+    let mut tx = state.db.begin().await?;
+    let donation = match &key {
+        None => {
+            insert(&mut tx, &fresh, &request).await?;
+            fresh
+        }
+        Some(key) => {
+            let route = format!("POST /v1/campaigns/{slug}/donations");
+            let fingerprint = idempotency::fingerprint(&route, &request);
+            match idempotency::claim(&mut tx, key, &fingerprint, state.idempotency_lease).await? {
+                Claim::Fresh => {
+                    insert(&mut tx, &fresh, &request).await?;
+                    idempotency::attach(&mut tx, key, fresh.id).await?;
+                    fresh
+                }
+                Claim::Resume { donation_id } => load_pending(&mut tx, donation_id).await?,
+                Claim::Replay { status, body } => {
+                    tx.commit().await?;
+                    return Ok(replay(status, body));
+                }
+            }
+        }
+    };
+    tx.commit().await?;
+    tracing::Span::current().record("donation_id", tracing::field::display(donation.id));
+
+    let intent = state
+        .payments
+        .create_payment_intent(IntentRequest {
+            donation_id: donation.id,
+            campaign: &donation.campaign,
+            amount: donation.total_amount,
+            currency: &donation.currency,
+        })
+        .await;
+    let intent = match intent {
+        Ok(intent) => intent,
+        Err(error) => {
+            if let Some(key) = &key {
+                // Free the key so that the website's retry finishes this same donation.
+                if let Err(release_error) = idempotency::release(&state.db, key).await {
+                    tracing::warn!(error = %release_error, "could not release the idempotency key; it frees itself when its lease ends");
+                }
+            }
+            return Err(error.into());
+        }
+    };
+
+    let body = serde_json::to_value(Created {
+        id: donation.id,
+        status: DonationStatus::Pending,
+        campaign: &donation.campaign,
+        amount: donation.amount,
+        cover_fees_amount: donation.cover_fees_amount,
+        total_amount: donation.total_amount,
+        currency: &donation.currency,
+        payment_intent_id: &intent.id,
+        client_secret: &intent.client_secret,
+        publishable_key: state.payments.publishable_key(),
+    })
+    .expect("the answer serialises");
+
+    let mut tx = state.db.begin().await?;
+    sqlx::query!(
+        r#"UPDATE donations SET payment_intent_id = $2, updated_at = now()
+           WHERE id = $1 AND payment_intent_id IS NULL"#,
+        donation.id,
+        intent.id
+    )
+    .execute(&mut *tx)
+    .await?;
+    if let Some(key) = &key {
+        idempotency::complete(&mut tx, key, StatusCode::CREATED, &body).await?;
+    }
+    tx.commit().await?;
+    tracing::info!(payment_intent_id = %intent.id, total_amount = donation.total_amount, "donation created");
+
+    Ok(created(donation.id, body))
+}
+
+fn created(id: Uuid, body: Value) -> Response {
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    if let Ok(location) = format!("/v1/donations/{id}").parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// The first answer again, marked as a replay the way Stripe marks its own.
+fn replay(status: StatusCode, body: Value) -> Response {
+    let id = body
+        .get("id")
+        .and_then(Value::as_str)
+        .and_then(|id| Uuid::parse_str(id).ok());
+    let mut response = match (status, id) {
+        (StatusCode::CREATED, Some(id)) => created(id, body),
+        _ => (status, Json(body)).into_response(),
+    };
+    response.headers_mut().insert(
+        "idempotent-replayed",
+        axum::http::HeaderValue::from_static("true"),
+    );
+    response
+}
+
+async fn insert(
+    tx: &mut PgConnection,
+    donation: &Pending,
+    request: &DonationRequest,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"INSERT INTO donations (id, campaign, frequency, amount, cover_fees_amount,
+                                  total_amount, currency, donor_email, donor_first_name,
+                                  donor_last_name, anonymous)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"#,
+        donation.id,
+        donation.campaign,
+        request.frequency.as_str(),
+        donation.amount,
+        donation.cover_fees_amount,
+        donation.total_amount,
+        donation.currency,
+        request.donor.email,
+        request.donor.first_name,
+        request.donor.last_name,
+        request.anonymous
+    )
+    .execute(&mut *tx)
+    .await?;
+    if let Some(gift_aid) = &request.gift_aid {
+        insert_gift_aid(tx, donation.id, gift_aid).await?;
+    }
+    Ok(())
+}
+
+async fn insert_gift_aid(
+    tx: &mut PgConnection,
+    donation_id: Uuid,
+    declaration: &GiftAidDeclaration,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"INSERT INTO gift_aid_declarations (donation_id, title, house_name_or_number, postcode, country)
+           VALUES ($1, $2, $3, $4, $5)"#,
+        donation_id,
+        declaration.title,
+        declaration.house_name_or_number,
+        declaration.postcode,
+        declaration.country
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+async fn load_pending(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Pending> {
+    sqlx::query_as!(
+        Pending,
+        r#"SELECT id, campaign, amount, cover_fees_amount, total_amount, currency
+           FROM donations WHERE id = $1"#,
+        id
+    )
+    .fetch_one(tx)
+    .await
+}

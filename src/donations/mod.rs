@@ -1,0 +1,51 @@
+//! Donations: created pending by the website's request, then moved on by Stripe.
+
+mod create;
+pub mod fees;
+pub mod request;
+mod routes;
+
+pub use routes::router;
+
+use serde::Serialize;
+use sqlx::PgExecutor;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Where a donation is in its life. It only moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum DonationStatus {
+    Pending,
+    Processing,
+    Succeeded,
+    Failed,
+    Canceled,
+    Refunded,
+}
+
+/// A donation as `GET /v1/donations/{id}` shows it: no donor data.
+#[derive(Debug, Clone, Serialize)]
+pub struct DonationView {
+    pub id: Uuid,
+    pub status: DonationStatus,
+    pub campaign: String,
+    pub amount: i64,
+    pub total_amount: i64,
+    pub currency: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<DonationView>> {
+    sqlx::query_as!(
+        DonationView,
+        r#"SELECT id, status AS "status: DonationStatus", campaign, amount, total_amount,
+                  currency, created_at
+           FROM donations WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(db)
+    .await
+}

@@ -1,0 +1,198 @@
+//! Every error the API returns: an RFC 9457 `application/problem+json` body whose `type` names
+//! the problem (each is described in the README). A 5xx never carries internal detail; its
+//! cause is logged inside the request's span instead.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::payments::PaymentError;
+
+/// One field of a request and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A problem the client can act on.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'static str,
+    #[serde(serialize_with = "serialize_status")]
+    pub status: StatusCode,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+fn serialize_status<S: serde::Serializer>(status: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u16(status.as_u16())
+}
+
+impl Problem {
+    pub fn new(
+        status: StatusCode,
+        slug: &str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind: format!("/problems/{slug}"),
+            title,
+            status,
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    pub fn invalid(errors: Vec<FieldError>) -> Self {
+        let detail = match errors.as_slice() {
+            [one] => format!("{} {}", display_field(&one.field), one.message),
+            _ => format!("{} fields are invalid; see errors", errors.len()),
+        };
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "The request has invalid fields",
+            detail,
+        )
+        .with_errors(errors)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "Something went wrong on our side. Nothing was charged; please try again.",
+        )
+    }
+
+    fn database_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service-unavailable",
+            "Service unavailable",
+            "The service cannot reach its database. Please try again shortly.",
+        )
+    }
+}
+
+fn display_field(field: &str) -> &str {
+    if field.is_empty() { "the body" } else { field }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status;
+        let mut response = (status, Json(self)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+/// The error type of every handler.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The client's problem, answered as it is.
+    #[error("{}", .0.detail)]
+    Client(Problem),
+    /// Stripe failed us; answered 502 or 503.
+    #[error(transparent)]
+    Payment(#[from] PaymentError),
+    /// Our database failed us; answered 503 when it is unreachable, 500 otherwise.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Anything else; answered 500.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<Problem> for ApiError {
+    fn from(problem: Problem) -> Self {
+        Self::Client(problem)
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Client(problem) => problem.into_response(),
+            ApiError::Payment(error) => {
+                tracing::error!(error = %error, cause = %source_of(&error), "payment provider failure");
+                let problem = match error {
+                    PaymentError::Unavailable(_) => Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "payment-provider-unavailable",
+                        "Payment provider unavailable",
+                        "We could not reach our payment provider. Nothing was charged. Retry \
+                         with the same Idempotency-Key to complete this same donation.",
+                    ),
+                    PaymentError::Rejected(_) => Problem::new(
+                        StatusCode::BAD_GATEWAY,
+                        "payment-provider-error",
+                        "Payment provider error",
+                        "Our payment provider could not start this payment. Nothing was \
+                         charged. Retry with the same Idempotency-Key, or try again later.",
+                    ),
+                };
+                problem.into_response()
+            }
+            ApiError::Database(error) => {
+                tracing::error!(error = %error, "database failure");
+                if is_unavailable(&error) {
+                    Problem::database_unavailable().into_response()
+                } else {
+                    Problem::internal().into_response()
+                }
+            }
+            ApiError::Internal(error) => {
+                tracing::error!(error = format!("{error:#}"), "internal error");
+                Problem::internal().into_response()
+            }
+        }
+    }
+}
+
+fn source_of(error: &dyn std::error::Error) -> String {
+    error.source().map(ToString::to_string).unwrap_or_default()
+}
+
+/// The database is down or out of reach, rather than our query being wrong.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+    ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+}

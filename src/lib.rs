@@ -1,0 +1,15 @@
+//! quickdonate: the donation-processing backend behind a charity's campaign pages.
+//!
+//! The library builds the whole service ([`startup::Application`]); `main.rs` only parses the
+//! command line, so the tests start exactly what production starts.
+
+pub mod campaigns;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod donations;
+pub mod http;
+pub mod idempotency;
+pub mod payments;
+pub mod startup;
+pub mod telemetry;

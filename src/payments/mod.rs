@@ -1,0 +1,190 @@
+//! Stripe, through the real `async-stripe` client. In simulated mode the client talks to the
+//! Stripe look-alike in [`simulator`], so local runs take exactly the production path.
+
+pub mod simulator;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_core::payment_intent::{
+    CreatePaymentIntent, CreatePaymentIntentAutomaticPaymentMethods,
+};
+use uuid::Uuid;
+
+/// Attempts at one Stripe call that failed in a way worth repeating (network, 429, 5xx).
+const ATTEMPTS: u32 = 3;
+const BACKOFF: Duration = Duration::from_millis(200);
+
+/// Our handle on Stripe.
+#[derive(Clone, Debug)]
+pub struct Payments {
+    client: stripe::Client,
+    publishable_key: String,
+    statement_descriptor_suffix: String,
+    simulated: bool,
+}
+
+/// What a PaymentIntent is created for.
+#[derive(Debug)]
+pub struct IntentRequest<'a> {
+    pub donation_id: Uuid,
+    pub campaign: &'a str,
+    pub amount: i64,
+    pub currency: &'a str,
+}
+
+/// What the website needs from a new PaymentIntent.
+#[derive(Debug)]
+pub struct CreatedIntent {
+    pub id: String,
+    pub client_secret: String,
+}
+
+/// Why a Stripe call failed, in the terms the caller acts on.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    /// No answer: the network, a timeout, or Stripe too busy. Safe to retry later.
+    #[error("Stripe could not be reached")]
+    Unavailable(#[source] StripeFailure),
+    /// Stripe answered with an error.
+    #[error("Stripe refused the request")]
+    Rejected(#[source] StripeFailure),
+}
+
+/// A Stripe error, described without anything secret: no keys, no client secrets.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StripeFailure(String);
+
+impl From<&StripeError> for StripeFailure {
+    fn from(error: &StripeError) -> Self {
+        Self(match error {
+            StripeError::Stripe(api, status) => format!(
+                "Stripe answered {status}: {} {} {}",
+                api.type_.as_str(),
+                api.code.as_ref().map(|c| c.as_str()).unwrap_or("-"),
+                api.message.as_deref().unwrap_or("")
+            ),
+            StripeError::Timeout => "timed out waiting for Stripe".to_owned(),
+            StripeError::ClientError(msg) => format!("transport: {msg}"),
+            StripeError::JSONDeserialize(msg) => format!("unreadable answer: {msg}"),
+            StripeError::ConfigError(msg) => format!("client configuration: {msg}"),
+        })
+    }
+}
+
+impl Payments {
+    pub fn new(
+        secret_key: &SecretString,
+        publishable_key: String,
+        api_base: &str,
+        timeout: Duration,
+        statement_descriptor_suffix: String,
+        simulated: bool,
+    ) -> anyhow::Result<Self> {
+        let client = stripe::ClientBuilder::new(secret_key.expose_secret())
+            .url(api_base)
+            .timeout(timeout)
+            .app_info(
+                "quickdonate",
+                Some(env!("CARGO_PKG_VERSION").to_owned()),
+                None,
+            )
+            .build()
+            .map_err(|e| anyhow::anyhow!("STRIPE_API_BASE: {}", StripeFailure::from(&e)))?;
+        Ok(Self {
+            client,
+            publishable_key,
+            statement_descriptor_suffix,
+            simulated,
+        })
+    }
+
+    pub fn publishable_key(&self) -> &str {
+        &self.publishable_key
+    }
+
+    pub fn is_simulated(&self) -> bool {
+        self.simulated
+    }
+
+    /// Creates the PaymentIntent for a donation. The Idempotency-Key is derived from the
+    /// donation id, so however often this runs for one donation (a retry, a crash and a
+    /// replay), Stripe makes one PaymentIntent and answers every call with it.
+    #[tracing::instrument(name = "Creating the PaymentIntent", skip_all, fields(donation_id = %intent.donation_id))]
+    pub async fn create_payment_intent(
+        &self,
+        intent: IntentRequest<'_>,
+    ) -> Result<CreatedIntent, PaymentError> {
+        let metadata = HashMap::from([
+            ("donation_id".to_owned(), intent.donation_id.to_string()),
+            ("campaign".to_owned(), intent.campaign.to_owned()),
+        ]);
+        let request = CreatePaymentIntent::new(
+            intent.amount,
+            intent
+                .currency
+                .parse::<stripe_types::Currency>()
+                .expect("parsing a currency is infallible"),
+        )
+        .automatic_payment_methods(CreatePaymentIntentAutomaticPaymentMethods::new(true))
+        .metadata(metadata)
+        .description("Donation")
+        .statement_descriptor_suffix(self.statement_descriptor_suffix.clone());
+        let key = payment_intent_idempotency_key(intent.donation_id);
+
+        let mut attempt = 1;
+        loop {
+            let result = request
+                .customize()
+                .request_strategy(RequestStrategy::Idempotent(key.clone()))
+                .send(&self.client)
+                .await;
+            let error = match result {
+                Ok(pi) => {
+                    let client_secret = pi.client_secret.ok_or_else(|| {
+                        PaymentError::Rejected(StripeFailure(
+                            "the PaymentIntent came back without a client_secret".to_owned(),
+                        ))
+                    })?;
+                    return Ok(CreatedIntent {
+                        id: pi.id.to_string(),
+                        client_secret,
+                    });
+                }
+                Err(error) => error,
+            };
+            let failure = StripeFailure::from(&error);
+            let retryable = is_retryable(&error);
+            if !retryable || attempt >= ATTEMPTS {
+                tracing::warn!(attempt, error = %failure, "Stripe did not create the PaymentIntent");
+                return Err(if retryable {
+                    PaymentError::Unavailable(failure)
+                } else {
+                    PaymentError::Rejected(failure)
+                });
+            }
+            tracing::info!(attempt, error = %failure, "retrying the PaymentIntent with the same idempotency key");
+            tokio::time::sleep(BACKOFF * attempt).await;
+            attempt += 1;
+        }
+    }
+}
+
+/// The key Stripe dedupes PaymentIntent creation on: one per donation, forever.
+pub fn payment_intent_idempotency_key(donation_id: Uuid) -> IdempotencyKey {
+    IdempotencyKey::new(format!("quickdonate-pi-{donation_id}"))
+        .expect("a fixed prefix and a UUID make a valid idempotency key")
+}
+
+/// Worth another attempt with the same key: no answer, a rate limit, a lock conflict on the
+/// key (409 while the first attempt is still running at Stripe) or Stripe's own failure.
+fn is_retryable(error: &StripeError) -> bool {
+    match error {
+        StripeError::Timeout | StripeError::ClientError(_) => true,
+        StripeError::Stripe(_, status) => matches!(status, 409 | 429 | 500..=599),
+        StripeError::JSONDeserialize(_) | StripeError::ConfigError(_) => false,
+    }
+}

@@ -1,0 +1,271 @@
+//! Our Idempotency-Key, and Stripe's beneath it: however a request is retried, one donation
+//! and one PaymentIntent.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::{
+    CreatesPaymentIntents, TestApp, assert_problem, donation_body, spawn_app, spawn_app_with,
+    stripe_creates_payment_intents, stripe_error,
+};
+
+async fn intent_of(app: &TestApp, id: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT payment_intent_id FROM donations WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_same_key_and_body_replay_the_first_answer() {
+    let app = spawn_app().await;
+    stripe_creates_payment_intents(&app).await;
+
+    let first = app
+        .post_donation("kashmir", &donation_body(), Some("key-1"))
+        .await;
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+
+    let again = app
+        .post_donation("kashmir", &donation_body(), Some("key-1"))
+        .await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        again.headers()["location"],
+        format!("/v1/donations/{}", first["id"].as_str().unwrap()).as_str()
+    );
+    let again: Value = again.json().await.unwrap();
+
+    assert_eq!(again, first);
+    assert_eq!(app.donation_count().await, 1);
+    assert_eq!(app.stripe_requests("/v1/payment_intents").await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_body_is_a_422_and_changes_nothing() {
+    let app = spawn_app().await;
+    stripe_creates_payment_intents(&app).await;
+    let first: Value = app
+        .post_donation("kashmir", &donation_body(), Some("key-1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    let mut other = donation_body();
+    other["amount"] = json!(5000);
+    let response = app.post_donation("kashmir", &other, Some("key-1")).await;
+    assert_problem(response, 422, "idempotency-key-reused").await;
+
+    assert_eq!(app.donation_count().await, 1);
+    assert_eq!(app.stripe_requests("/v1/payment_intents").await.len(), 1);
+    // The first request's answer is still what the key replays.
+    let replay: Value = app
+        .post_donation("kashmir", &donation_body(), Some("key-1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replay["id"], first["id"]);
+}
+
+#[tokio::test]
+async fn a_key_whose_first_request_is_still_running_is_a_409() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents"))
+        .respond_with(SlowIntents(Duration::from_millis(1500)))
+        .mount(&app.stripe)
+        .await;
+
+    let first = {
+        let app_address = app.address.clone();
+        let http = app.http.clone();
+        tokio::spawn(async move {
+            http.post(format!("{app_address}/v1/campaigns/kashmir/donations"))
+                .header("Idempotency-Key", "slow")
+                .json(&donation_body())
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    // Wait until the first request has written its donation and is waiting on Stripe.
+    for _ in 0..100 {
+        if app.donation_count().await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.donation_count().await, 1);
+
+    let second = app
+        .post_donation("kashmir", &donation_body(), Some("slow"))
+        .await;
+    assert_problem(second, 409, "idempotency-key-in-use").await;
+
+    let first = first.await.unwrap();
+    assert_eq!(first.status(), 201);
+    assert_eq!(app.donation_count().await, 1);
+    assert_eq!(app.stripe_requests("/v1/payment_intents").await.len(), 1);
+}
+
+/// Answers like `CreatesPaymentIntents`, after a delay.
+struct SlowIntents(Duration);
+
+impl wiremock::Respond for SlowIntents {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        CreatesPaymentIntents::new()
+            .respond(request)
+            .set_delay(self.0)
+    }
+}
+
+#[tokio::test]
+async fn when_stripe_is_down_the_donor_gets_a_503_and_a_retry_completes_the_same_donation() {
+    let app = spawn_app().await;
+    // Stripe fails every attempt of the first request (three), then recovers.
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents"))
+        .respond_with(stripe_error(503, "api_error", "Stripe is having a moment"))
+        .up_to_n_times(3)
+        .with_priority(1)
+        .mount(&app.stripe)
+        .await;
+    stripe_creates_payment_intents(&app).await;
+
+    let response = app
+        .post_donation("kashmir", &donation_body(), Some("retry-me"))
+        .await;
+    let problem = assert_problem(response, 503, "payment-provider-unavailable").await;
+    assert!(
+        !problem.to_string().contains("Stripe is having a moment"),
+        "no upstream detail leaks"
+    );
+
+    // No half-made state: the donation waits, pending, with no PaymentIntent.
+    let (id, status): (uuid::Uuid, String) = sqlx::query_as("SELECT id, status FROM donations")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(status, "pending");
+    assert_eq!(intent_of(&app, &id.to_string()).await, None);
+
+    let retry = app
+        .post_donation("kashmir", &donation_body(), Some("retry-me"))
+        .await;
+    assert_eq!(retry.status(), 201);
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(
+        retry["id"],
+        id.to_string(),
+        "the retry finished the same donation"
+    );
+    assert_eq!(app.donation_count().await, 1);
+    assert_eq!(
+        intent_of(&app, &id.to_string()).await.as_deref(),
+        retry["payment_intent_id"].as_str()
+    );
+
+    // Every attempt at Stripe carried the one key derived from the donation.
+    let attempts = app.stripe_requests("/v1/payment_intents").await;
+    assert_eq!(attempts.len(), 4);
+    for attempt in &attempts {
+        assert_eq!(
+            attempt.headers["idempotency-key"],
+            format!("quickdonate-pi-{id}").as_str()
+        );
+    }
+}
+
+#[tokio::test]
+async fn when_stripe_refuses_the_donor_gets_a_502_and_nothing_half_made() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents"))
+        .respond_with(stripe_error(
+            400,
+            "invalid_request_error",
+            "Invalid currency",
+        ))
+        .mount(&app.stripe)
+        .await;
+
+    let response = app
+        .post_donation("kashmir", &donation_body(), Some("refused"))
+        .await;
+    assert_problem(response, 502, "payment-provider-error").await;
+    // A 4xx is not retried: Stripe would give the same answer.
+    assert_eq!(app.stripe_requests("/v1/payment_intents").await.len(), 1);
+    let intents: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT payment_intent_id FROM donations")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(intents, [None]);
+    let replayed: Option<i16> = sqlx::query_scalar("SELECT response_status FROM idempotency_keys")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        replayed, None,
+        "a failure is never replayed; a retry tries again"
+    );
+}
+
+#[tokio::test]
+async fn a_stripe_timeout_is_a_503() {
+    let app = spawn_app_with(|s| s.stripe_timeout_secs = 1).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents"))
+        .respond_with(SlowIntents(Duration::from_millis(1500)))
+        .mount(&app.stripe)
+        .await;
+    let response = app
+        .post_donation("kashmir", &donation_body(), Some("slow"))
+        .await;
+    assert_problem(response, 503, "payment-provider-unavailable").await;
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_make_one_donation_and_one_payment_intent() {
+    let app = spawn_app().await;
+    stripe_creates_payment_intents(&app).await;
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (http, address) = (app.http.clone(), app.address.clone());
+        requests.spawn(async move {
+            http.post(format!("{address}/v1/campaigns/kashmir/donations"))
+                .header("Idempotency-Key", "burst")
+                .json(&donation_body())
+                .send()
+                .await
+                .unwrap()
+        });
+    }
+
+    let mut ids = std::collections::HashSet::new();
+    while let Some(response) = requests.join_next().await {
+        let response = response.unwrap();
+        match response.status().as_u16() {
+            201 => {
+                let body: Value = response.json().await.unwrap();
+                ids.insert(body["id"].as_str().unwrap().to_owned());
+            }
+            409 => {
+                assert_problem(response, 409, "idempotency-key-in-use").await;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "every success names the same donation");
+    assert_eq!(app.donation_count().await, 1);
+    assert_eq!(app.stripe_requests("/v1/payment_intents").await.len(), 1);
+}

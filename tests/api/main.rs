@@ -1,0 +1,9 @@
+//! One test binary, so the throwaway Postgres starts once for all the API tests.
+
+mod bad_input;
+mod campaigns;
+mod donations;
+mod health;
+mod helpers;
+mod idempotency;
+mod out_of_the_box;

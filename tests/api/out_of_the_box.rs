@@ -1,0 +1,213 @@
+//! `cargo run` on a machine with Postgres installed and nothing configured: the binary starts
+//! its own Postgres, simulates payments, serves the flow, and keeps donations across a restart.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::donation_body;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_quickdonate");
+
+/// The binary, run in `dir` with none of the settings a developer might have exported.
+fn quickdonate(dir: &Path) -> Command {
+    let mut cmd = Command::new(BINARY);
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env(
+            "CAMPAIGNS_FILE",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/campaigns.toml"),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// A running service and the log lines it wrote before it said where it listens.
+struct Service {
+    child: Child,
+    address: String,
+    startup_log: String,
+}
+
+fn start(dir: &Path) -> Service {
+    let mut child = quickdonate(dir).spawn().expect("the binary starts");
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut startup_log = String::new();
+    let mut address = None;
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        startup_log.push_str(&line);
+        startup_log.push('\n');
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            address = Some(format!(
+                "http://{}",
+                rest.split_whitespace().next().unwrap()
+            ));
+            break;
+        }
+    }
+    let Some(address) = address else {
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).ok();
+        panic!("the service never listened:\n{startup_log}\n{stderr}");
+    };
+    Service {
+        child,
+        address,
+        startup_log,
+    }
+}
+
+/// SIGTERM, then the exit: graceful shutdown stops the local Postgres too.
+fn stop(mut service: Service) {
+    let pid = service.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    for _ in 0..200 {
+        if let Some(status) = service.child.try_wait().unwrap() {
+            assert!(status.success(), "the service exited with {status}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    service.child.kill().ok();
+    panic!("the service did not stop on SIGTERM");
+}
+
+#[tokio::test]
+async fn cargo_run_serves_the_flow_on_its_defaults_and_keeps_donations_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+
+    let service = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        move || start(&dir)
+    })
+    .await
+    .unwrap();
+    assert!(
+        service.startup_log.contains("SIMULATED PAYMENTS"),
+        "{}",
+        service.startup_log
+    );
+    assert!(
+        service.startup_log.contains("No money moves"),
+        "{}",
+        service.startup_log
+    );
+    assert!(
+        service.startup_log.contains(".quickdonate"),
+        "it says where its data is"
+    );
+    assert!(dir.path().join(".quickdonate/pgdata/PG_VERSION").exists());
+
+    let campaign: Value = http
+        .get(format!("{}/v1/campaigns/kashmir", service.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(campaign["title"], "Kashmir Campaign");
+
+    let response = http
+        .post(format!(
+            "{}/v1/campaigns/kashmir/donations",
+            service.address
+        ))
+        .header("Idempotency-Key", "first-run")
+        .json(&donation_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    assert!(
+        created["payment_intent_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("pi_sim_")
+    );
+    assert!(
+        created["client_secret"]
+            .as_str()
+            .unwrap()
+            .contains("_secret_")
+    );
+    assert_eq!(created["publishable_key"], "pk_test_simulated");
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    tokio::task::spawn_blocking(move || stop(service))
+        .await
+        .unwrap();
+    assert!(
+        !dir.path()
+            .join(".quickdonate/pgdata/postmaster.pid")
+            .exists(),
+        "the local Postgres stopped with the service"
+    );
+
+    let service = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        move || start(&dir)
+    })
+    .await
+    .unwrap();
+    let donation: Value = http
+        .get(format!("{}/v1/donations/{id}", service.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(donation["id"], id.as_str());
+    assert_eq!(donation["status"], "pending");
+    assert_eq!(donation["total_amount"], 2500);
+    tokio::task::spawn_blocking(move || stop(service))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, value, expected) in [
+        ("LISTEN_ADDR", "not-an-address", "LISTEN_ADDR"),
+        ("APP_ENV", "production", "STRIPE_SECRET_KEY"),
+        ("STRIPE_SECRET_KEY", "pk_test_wrong", "STRIPE_SECRET_KEY"),
+        ("FEE_PERCENT_BPS", "lots", "FEE_PERCENT_BPS"),
+    ] {
+        let output = quickdonate(dir.path()).env(key, value).output().unwrap();
+        assert!(!output.status.success(), "{key}={value} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{key}={value}: {stderr}");
+    }
+    assert!(!dir.path().join(".quickdonate").exists(), "nothing started");
+}
+
+#[test]
+fn migrate_runs_the_migrations_alone_and_stops_its_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = quickdonate(dir.path()).arg("migrate").output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied"));
+    assert!(
+        !dir.path()
+            .join(".quickdonate/pgdata/postmaster.pid")
+            .exists()
+    );
+}
