@@ -163,7 +163,8 @@ impl LocalPostgres {
     pub fn remove_when_this_process_exits(&self, root: &Path) -> anyhow::Result<ChildStdin> {
         let script = r#"read _ignored; "$0" stop --pgdata "$1" --mode=immediate >/dev/null 2>&1; rm -rf "$2""#;
         let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c")
+        cmd.current_dir("/")
+            .arg("-c")
             .arg(script)
             .arg(self.bin_dir.join("pg_ctl"))
             .arg(&self.data_dir)
@@ -249,7 +250,8 @@ impl LocalPostgres {
     /// A command for one of the Postgres programs, run as the unprivileged account if we are root.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new(self.bin_dir.join(program.as_ref()));
-        cmd.stdin(Stdio::null()).env("LC_ALL", "C");
+        // The working directory may be one the unprivileged account cannot enter.
+        cmd.stdin(Stdio::null()).env("LC_ALL", "C").current_dir("/");
         if let Some(account) = &self.run_as {
             cmd.uid(account.uid).gid(account.gid);
         }

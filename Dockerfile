@@ -1,0 +1,20 @@
+# Build: the query macros check against the committed .sqlx/ data, so no database is needed.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin quickdonate
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /app quickdonate
+WORKDIR /app
+COPY --from=build /src/target/release/quickdonate /usr/local/bin/quickdonate
+COPY config ./config
+USER quickdonate
+ENV LISTEN_ADDR=0.0.0.0:8080 LOG_FORMAT=json
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 CMD curl -fsS http://127.0.0.1:8080/readyz || exit 1
+ENTRYPOINT ["quickdonate"]
+CMD ["serve"]
