@@ -31,6 +31,8 @@ const ENV_KEYS: &[&str] = &[
     "STRIPE_SECRET_KEY",
     "STRIPE_PUBLISHABLE_KEY",
     "STRIPE_WEBHOOK_SECRET",
+    "WEBHOOK_TOLERANCE_SECS",
+    "APPLY_EVENTS",
     "STRIPE_API_BASE",
     "STRIPE_TIMEOUT_SECS",
     "STATEMENT_DESCRIPTOR_SUFFIX",
@@ -68,6 +70,8 @@ pub struct Settings {
     pub stripe_secret_key: Option<SecretString>,
     pub stripe_publishable_key: Option<String>,
     pub stripe_webhook_secret: Option<SecretString>,
+    pub webhook_tolerance_secs: u64,
+    pub apply_events: bool,
     pub stripe_api_base: String,
     pub stripe_timeout_secs: u64,
     pub statement_descriptor_suffix: String,
@@ -134,6 +138,10 @@ impl Settings {
             self.fee_fixed_amount >= 0,
             "FEE_FIXED_AMOUNT: must not be negative"
         );
+        ensure!(
+            (1..=3600).contains(&self.webhook_tolerance_secs),
+            "WEBHOOK_TOLERANCE_SECS: must be between 1 and 3600"
+        );
         validate_statement_descriptor_suffix(&self.statement_descriptor_suffix)?;
         self.allowed_origins()?;
         self.stripe_api_base
@@ -172,6 +180,10 @@ impl Settings {
             .as_ref()
             .map(|url| url.expose_secret())
             .filter(|url| !url.is_empty())
+    }
+
+    pub fn webhook_tolerance(&self) -> Duration {
+        Duration::from_secs(self.webhook_tolerance_secs)
     }
 
     pub fn stripe_timeout(&self) -> Duration {
@@ -323,6 +335,7 @@ mod tests {
         assert!(error_of("fee_percent_bps = 10000").starts_with("FEE_PERCENT_BPS:"));
         assert!(error_of("fee_fixed_amount = -1").starts_with("FEE_FIXED_AMOUNT:"));
         assert!(error_of("stripe_timeout_secs = 0").starts_with("STRIPE_TIMEOUT_SECS:"));
+        assert!(error_of("webhook_tolerance_secs = 0").starts_with("WEBHOOK_TOLERANCE_SECS:"));
         assert!(error_of(r#"allowed_origins = "not an origin""#).starts_with("ALLOWED_ORIGINS:"));
         assert!(
             error_of(r#"statement_descriptor_suffix = "<b>""#)

@@ -13,3 +13,4 @@ pub mod idempotency;
 pub mod payments;
 pub mod startup;
 pub mod telemetry;
+pub mod webhooks;

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
+use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
 
 use crate::campaigns::catalogue;
 use crate::config::{PaymentsMode, Settings};
@@ -16,6 +18,9 @@ use crate::db::Database;
 use crate::donations::fees::FeeModel;
 use crate::payments::Payments;
 use crate::payments::simulator::{self, SimulatedStripe};
+use crate::payments::simulator_api::Simulator;
+use crate::webhooks::signature::Verifier;
+use crate::webhooks::worker::Worker;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -25,6 +30,14 @@ pub struct AppState {
     pub fees: FeeModel,
     /// How long a request may hold its Idempotency-Key before another may take it over.
     pub idempotency_lease: Duration,
+    /// Checks Stripe's webhook signatures.
+    pub webhooks: Verifier,
+    /// Whether our Stripe key is a live one; events of the other mode are not applied.
+    pub livemode: bool,
+    /// Wakes the event worker when a new event is stored.
+    pub wake_worker: Arc<Notify>,
+    /// The simulated Stripe's controls, when payments are simulated.
+    pub simulator: Option<Simulator>,
 }
 
 /// The service, bound to its address and ready to run.
@@ -32,6 +45,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     database: Database,
+    worker: Option<Worker>,
 }
 
 impl Application {
@@ -39,26 +53,38 @@ impl Application {
     /// and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let campaigns = catalogue::read(&settings.campaigns_file)?;
-        let payments = payments_for(&settings).await?;
+        let mode = settings.payments_mode()?;
+        let listener = TcpListener::bind(settings.listen_addr)
+            .await
+            .with_context(|| format!("LISTEN_ADDR: cannot bind {}", settings.listen_addr))?;
+        let address = listener.local_addr()?;
+        let (payments, simulator, secrets, livemode) =
+            payments_for(&settings, mode, address).await?;
         let database = Database::open(&settings).await?;
         database.migrate().await?;
         catalogue::sync(&database.pool, &campaigns).await?;
 
+        let wake_worker = Arc::new(Notify::new());
         let state = AppState {
             db: database.pool.clone(),
-            payments,
+            payments: payments.clone(),
             fees: settings.fee_model(),
             // Longer than the slowest Stripe call with its retries, so a live request keeps its key.
             idempotency_lease: settings.stripe_timeout() * 4 + Duration::from_secs(30),
+            webhooks: Verifier::new(secrets, settings.webhook_tolerance()),
+            livemode,
+            wake_worker: wake_worker.clone(),
+            simulator,
         };
+        let worker = settings
+            .apply_events
+            .then(|| Worker::new(database.pool.clone(), payments, wake_worker));
         let router = crate::http::router(state, settings.allowed_origins()?);
-        let listener = TcpListener::bind(settings.listen_addr)
-            .await
-            .with_context(|| format!("LISTEN_ADDR: cannot bind {}", settings.listen_addr))?;
         Ok(Self {
             listener,
             router,
             database,
+            worker,
         })
     }
 
@@ -72,55 +98,91 @@ impl Application {
         &self.database.pool
     }
 
-    /// Serves until `shutdown` completes, lets requests in flight finish, then closes the
-    /// database (stopping the local Postgres if we started it).
+    /// Serves until `shutdown` completes, lets requests in flight and the worker's batch
+    /// finish, then closes the database (stopping the local Postgres if we started it).
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let address = self.address();
+        let (stop_worker, stopped) = watch::channel(false);
+        let worker = self.worker.map(|worker| tokio::spawn(worker.run(stopped)));
         tracing::info!("listening on http://{address}");
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;
         tracing::info!("shutting down");
+        let _ = stop_worker.send(true);
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
         self.database.close().await;
         served.context("the HTTP server failed")
     }
 }
 
-async fn payments_for(settings: &Settings) -> anyhow::Result<Payments> {
-    match settings.payments_mode()? {
+/// The Stripe client (real, or pointed at the simulated Stripe), the simulator's controls if
+/// simulated, the webhook secrets, and whether the key is live.
+async fn payments_for(
+    settings: &Settings,
+    mode: PaymentsMode,
+    address: SocketAddr,
+) -> anyhow::Result<(Payments, Option<Simulator>, Vec<SecretString>, bool)> {
+    match mode {
         PaymentsMode::Stripe {
             secret_key,
             publishable_key,
-            ..
+            webhook_secrets,
         } => {
-            let live = publishable_key.starts_with("pk_live_");
+            let live = secret_key.expose_secret().contains("_live_");
             tracing::info!(live, "payments go to Stripe");
-            Payments::new(
+            let payments = Payments::new(
                 &secret_key,
                 publishable_key,
                 &settings.stripe_api_base,
                 settings.stripe_timeout(),
                 settings.statement_descriptor_suffix.clone(),
                 false,
-            )
+            )?;
+            Ok((payments, None, webhook_secrets, live))
         }
         PaymentsMode::Simulated => {
-            let base = SimulatedStripe::default().start().await?;
+            let stripe = SimulatedStripe::default();
+            let base = stripe.start().await?;
             tracing::warn!(
                 "SIMULATED PAYMENTS: no STRIPE_SECRET_KEY is set, so a Stripe look-alike inside \
                  this process answers. No money moves."
             );
-            Payments::new(
+            let payments = Payments::new(
                 &SecretString::from(simulator::SECRET_KEY),
                 simulator::PUBLISHABLE_KEY.to_owned(),
                 &base,
                 settings.stripe_timeout(),
                 settings.statement_descriptor_suffix.clone(),
                 true,
-            )
+            )?;
+            // Sign the simulator's events with the configured secret, or one made for this run.
+            let secret = settings
+                .webhook_secrets()?
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| {
+                    SecretString::from(format!("whsec_sim_{}", uuid::Uuid::new_v4().simple()))
+                });
+            let own = SocketAddr::new(
+                if address.ip().is_unspecified() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    address.ip()
+                },
+                address.port(),
+            );
+            let simulator = Simulator::new(
+                stripe,
+                format!("http://{own}/v1/webhooks/stripe"),
+                secret.clone(),
+            );
+            Ok((payments, Some(simulator), vec![secret], false))
         }
     }
 }

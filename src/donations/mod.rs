@@ -34,6 +34,11 @@ pub struct DonationView {
     pub amount: i64,
     pub total_amount: i64,
     pub currency: String,
+    /// Refunded so far, in minor units, from every refund, partial or full, ours or the
+    /// dashboard's.
+    pub refunded_amount: i64,
+    /// `needs_response`, `under_review`, `won` or `lost`; null if never disputed.
+    pub dispute_status: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -42,7 +47,7 @@ pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Dona
     sqlx::query_as!(
         DonationView,
         r#"SELECT id, status AS "status: DonationStatus", campaign, amount, total_amount,
-                  currency, created_at
+                  currency, refunded_amount, dispute_status, created_at
            FROM donations WHERE id = $1"#,
         id
     )

@@ -23,6 +23,7 @@ pub const API_BODY_LIMIT: usize = 16 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn router(state: AppState, allowed_origins: Vec<axum::http::HeaderValue>) -> Router {
+    let simulated = state.simulator.is_some();
     let request_id = HeaderName::from_static("x-request-id");
     let cors = CorsLayer::new()
         .allow_origin(allowed_origins)
@@ -34,10 +35,16 @@ pub fn router(state: AppState, allowed_origins: Vec<axum::http::HeaderValue>) ->
         .expose_headers([header::LOCATION, request_id.clone()])
         .max_age(Duration::from_secs(3600));
 
-    Router::new()
+    let mut routes = Router::new()
         .merge(health::router())
         .merge(crate::campaigns::router())
         .merge(crate::donations::router())
+        .merge(crate::webhooks::router());
+    // The simulator's controls exist only when payments are simulated.
+    if simulated {
+        routes = routes.merge(crate::payments::simulator_api::router());
+    }
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))

@@ -1,13 +1,17 @@
 //! Stripe, through the real `async-stripe` client. In simulated mode the client talks to the
 //! Stripe look-alike in [`simulator`], so local runs take exactly the production path.
 
+pub mod objects;
 pub mod simulator;
+pub mod simulator_api;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
 use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_client_core::{RequestBuilder, StripeMethod};
 use stripe_core::payment_intent::{
     CreatePaymentIntent, CreatePaymentIntentAutomaticPaymentMethods,
 };
@@ -167,6 +171,92 @@ impl Payments {
                 });
             }
             tracing::info!(attempt, error = %failure, "retrying the PaymentIntent with the same idempotency key");
+            tokio::time::sleep(BACKOFF * attempt).await;
+            attempt += 1;
+        }
+    }
+}
+
+impl Payments {
+    /// A PaymentIntent as Stripe has it now, with its latest charge and that charge's balance
+    /// transaction expanded.
+    pub async fn retrieve_payment_intent(&self, id: &str) -> Result<Value, PaymentError> {
+        self.get(
+            &format!("/payment_intents/{id}"),
+            &[("expand[]", "latest_charge.balance_transaction")],
+        )
+        .await
+    }
+
+    pub async fn retrieve_balance_transaction(&self, id: &str) -> Result<Value, PaymentError> {
+        self.get(&format!("/balance_transactions/{id}"), &[]).await
+    }
+
+    /// Every refund of a charge (a charge has few; Stripe allows at most 100 per page).
+    pub async fn list_refunds(&self, charge_id: &str) -> Result<Vec<Value>, PaymentError> {
+        let page = self
+            .get("/refunds", &[("charge", charge_id), ("limit", "100")])
+            .await?;
+        Ok(page["data"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// One page of events created at or after `since` (unix seconds), newest first as Stripe
+    /// lists them, continuing after `starting_after`. Returns the events and whether more follow.
+    pub async fn list_events(
+        &self,
+        since: i64,
+        starting_after: Option<&str>,
+    ) -> Result<(Vec<Value>, bool), PaymentError> {
+        let since = since.to_string();
+        let mut query = vec![("created[gte]", since.as_str()), ("limit", "100")];
+        if let Some(after) = starting_after {
+            query.push(("starting_after", after));
+        }
+        let page = self.get("/events", &query).await?;
+        let has_more = page["has_more"].as_bool().unwrap_or(false);
+        Ok((
+            page["data"].as_array().cloned().unwrap_or_default(),
+            has_more,
+        ))
+    }
+
+    /// A GET through the Stripe client, answered as plain JSON so that we read Stripe's objects
+    /// with the same code whether an event carried them or we fetched them. GETs change
+    /// nothing, so they are retried.
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, PaymentError> {
+        let mut attempt = 1;
+        loop {
+            let mut request = RequestBuilder::new(StripeMethod::Get, path);
+            if !query.is_empty() {
+                request.query = Some(
+                    form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(query)
+                        .finish(),
+                );
+            }
+            let result = request
+                .customize::<miniserde::json::Value>()
+                .request_strategy(RequestStrategy::Once)
+                .send(&self.client)
+                .await;
+            let error = match result {
+                Ok(value) => {
+                    let text = miniserde::json::to_string(&value);
+                    return serde_json::from_str(&text).map_err(|e| {
+                        PaymentError::Rejected(StripeFailure(format!("unreadable answer: {e}")))
+                    });
+                }
+                Err(error) => error,
+            };
+            let failure = StripeFailure::from(&error);
+            let retryable = is_retryable(&error);
+            if !retryable || attempt >= ATTEMPTS {
+                return Err(if retryable {
+                    PaymentError::Unavailable(failure)
+                } else {
+                    PaymentError::Rejected(failure)
+                });
+            }
             tokio::time::sleep(BACKOFF * attempt).await;
             attempt += 1;
         }

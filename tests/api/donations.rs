@@ -189,9 +189,13 @@ async fn a_donation_can_be_read_back_without_donor_data() {
             "amount",
             "total_amount",
             "currency",
+            "refunded_amount",
+            "dispute_status",
             "created_at"
         ]
     );
+    assert_eq!(donation["refunded_amount"], 0);
+    assert_eq!(donation["dispute_status"], serde_json::Value::Null);
     assert_eq!(donation["id"], id);
     assert_eq!(donation["status"], "pending");
     assert_eq!(donation["total_amount"], 2500);

@@ -1,0 +1,139 @@
+//! The simulator's controls, served by the API only when payments are simulated:
+//! `POST /v1/simulator/payment_intents/{id}/succeed`, `/fail` and `/refund` (body `{amount}`,
+//! optional). Each changes the simulated Stripe's objects the way a donor or the dashboard
+//! would, then delivers the resulting events, signed with the webhook secret, to our own
+//! webhook endpoint: the local flow runs the production code from end to end.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::simulator::{SimulatedStripe, SimulationError};
+use crate::http::problem::{ApiResult, FieldError, Problem};
+use crate::startup::AppState;
+use crate::webhooks::signature;
+
+/// The simulated Stripe, and how its events reach us.
+#[derive(Clone)]
+pub struct Simulator {
+    pub stripe: SimulatedStripe,
+    webhook_url: String,
+    secret: SecretString,
+    http: reqwest::Client,
+}
+
+impl Simulator {
+    pub fn new(stripe: SimulatedStripe, webhook_url: String, secret: SecretString) -> Self {
+        Self {
+            stripe,
+            webhook_url,
+            secret,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Delivers `event` to our webhook endpoint as Stripe would; returns the HTTP status.
+    async fn deliver(&self, event: &Value) -> u16 {
+        let body = serde_json::to_vec(event).expect("an event serialises");
+        let header = signature::sign(
+            &self.secret,
+            &body,
+            OffsetDateTime::now_utc().unix_timestamp(),
+        );
+        let sent = self
+            .http
+            .post(&self.webhook_url)
+            .header("content-type", "application/json")
+            .header("stripe-signature", header)
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(response) => response.status().as_u16(),
+            Err(error) => {
+                tracing::warn!(%error, "the simulator could not deliver an event");
+                0
+            }
+        }
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(
+        "/v1/simulator/payment_intents/{id}/{action}",
+        post(simulate),
+    )
+}
+
+async fn simulate(
+    State(state): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let simulator = state
+        .simulator
+        .as_ref()
+        .ok_or_else(|| Problem::not_found("Payments are not simulated."))?;
+    let events = match action.as_str() {
+        "succeed" => simulator.stripe.succeed(&id),
+        "fail" => simulator.stripe.fail(&id),
+        "refund" => simulator.stripe.refund(&id, refund_amount(&body)?),
+        _ => {
+            return Err(Problem::not_found(
+                "The simulator can succeed, fail or refund a PaymentIntent.",
+            )
+            .into());
+        }
+    }
+    .map_err(|error| match error {
+        SimulationError::UnknownPaymentIntent(_) => Problem::not_found(error.to_string()),
+        SimulationError::WrongState(..) => Problem::new(
+            StatusCode::CONFLICT,
+            "simulation-refused",
+            "Not possible now",
+            error.to_string(),
+        ),
+        SimulationError::BadRefundAmount(_) => {
+            Problem::invalid(vec![FieldError::new("amount", error.to_string())])
+        }
+    })?;
+
+    let mut delivered = Vec::new();
+    for event in &events {
+        let status = simulator.deliver(event).await;
+        delivered
+            .push(json!({"id": event["id"], "type": event["type"], "delivery_status": status}));
+    }
+    Ok(Json(json!({"payment_intent": id, "events": delivered})))
+}
+
+/// `{"amount": N}`, or an empty body for all that is left.
+fn refund_amount(body: &[u8]) -> Result<Option<i64>, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "Malformed JSON",
+            format!("The body is not valid JSON: {e}."),
+        )
+    })?;
+    let object = value
+        .as_object()
+        .filter(|o| o.keys().all(|k| k == "amount"));
+    match object.map(|o| o.get("amount").map(Value::as_i64)) {
+        Some(None) => Ok(None),
+        Some(Some(Some(amount))) if amount > 0 => Ok(Some(amount)),
+        _ => Err(Problem::invalid(vec![FieldError::new(
+            "amount",
+            "must be a whole number of minor units, more than 0",
+        )])),
+    }
+}
