@@ -45,7 +45,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     database: Database,
-    worker: Option<Worker>,
+    worker: Worker,
+    run_worker: bool,
 }
 
 impl Application {
@@ -76,15 +77,14 @@ impl Application {
             wake_worker: wake_worker.clone(),
             simulator,
         };
-        let worker = settings
-            .apply_events
-            .then(|| Worker::new(database.pool.clone(), payments, wake_worker));
+        let worker = Worker::new(database.pool.clone(), payments, wake_worker);
         let router = crate::http::router(state, settings.allowed_origins()?);
         Ok(Self {
             listener,
             router,
             database,
             worker,
+            run_worker: settings.apply_events,
         })
     }
 
@@ -98,6 +98,11 @@ impl Application {
         &self.database.pool
     }
 
+    /// The event worker, to drive by hand (as the tests do with `APPLY_EVENTS=false`).
+    pub fn worker(&self) -> Worker {
+        self.worker.clone()
+    }
+
     /// Serves until `shutdown` completes, lets requests in flight and the worker's batch
     /// finish, then closes the database (stopping the local Postgres if we started it).
     pub async fn run_until_stopped(
@@ -106,7 +111,9 @@ impl Application {
     ) -> anyhow::Result<()> {
         let address = self.address();
         let (stop_worker, stopped) = watch::channel(false);
-        let worker = self.worker.map(|worker| tokio::spawn(worker.run(stopped)));
+        let worker = self
+            .run_worker
+            .then(|| tokio::spawn(self.worker.run(stopped)));
         tracing::info!("listening on http://{address}");
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)

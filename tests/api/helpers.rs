@@ -19,6 +19,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 pub const PUBLISHABLE_KEY: &str = "pk_test_quickdonate";
+pub const WEBHOOK_SECRET: &str = "whsec_quickdonate";
 
 /// Where the tests' databases are made.
 struct TestServer {
@@ -91,7 +92,10 @@ pub struct TestApp {
     pub db: PgPool,
     pub stripe: MockServer,
     pub http: reqwest::Client,
-    db_name: String,
+    pub worker: quickdonate::webhooks::worker::Worker,
+    pub db_name: String,
+    /// Whether dropping this app drops its database (not when another app takes it over).
+    pub owns_db: bool,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -100,11 +104,16 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the app with the test settings, changed by `customize` first.
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let db_name = fresh_database().await;
+    spawn_app_on(db_name, customize).await
+}
+
+/// Starts the app on an existing test database `db_name` (which it then owns).
+pub async fn spawn_app_on(db_name: String, customize: impl FnOnce(&mut Settings)) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         quickdonate::telemetry::init(quickdonate::config::LogFormat::Text);
     }
     let stripe = MockServer::start().await;
-    let db_name = fresh_database().await;
 
     let mut settings = Settings::defaults().expect("the default settings load");
     settings.listen_addr = "127.0.0.1:0".parse().unwrap();
@@ -113,7 +122,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     settings.campaigns_file = concat!(env!("CARGO_MANIFEST_DIR"), "/config/campaigns.toml").into();
     settings.stripe_secret_key = Some(SecretString::from("sk_test_quickdonate"));
     settings.stripe_publishable_key = Some(PUBLISHABLE_KEY.to_owned());
-    settings.stripe_webhook_secret = Some(SecretString::from("whsec_quickdonate"));
+    settings.stripe_webhook_secret = Some(SecretString::from(WEBHOOK_SECRET));
     settings.stripe_api_base = stripe.uri();
     settings.stripe_timeout_secs = 2;
     customize(&mut settings);
@@ -122,6 +131,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let app = Application::build(settings).await.expect("the app builds");
     let address = format!("http://{}", app.address());
     let db = app.db().clone();
+    let worker = app.worker();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
 
     TestApp {
@@ -129,12 +139,17 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         db,
         stripe,
         http: reqwest::Client::new(),
+        worker,
         db_name,
+        owns_db: true,
     }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        if !self.owns_db {
+            return;
+        }
         let name = self.db_name.clone();
         // Dropping needs async calls; make them on a runtime of their own.
         std::thread::spawn(move || {
@@ -201,6 +216,309 @@ impl TestApp {
             .into_iter()
             .filter(|r| r.url.path() == path)
             .collect()
+    }
+}
+
+impl TestApp {
+    /// Delivers `event` as Stripe does: signed with our secret, now.
+    pub async fn deliver(&self, event: &Value) -> Response {
+        let body = serde_json::to_vec(event).unwrap();
+        let header = quickdonate::webhooks::signature::sign(
+            &SecretString::from(WEBHOOK_SECRET),
+            &body,
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+        );
+        self.deliver_raw(body, Some(&header)).await
+    }
+
+    /// Posts `body` to the webhook endpoint with `signature` as the Stripe-Signature header.
+    pub async fn deliver_raw(&self, body: Vec<u8>, signature: Option<&str>) -> Response {
+        let mut request = self
+            .http
+            .post(format!("{}/v1/webhooks/stripe", self.address))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("stripe-signature", signature);
+        }
+        request.send().await.expect("the request is sent")
+    }
+
+    /// Applies every due event now (for apps started with `apply_events = false`).
+    pub async fn apply_events(&self) {
+        while self.worker.apply_due().await.expect("the worker applies") > 0 {}
+    }
+
+    /// Waits until no event is left pending; fails with the events' errors if one stays.
+    pub async fn wait_until_applied(&self) {
+        for _ in 0..500 {
+            let pending: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE state = 'pending'")
+                    .fetch_one(&self.db)
+                    .await
+                    .unwrap();
+            if pending == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let stuck: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT id, type, last_error FROM stripe_events WHERE state = 'pending'",
+        )
+        .fetch_all(&self.db)
+        .await
+        .unwrap();
+        panic!("events never applied: {stuck:?}");
+    }
+
+    /// Creates a donation through the API; returns its id and PaymentIntent id.
+    pub async fn create_donation(&self, amount: i64) -> (Uuid, String) {
+        let mut body = donation_body();
+        body["amount"] = json!(amount);
+        let response = self.post_donation("kashmir", &body, None).await;
+        assert_eq!(response.status(), 201);
+        let created: Value = response.json().await.unwrap();
+        (
+            Uuid::parse_str(created["id"].as_str().unwrap()).unwrap(),
+            created["payment_intent_id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// The campaign as the API shows it.
+    pub async fn campaign(&self) -> Value {
+        self.get("/v1/campaigns/kashmir")
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Asserts that every campaign's stored total equals a recomputation from the rows:
+    /// refunds, lost disputes and payment status, read afresh.
+    pub async fn assert_totals_match_rows(&self) {
+        let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+            r#"WITH facts AS (
+                   SELECT d.campaign, d.payment_status, d.amount, d.total_amount,
+                          coalesce((SELECT sum(r.amount) FROM refunds r WHERE r.donation_id = d.id
+                                    AND r.status NOT IN ('failed', 'canceled')), 0) AS refunded,
+                          coalesce((SELECT sum(x.amount) FROM disputes x WHERE x.donation_id = d.id
+                                    AND x.status = 'lost'), 0) AS lost
+                   FROM donations d),
+               parts AS (
+                   SELECT campaign,
+                          CASE WHEN payment_status = 'succeeded'
+                               THEN GREATEST(0, LEAST(amount, total_amount - refunded - lost))
+                               ELSE 0 END AS part
+                   FROM facts)
+               SELECT c.slug, c.raised_amount, c.donation_count,
+                      coalesce(sum(p.part), 0)::bigint, count(p.part) FILTER (WHERE p.part > 0)
+               FROM campaigns c LEFT JOIN parts p ON p.campaign = c.slug
+               GROUP BY c.slug, c.raised_amount, c.donation_count"#,
+        )
+        .fetch_all(&self.db)
+        .await
+        .unwrap();
+        for (slug, raised, count, recomputed_raised, recomputed_count) in rows {
+            assert_eq!(
+                (raised, count),
+                (recomputed_raised, recomputed_count),
+                "campaign {slug}: stored (raised, count) differ from the rows"
+            );
+        }
+    }
+
+    /// A donation's Stripe-derived columns.
+    pub async fn donation_facts(&self, id: Uuid) -> DonationFacts {
+        sqlx::query_as(
+            r#"SELECT status, payment_status, amount_received, fee, net, refunded_amount,
+                      dispute_status, dispute_lost_amount, dispute_fee, counted_amount, charge_id
+               FROM donations WHERE id = $1"#,
+        )
+        .bind(id)
+        .fetch_one(&self.db)
+        .await
+        .unwrap()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DonationFacts {
+    pub status: String,
+    pub payment_status: String,
+    pub amount_received: i64,
+    pub fee: Option<i64>,
+    pub net: Option<i64>,
+    pub refunded_amount: i64,
+    pub dispute_status: Option<String>,
+    pub dispute_lost_amount: i64,
+    pub dispute_fee: i64,
+    pub counted_amount: i64,
+    pub charge_id: Option<String>,
+}
+
+/// A Stripe event around `object`, built from the fixture.
+pub fn event(kind: &str, object: Value, created: i64) -> Value {
+    let mut event = fixture("event");
+    event["id"] = json!(format!("evt_{}", Uuid::new_v4().simple()));
+    event["type"] = json!(kind);
+    event["created"] = json!(created);
+    event["livemode"] = json!(false);
+    event["api_version"] = json!("2026-09-30.clover");
+    event["data"] = json!({"object": object});
+    event
+}
+
+/// Stripe objects built from the fixtures, with the fields the tests are about.
+pub mod objects {
+    use super::*;
+
+    pub fn payment_intent(id: &str, donation: Option<Uuid>, status: &str, amount: i64) -> Value {
+        let mut pi = fixture("payment_intent");
+        pi["id"] = json!(id);
+        pi["amount"] = json!(amount);
+        pi["currency"] = json!("gbp");
+        pi["status"] = json!(status);
+        pi["amount_received"] = json!(if status == "succeeded" { amount } else { 0 });
+        pi["last_payment_error"] = Value::Null;
+        pi["latest_charge"] = Value::Null;
+        pi["metadata"] = match donation {
+            Some(d) => json!({"donation_id": d.to_string(), "campaign": "kashmir"}),
+            None => json!({}),
+        };
+        pi
+    }
+
+    pub fn failed_payment_intent(id: &str, donation: Uuid, amount: i64) -> Value {
+        let mut pi = payment_intent(id, Some(donation), "requires_payment_method", amount);
+        pi["last_payment_error"] = json!({"type": "card_error", "code": "card_declined"});
+        pi
+    }
+
+    pub fn charge(id: &str, pi: &str, amount: i64, refunded: i64, txn: Option<&str>) -> Value {
+        let mut charge = fixture("charge");
+        charge["id"] = json!(id);
+        charge["payment_intent"] = json!(pi);
+        charge["amount"] = json!(amount);
+        charge["amount_captured"] = json!(amount);
+        charge["amount_refunded"] = json!(refunded);
+        charge["currency"] = json!("gbp");
+        charge["status"] = json!("succeeded");
+        charge["captured"] = json!(true);
+        charge["paid"] = json!(true);
+        charge["refunded"] = json!(refunded == amount);
+        charge["balance_transaction"] = json!(txn);
+        charge["metadata"] = json!({});
+        charge
+    }
+
+    pub fn balance_transaction(id: &str, amount: i64, fee: i64) -> Value {
+        let mut txn = fixture("balance_transaction");
+        txn["id"] = json!(id);
+        txn["amount"] = json!(amount);
+        txn["fee"] = json!(fee);
+        txn["net"] = json!(amount - fee);
+        txn["currency"] = json!("gbp");
+        txn
+    }
+
+    pub fn refund(id: &str, charge: &str, pi: &str, amount: i64, status: &str) -> Value {
+        let mut refund = fixture("refund");
+        refund["id"] = json!(id);
+        refund["charge"] = json!(charge);
+        refund["payment_intent"] = json!(pi);
+        refund["amount"] = json!(amount);
+        refund["currency"] = json!("gbp");
+        refund["status"] = json!(status);
+        refund
+    }
+
+    /// A dispute with one balance transaction per entry of `fees` (withdrawal, reinstatement).
+    pub fn dispute(
+        id: &str,
+        charge: &str,
+        pi: &str,
+        amount: i64,
+        status: &str,
+        fees: &[i64],
+    ) -> Value {
+        let mut dispute = fixture("dispute");
+        dispute["id"] = json!(id);
+        dispute["charge"] = json!(charge);
+        dispute["payment_intent"] = json!(pi);
+        dispute["amount"] = json!(amount);
+        dispute["currency"] = json!("gbp");
+        dispute["status"] = json!(status);
+        dispute["balance_transactions"] = fees
+            .iter()
+            .map(|fee| json!({"id": format!("txn_{}", Uuid::new_v4().simple()), "fee": fee}))
+            .collect::<Vec<_>>()
+            .into();
+        dispute
+    }
+}
+
+/// Stripe's current objects, as a test sets them, served to the app's fetches: PaymentIntents
+/// (with their latest charge expanded when asked), balance transactions, refunds by charge.
+#[derive(Clone, Default)]
+pub struct StripeObjects(std::sync::Arc<Mutex<std::collections::HashMap<String, Value>>>);
+
+impl StripeObjects {
+    pub fn put(&self, object: Value) {
+        let id = object["id"].as_str().unwrap().to_owned();
+        self.0.lock().unwrap().insert(id, object);
+    }
+
+    /// Mounts the fetch endpoints on `app`'s fake Stripe.
+    pub async fn serve(&self, app: &TestApp) {
+        Mock::given(method("GET"))
+            .respond_with(self.clone())
+            .mount(&app.stripe)
+            .await;
+    }
+}
+
+impl Respond for StripeObjects {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let objects = self.0.lock().unwrap();
+        let path = request.url.path();
+        if path == "/v1/refunds" {
+            let charge = request
+                .url
+                .query_pairs()
+                .find(|(k, _)| k == "charge")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            let refunds: Vec<Value> = objects
+                .values()
+                .filter(|o| o["object"] == "refund" && o["charge"] == charge.as_str())
+                .cloned()
+                .collect();
+            return ResponseTemplate::new(200)
+                .set_body_json(json!({"object": "list", "data": refunds, "has_more": false}));
+        }
+        let id = path.rsplit('/').next().unwrap_or_default();
+        let Some(mut object) = objects.get(id).cloned() else {
+            return stripe_error(404, "invalid_request_error", "No such object");
+        };
+        let expand = request
+            .url
+            .query()
+            .is_some_and(|q| q.contains("latest_charge"));
+        if expand
+            && let Some(charge) = object["latest_charge"]
+                .as_str()
+                .and_then(|c| objects.get(c))
+        {
+            let mut charge = charge.clone();
+            if let Some(txn) = charge["balance_transaction"]
+                .as_str()
+                .and_then(|t| objects.get(t))
+            {
+                charge["balance_transaction"] = txn.clone();
+            }
+            object["latest_charge"] = charge;
+        }
+        ResponseTemplate::new(200).set_body_json(object)
     }
 }
 

@@ -3,7 +3,9 @@
 mod bad_input;
 mod campaigns;
 mod donations;
+mod events;
 mod health;
 mod helpers;
 mod idempotency;
 mod out_of_the_box;
+mod webhooks;

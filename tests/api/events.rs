@@ -1,0 +1,685 @@
+//! Applying events: donations and campaign totals follow Stripe's objects, whatever the order,
+//! duplication, concurrency, crash or outage.
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::helpers::{
+    DonationFacts, StripeObjects, TestApp, event, objects, spawn_app, spawn_app_with,
+    stripe_creates_payment_intents,
+};
+
+fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// An app whose events are applied only when the test says so, with a fake Stripe that
+/// creates PaymentIntents and serves the objects the test puts in `StripeObjects`.
+async fn manual_app() -> (TestApp, StripeObjects) {
+    let app = spawn_app_with(|s| s.apply_events = false).await;
+    stripe_creates_payment_intents(&app).await;
+    let stripe = StripeObjects::default();
+    stripe.serve(&app).await;
+    (app, stripe)
+}
+
+/// One donation's story at Stripe: a £25 gift charged, its fee, and two refunds.
+struct Story {
+    donation: Uuid,
+    pi: String,
+    charge: String,
+    txn: String,
+    t0: i64,
+}
+
+const AMOUNT: i64 = 2500;
+const FEE: i64 = 58;
+
+impl Story {
+    async fn begin(app: &TestApp, stripe: &StripeObjects) -> Self {
+        let (donation, pi) = app.create_donation(AMOUNT).await;
+        let suffix = Uuid::new_v4().simple().to_string();
+        let story = Story {
+            donation,
+            pi,
+            charge: format!("ch_{suffix}"),
+            txn: format!("txn_{suffix}"),
+            t0: now() - 100,
+        };
+        // What Stripe holds once the gift is paid: what a fetch sees.
+        let mut paid = objects::payment_intent(&story.pi, Some(donation), "succeeded", AMOUNT);
+        paid["latest_charge"] = story.charge.clone().into();
+        stripe.put(paid);
+        stripe.put(objects::balance_transaction(&story.txn, AMOUNT, FEE));
+        story.at_stripe_refunded(stripe, 0);
+        story
+    }
+
+    /// Stripe's charge with `refunded` refunded, and the refunds that make it up.
+    fn at_stripe_refunded(&self, stripe: &StripeObjects, refunded: i64) {
+        stripe.put(objects::charge(
+            &self.charge,
+            &self.pi,
+            AMOUNT,
+            refunded,
+            Some(&self.txn),
+        ));
+        if refunded >= 500 {
+            stripe.put(self.refund_a("succeeded"));
+        }
+        if refunded == AMOUNT {
+            stripe.put(self.refund_b("succeeded"));
+        }
+    }
+
+    fn refund_a(&self, status: &str) -> Value {
+        objects::refund(
+            &format!("re_a_{}", self.pi),
+            &self.charge,
+            &self.pi,
+            500,
+            status,
+        )
+    }
+
+    fn refund_b(&self, status: &str) -> Value {
+        objects::refund(
+            &format!("re_b_{}", self.pi),
+            &self.charge,
+            &self.pi,
+            AMOUNT - 500,
+            status,
+        )
+    }
+
+    fn processing(&self) -> Value {
+        let pi = objects::payment_intent(&self.pi, Some(self.donation), "processing", AMOUNT);
+        event("payment_intent.processing", pi, self.t0)
+    }
+
+    fn succeeded(&self) -> Value {
+        let mut pi = objects::payment_intent(&self.pi, Some(self.donation), "succeeded", AMOUNT);
+        pi["latest_charge"] = self.charge.clone().into();
+        event("payment_intent.succeeded", pi, self.t0 + 1)
+    }
+
+    /// The charge once its balance transaction exists, before any refund.
+    fn charge_updated_with_fee(&self) -> Value {
+        let charge = objects::charge(&self.charge, &self.pi, AMOUNT, 0, Some(&self.txn));
+        event("charge.updated", charge, self.t0 + 2)
+    }
+
+    fn partial_refund(&self) -> Value {
+        event("refund.created", self.refund_a("succeeded"), self.t0 + 3)
+    }
+
+    fn full_refund(&self) -> Value {
+        event("refund.created", self.refund_b("succeeded"), self.t0 + 4)
+    }
+}
+
+fn fully_refunded() -> DonationFacts {
+    DonationFacts {
+        status: "refunded".into(),
+        payment_status: "succeeded".into(),
+        amount_received: AMOUNT,
+        fee: Some(FEE),
+        net: Some(AMOUNT - FEE),
+        refunded_amount: AMOUNT,
+        dispute_status: None,
+        dispute_lost_amount: 0,
+        dispute_fee: 0,
+        counted_amount: 0,
+        charge_id: None,
+    }
+}
+
+async fn facts(app: &TestApp, id: Uuid) -> DonationFacts {
+    DonationFacts {
+        charge_id: None,
+        ..app.donation_facts(id).await
+    }
+}
+
+#[tokio::test]
+async fn a_succeeded_payment_makes_the_donation_count() {
+    let (app, stripe) = manual_app().await;
+    let story = Story::begin(&app, &stripe).await;
+    assert_eq!(app.deliver(&story.succeeded()).await.status(), 200);
+    app.apply_events().await;
+
+    let donation: Value = app
+        .get(&format!("/v1/donations/{}", story.donation))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(donation["status"], "succeeded");
+    assert_eq!(donation["refunded_amount"], 0);
+    let campaign = app.campaign().await;
+    assert_eq!(
+        (
+            campaign["raised_amount"].as_i64(),
+            campaign["donation_count"].as_i64()
+        ),
+        (Some(AMOUNT), Some(1))
+    );
+    app.assert_totals_match_rows().await;
+}
+
+#[tokio::test]
+async fn the_worker_applies_a_new_event_promptly_on_its_own() {
+    let app = spawn_app().await;
+    stripe_creates_payment_intents(&app).await;
+    let (donation, pi) = app.create_donation(AMOUNT).await;
+    let event = event(
+        "payment_intent.succeeded",
+        objects::payment_intent(&pi, Some(donation), "succeeded", AMOUNT),
+        now(),
+    );
+    let delivered = std::time::Instant::now();
+    assert_eq!(app.deliver(&event).await.status(), 200);
+    app.wait_until_applied().await;
+    // Not a timing test: wait_until_applied gives up after ten seconds; this is a sanity bound.
+    assert!(delivered.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(app.donation_facts(donation).await.status, "succeeded");
+}
+
+#[tokio::test]
+async fn every_order_of_a_donations_events_ends_in_the_same_row() {
+    let (app, stripe) = manual_app().await;
+    let mut orders = Vec::new();
+    permutations(&mut vec![0, 1, 2, 3, 4], 0, &mut orders);
+    assert_eq!(orders.len(), 120);
+
+    for order in &orders {
+        let story = Story::begin(&app, &stripe).await;
+        story.at_stripe_refunded(&stripe, AMOUNT);
+        let events = [
+            story.processing(),
+            story.succeeded(),
+            story.charge_updated_with_fee(),
+            story.partial_refund(),
+            story.full_refund(),
+        ];
+        for &i in order {
+            assert_eq!(app.deliver(&events[i]).await.status(), 200);
+            app.apply_events().await;
+        }
+        assert_eq!(
+            facts(&app, story.donation).await,
+            fully_refunded(),
+            "order {order:?}"
+        );
+    }
+    let campaign = app.campaign().await;
+    assert_eq!(
+        (
+            campaign["raised_amount"].as_i64(),
+            campaign["donation_count"].as_i64()
+        ),
+        (Some(0), Some(0))
+    );
+    app.assert_totals_match_rows().await;
+}
+
+fn permutations(items: &mut Vec<usize>, k: usize, out: &mut Vec<Vec<usize>>) {
+    if k == items.len() {
+        out.push(items.clone());
+        return;
+    }
+    for i in k..items.len() {
+        items.swap(k, i);
+        permutations(items, k + 1, out);
+        items.swap(k, i);
+    }
+}
+
+#[tokio::test]
+async fn the_same_event_many_times_and_two_events_for_one_change_count_once() {
+    let (app, stripe) = manual_app().await;
+    let story = Story::begin(&app, &stripe).await;
+    let succeeded = story.succeeded();
+    for _ in 0..5 {
+        assert_eq!(app.deliver(&succeeded).await.status(), 200);
+    }
+    // A different event describing the same change: the charge succeeding.
+    let charge = objects::charge(&story.charge, &story.pi, AMOUNT, 0, Some(&story.txn));
+    assert_eq!(
+        app.deliver(&event("charge.succeeded", charge, story.t0 + 1))
+            .await
+            .status(),
+        200
+    );
+    app.apply_events().await;
+
+    let partial = story.partial_refund();
+    for _ in 0..3 {
+        app.deliver(&partial).await;
+    }
+    // ...and the charge.refunded that Stripe also sends for it.
+    let refunded_charge = objects::charge(&story.charge, &story.pi, AMOUNT, 500, Some(&story.txn));
+    story.at_stripe_refunded(&stripe, 500);
+    app.deliver(&event("charge.refunded", refunded_charge, story.t0 + 3))
+        .await;
+    app.apply_events().await;
+
+    let row = app.donation_facts(story.donation).await;
+    assert_eq!(
+        (row.status.as_str(), row.refunded_amount, row.counted_amount),
+        ("succeeded", 500, AMOUNT - 500)
+    );
+    assert_eq!(row.fee, Some(FEE));
+    let campaign = app.campaign().await;
+    assert_eq!(
+        (
+            campaign["raised_amount"].as_i64(),
+            campaign["donation_count"].as_i64()
+        ),
+        (Some(AMOUNT - 500), Some(1))
+    );
+    app.assert_totals_match_rows().await;
+}
+
+#[tokio::test]
+async fn a_late_processing_event_never_moves_a_succeeded_donation_back() {
+    let (app, stripe) = manual_app().await;
+    let story = Story::begin(&app, &stripe).await;
+    app.deliver(&story.succeeded()).await;
+    app.apply_events().await;
+    app.deliver(&story.processing()).await;
+    app.apply_events().await;
+    assert_eq!(app.donation_facts(story.donation).await.status, "succeeded");
+}
+
+#[tokio::test]
+async fn a_declined_card_then_another_card_ends_succeeded_in_either_order() {
+    for failed_first in [true, false] {
+        let (app, stripe) = manual_app().await;
+        let story = Story::begin(&app, &stripe).await;
+        let failed = event(
+            "payment_intent.payment_failed",
+            objects::failed_payment_intent(&story.pi, story.donation, AMOUNT),
+            story.t0,
+        );
+        let succeeded = story.succeeded();
+        let (first, second) = if failed_first {
+            (&failed, &succeeded)
+        } else {
+            (&succeeded, &failed)
+        };
+        app.deliver(first).await;
+        app.apply_events().await;
+        if failed_first {
+            assert_eq!(app.donation_facts(story.donation).await.status, "failed");
+        }
+        app.deliver(second).await;
+        app.apply_events().await;
+        assert_eq!(
+            app.donation_facts(story.donation).await.status,
+            "succeeded",
+            "failed first: {failed_first}"
+        );
+        app.assert_totals_match_rows().await;
+    }
+}
+
+#[tokio::test]
+async fn the_fee_arriving_later_with_charge_updated_is_recorded() {
+    let (app, stripe) = manual_app().await;
+    let story = Story::begin(&app, &stripe).await;
+    app.deliver(&story.succeeded()).await;
+    let no_fee_yet = objects::charge(&story.charge, &story.pi, AMOUNT, 0, None);
+    app.deliver(&event("charge.succeeded", no_fee_yet, story.t0 + 1))
+        .await;
+    app.apply_events().await;
+    assert_eq!(app.donation_facts(story.donation).await.fee, None);
+
+    app.deliver(&story.charge_updated_with_fee()).await;
+    app.apply_events().await;
+    let row = app.donation_facts(story.donation).await;
+    assert_eq!((row.fee, row.net), (Some(FEE), Some(AMOUNT - FEE)));
+    assert_eq!(row.charge_id.as_deref(), Some(story.charge.as_str()));
+}
+
+#[tokio::test]
+async fn a_dashboard_refund_seen_only_as_charge_refunded_is_fetched_and_counted() {
+    let (app, stripe) = manual_app().await;
+    let story = Story::begin(&app, &stripe).await;
+    app.deliver(&story.succeeded()).await;
+    app.apply_events().await;
+
+    // Refunded from the dashboard; no refund.* event ever arrives.
+    story.at_stripe_refunded(&stripe, 500);
+    let charge = objects::charge(&story.charge, &story.pi, AMOUNT, 500, Some(&story.txn));
+    app.deliver(&event("charge.refunded", charge, story.t0 + 3))
+        .await;
+    app.apply_events().await;
+
+    let row = app.donation_facts(story.donation).await;
+    assert_eq!(
+        (row.refunded_amount, row.counted_amount),
+        (500, AMOUNT - 500)
+    );
+    let donation: Value = app
+        .get(&format!("/v1/donations/{}", story.donation))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(donation["refunded_amount"], 500);
+    app.assert_totals_match_rows().await;
+}
+
+#[tokio::test]
+async fn a_refund_that_fails_gives_the_money_back_to_the_total() {
+    let (app, stripe) = manual_app().await;
+    let story = Story::begin(&app, &stripe).await;
+    app.deliver(&story.succeeded()).await;
+    app.deliver(&event(
+        "refund.created",
+        story.refund_a("pending"),
+        story.t0 + 3,
+    ))
+    .await;
+    app.apply_events().await;
+    assert_eq!(
+        app.donation_facts(story.donation).await.refunded_amount,
+        500
+    );
+
+    app.deliver(&event(
+        "refund.failed",
+        story.refund_a("failed"),
+        story.t0 + 5,
+    ))
+    .await;
+    // A late, stale "pending" changes nothing.
+    app.deliver(&event(
+        "refund.updated",
+        story.refund_a("pending"),
+        story.t0 + 4,
+    ))
+    .await;
+    app.apply_events().await;
+    let row = app.donation_facts(story.donation).await;
+    assert_eq!((row.refunded_amount, row.counted_amount), (0, AMOUNT));
+    app.assert_totals_match_rows().await;
+}
+
+#[tokio::test]
+async fn a_lost_dispute_counts_like_a_refund_and_records_its_fee() {
+    let (app, stripe) = manual_app().await;
+    let story = Story::begin(&app, &stripe).await;
+    app.deliver(&story.succeeded()).await;
+    let dp = format!("dp_{}", story.pi);
+    let opened = objects::dispute(&dp, &story.charge, &story.pi, AMOUNT, "needs_response", &[]);
+    let withdrawn = objects::dispute(
+        &dp,
+        &story.charge,
+        &story.pi,
+        AMOUNT,
+        "needs_response",
+        &[2000],
+    );
+    let lost = objects::dispute(&dp, &story.charge, &story.pi, AMOUNT, "lost", &[2000]);
+    // Out of order: closed first.
+    app.deliver(&event("charge.dispute.closed", lost, story.t0 + 9))
+        .await;
+    app.deliver(&event("charge.dispute.created", opened, story.t0 + 5))
+        .await;
+    app.deliver(&event(
+        "charge.dispute.funds_withdrawn",
+        withdrawn,
+        story.t0 + 6,
+    ))
+    .await;
+    app.apply_events().await;
+
+    let row = app.donation_facts(story.donation).await;
+    assert_eq!(row.dispute_status.as_deref(), Some("lost"));
+    assert_eq!(
+        (row.dispute_lost_amount, row.dispute_fee, row.counted_amount),
+        (AMOUNT, 2000, 0)
+    );
+    let donation: Value = app
+        .get(&format!("/v1/donations/{}", story.donation))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(donation["dispute_status"], "lost");
+    assert_eq!(app.campaign().await["donation_count"], 0);
+    app.assert_totals_match_rows().await;
+}
+
+#[tokio::test]
+async fn a_won_dispute_gives_the_gift_back_to_the_total() {
+    let (app, stripe) = manual_app().await;
+    let story = Story::begin(&app, &stripe).await;
+    app.deliver(&story.succeeded()).await;
+    let dp = format!("dp_{}", story.pi);
+    for (kind, status, fees, t) in [
+        ("charge.dispute.created", "needs_response", vec![], 5),
+        (
+            "charge.dispute.funds_withdrawn",
+            "needs_response",
+            vec![2000],
+            6,
+        ),
+        ("charge.dispute.updated", "under_review", vec![2000], 7),
+        (
+            "charge.dispute.funds_reinstated",
+            "won",
+            vec![2000, -2000],
+            8,
+        ),
+        ("charge.dispute.closed", "won", vec![2000, -2000], 9),
+    ] {
+        let dispute = objects::dispute(&dp, &story.charge, &story.pi, AMOUNT, status, &fees);
+        app.deliver(&event(kind, dispute, story.t0 + t)).await;
+        app.apply_events().await;
+        if status == "under_review" {
+            assert_eq!(
+                app.donation_facts(story.donation)
+                    .await
+                    .dispute_status
+                    .as_deref(),
+                Some("under_review")
+            );
+        }
+    }
+    let row = app.donation_facts(story.donation).await;
+    assert_eq!(row.dispute_status.as_deref(), Some("won"));
+    assert_eq!((row.dispute_fee, row.counted_amount), (0, AMOUNT));
+    app.assert_totals_match_rows().await;
+}
+
+#[tokio::test]
+async fn an_event_for_a_payment_that_is_not_ours_is_ignored_with_its_reason() {
+    let (app, stripe) = manual_app().await;
+    stripe.put(objects::payment_intent(
+        "pi_someone_elses",
+        None,
+        "succeeded",
+        999,
+    ));
+    let foreign = objects::payment_intent("pi_someone_elses", None, "succeeded", 999);
+    app.deliver(&event("payment_intent.succeeded", foreign, now()))
+        .await;
+    app.apply_events().await;
+    let (state, reason): (String, Option<String>) =
+        sqlx::query_as("SELECT state, last_error FROM stripe_events")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(state, "ignored");
+    assert!(reason.unwrap().contains("not a quickdonate payment"));
+    assert_eq!(app.campaign().await["raised_amount"], 0);
+}
+
+#[tokio::test]
+async fn a_charge_event_for_a_donation_we_cannot_place_fetches_its_payment_intent() {
+    let (app, stripe) = manual_app().await;
+    let story = Story::begin(&app, &stripe).await;
+    // As if the webhook beat our own write of the PaymentIntent id.
+    sqlx::query("UPDATE donations SET payment_intent_id = NULL WHERE id = $1")
+        .bind(story.donation)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let charge = objects::charge(&story.charge, &story.pi, AMOUNT, 0, Some(&story.txn));
+    app.deliver(&event("charge.succeeded", charge, story.t0 + 1))
+        .await;
+    app.apply_events().await;
+    let row = app.donation_facts(story.donation).await;
+    assert_eq!((row.status.as_str(), row.fee), ("succeeded", Some(FEE)));
+    let linked: Option<String> =
+        sqlx::query_scalar("SELECT payment_intent_id FROM donations WHERE id = $1")
+            .bind(story.donation)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(linked.as_deref(), Some(story.pi.as_str()));
+}
+
+#[tokio::test]
+async fn an_event_that_fails_to_apply_is_retried_with_its_error_kept() {
+    let (app, _stripe) = manual_app().await;
+    let (donation, pi) = app.create_donation(AMOUNT).await;
+    // The balance transaction does not exist at Stripe yet: fetching it fails.
+    let charge = objects::charge("ch_missing_txn", &pi, AMOUNT, 0, Some("txn_not_there"));
+    let mut charge_event = event("charge.succeeded", charge, now());
+    charge_event["data"]["object"]["metadata"] =
+        serde_json::json!({"donation_id": donation.to_string()});
+    app.deliver(&charge_event).await;
+    app.apply_events().await;
+    let (state, attempts, error): (String, i32, Option<String>) =
+        sqlx::query_as("SELECT state, attempts, last_error FROM stripe_events")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), attempts), ("pending", 1));
+    assert!(error.unwrap().contains("Stripe"));
+    // Nothing of the failed attempt stuck.
+    assert_eq!(app.donation_facts(donation).await.status, "pending");
+    app.assert_totals_match_rows().await;
+}
+
+#[tokio::test]
+async fn many_concurrent_deliveries_of_many_events_leave_totals_exact() {
+    let app = spawn_app().await;
+    stripe_creates_payment_intents(&app).await;
+    let stripe = StripeObjects::default();
+    stripe.serve(&app).await;
+
+    let mut stories = Vec::new();
+    for _ in 0..30 {
+        let story = Story::begin(&app, &stripe).await;
+        story.at_stripe_refunded(&stripe, 500);
+        stories.push(story);
+    }
+    let mut deliveries = Vec::new();
+    for story in &stories {
+        for event in [
+            story.succeeded(),
+            story.charge_updated_with_fee(),
+            story.partial_refund(),
+        ] {
+            for _ in 0..3 {
+                deliveries.push(event.clone());
+            }
+        }
+    }
+    // Shuffle deterministically, then deliver from 16 tasks at once.
+    let mut seed = 42u64;
+    for i in (1..deliveries.len()).rev() {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        deliveries.swap(i, (seed >> 33) as usize % (i + 1));
+    }
+    let deliveries = std::sync::Arc::new(std::sync::Mutex::new(deliveries));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let deliveries = deliveries.clone();
+        let (http, address) = (app.http.clone(), app.address.clone());
+        tasks.spawn(async move {
+            loop {
+                let next = deliveries.lock().unwrap().pop();
+                let Some(event) = next else { break };
+                let body = serde_json::to_vec(&event).unwrap();
+                let header = quickdonate::webhooks::signature::sign(
+                    &secrecy::SecretString::from(crate::helpers::WEBHOOK_SECRET),
+                    &body,
+                    now(),
+                );
+                let status = http
+                    .post(format!("{address}/v1/webhooks/stripe"))
+                    .header("stripe-signature", header)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert_eq!(status, 200);
+            }
+        });
+    }
+    while let Some(task) = tasks.join_next().await {
+        task.unwrap();
+    }
+    app.wait_until_applied().await;
+
+    for story in &stories {
+        let row = app.donation_facts(story.donation).await;
+        assert_eq!(
+            (
+                row.status.as_str(),
+                row.fee,
+                row.refunded_amount,
+                row.counted_amount
+            ),
+            ("succeeded", Some(FEE), 500, AMOUNT - 500)
+        );
+    }
+    let campaign = app.campaign().await;
+    assert_eq!(
+        campaign["raised_amount"].as_i64(),
+        Some(30 * (AMOUNT - 500))
+    );
+    assert_eq!(campaign["donation_count"].as_i64(), Some(30));
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE state = 'applied'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(events, 90);
+    app.assert_totals_match_rows().await;
+}
+
+#[tokio::test]
+async fn an_event_stored_before_a_crash_is_applied_after_the_restart() {
+    // The first instance answers 2xx and dies before its worker runs.
+    let (mut first, stripe) = manual_app().await;
+    let story = Story::begin(&first, &stripe).await;
+    assert_eq!(first.deliver(&story.succeeded()).await.status(), 200);
+    first.owns_db = false;
+    let db_name = first.db_name.clone();
+    drop(first);
+
+    // The next instance, with its worker running, finds it and applies it.
+    let second = crate::helpers::spawn_app_on(db_name, |_| {}).await;
+    stripe.serve(&second).await;
+    second.wait_until_applied().await;
+    assert_eq!(
+        second.donation_facts(story.donation).await.status,
+        "succeeded"
+    );
+    assert_eq!(
+        second.campaign().await["raised_amount"].as_i64(),
+        Some(AMOUNT)
+    );
+    second.assert_totals_match_rows().await;
+}
