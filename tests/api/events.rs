@@ -683,3 +683,71 @@ async fn an_event_stored_before_a_crash_is_applied_after_the_restart() {
     );
     second.assert_totals_match_rows().await;
 }
+
+#[tokio::test]
+async fn a_database_outage_answers_503_then_redelivery_loses_and_doubles_nothing() {
+    use quickdonate::db::local::{Durability, LocalPostgres};
+    use std::os::unix::fs::PermissionsExt;
+
+    // A Postgres of this test's own, to stop and start.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = dir.path().join("pg");
+    let start = {
+        let root = root.clone();
+        move || LocalPostgres::start(&root, None, Durability::Throwaway).unwrap()
+    };
+    let pg = tokio::task::spawn_blocking(start.clone()).await.unwrap();
+    pg.ensure_database("quickdonate").await.unwrap();
+    let app = crate::helpers::spawn_app_at(pg.url("quickdonate"), |_| {}).await;
+    stripe_creates_payment_intents(&app).await;
+    let (donation, pi) = app.create_donation(AMOUNT).await;
+    let succeeded = event(
+        "payment_intent.succeeded",
+        objects::payment_intent(&pi, Some(donation), "succeeded", AMOUNT),
+        now(),
+    );
+
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.stop().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    let response = app.deliver(&succeeded).await;
+    crate::helpers::assert_problem(response, 503, "service-unavailable").await;
+
+    // Postgres is back; Stripe delivers again, twice for good measure.
+    let pg2 = tokio::task::spawn_blocking(start).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(app.deliver(&succeeded).await.status(), 200);
+    }
+    app.wait_until_applied().await;
+    assert_eq!(app.donation_facts(donation).await.status, "succeeded");
+    let campaign = app.campaign().await;
+    assert_eq!(
+        (
+            campaign["raised_amount"].as_i64(),
+            campaign["donation_count"].as_i64()
+        ),
+        (Some(AMOUNT), Some(1))
+    );
+    let (rows, deliveries): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), coalesce(sum(delivery_count), 0)::bigint FROM stripe_events",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (rows, deliveries),
+        (1, 2),
+        "the refused delivery stored nothing"
+    );
+    app.assert_totals_match_rows().await;
+    drop(pg);
+    app.db.close().await;
+    tokio::task::spawn_blocking(move || pg2.stop())
+        .await
+        .unwrap()
+        .unwrap();
+}

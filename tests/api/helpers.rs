@@ -110,6 +110,15 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
 
 /// Starts the app on an existing test database `db_name` (which it then owns).
 pub async fn spawn_app_on(db_name: String, customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let url = (server().url_for)(&db_name);
+    let mut app = spawn_app_at(url, customize).await;
+    app.db_name = db_name;
+    app.owns_db = true;
+    app
+}
+
+/// Starts the app on the database at `url`, which the test looks after itself.
+pub async fn spawn_app_at(url: String, customize: impl FnOnce(&mut Settings)) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         quickdonate::telemetry::init(quickdonate::config::LogFormat::Text);
     }
@@ -117,7 +126,7 @@ pub async fn spawn_app_on(db_name: String, customize: impl FnOnce(&mut Settings)
 
     let mut settings = Settings::defaults().expect("the default settings load");
     settings.listen_addr = "127.0.0.1:0".parse().unwrap();
-    settings.database_url = Some(SecretString::from((server().url_for)(&db_name)));
+    settings.database_url = Some(SecretString::from(url));
     settings.database_max_connections = 5;
     settings.campaigns_file = concat!(env!("CARGO_MANIFEST_DIR"), "/config/campaigns.toml").into();
     settings.stripe_secret_key = Some(SecretString::from("sk_test_quickdonate"));
@@ -140,8 +149,8 @@ pub async fn spawn_app_on(db_name: String, customize: impl FnOnce(&mut Settings)
         stripe,
         http: reqwest::Client::new(),
         worker,
-        db_name,
-        owns_db: true,
+        db_name: String::new(),
+        owns_db: false,
     }
 }
 

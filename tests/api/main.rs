@@ -8,4 +8,5 @@ mod health;
 mod helpers;
 mod idempotency;
 mod out_of_the_box;
+mod simulator;
 mod webhooks;
