@@ -1,6 +1,7 @@
 //! Stripe's signed webhooks: verified on the raw bytes, stored durably, answered, then applied
 //! by the [`worker`].
 
+pub mod admin;
 pub mod apply;
 pub mod log;
 pub mod signature;

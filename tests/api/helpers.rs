@@ -93,6 +93,7 @@ pub struct TestApp {
     pub stripe: MockServer,
     pub http: reqwest::Client,
     pub worker: quickdonate::webhooks::worker::Worker,
+    pub database_url: String,
     pub db_name: String,
     /// Whether dropping this app drops its database (not when another app takes it over).
     pub owns_db: bool,
@@ -126,7 +127,7 @@ pub async fn spawn_app_at(url: String, customize: impl FnOnce(&mut Settings)) ->
 
     let mut settings = Settings::defaults().expect("the default settings load");
     settings.listen_addr = "127.0.0.1:0".parse().unwrap();
-    settings.database_url = Some(SecretString::from(url));
+    settings.database_url = Some(SecretString::from(url.clone()));
     settings.database_max_connections = 5;
     settings.campaigns_file = concat!(env!("CARGO_MANIFEST_DIR"), "/config/campaigns.toml").into();
     settings.stripe_secret_key = Some(SecretString::from("sk_test_quickdonate"));
@@ -149,6 +150,7 @@ pub async fn spawn_app_at(url: String, customize: impl FnOnce(&mut Settings)) ->
         stripe,
         http: reqwest::Client::new(),
         worker,
+        database_url: url,
         db_name: String::new(),
         owns_db: false,
     }

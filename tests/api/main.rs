@@ -7,6 +7,7 @@ mod events;
 mod health;
 mod helpers;
 mod idempotency;
+mod operators;
 mod out_of_the_box;
 mod simulator;
 mod webhooks;

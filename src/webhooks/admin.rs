@@ -1,0 +1,226 @@
+//! What operators do with the event log: list, show, replay, and backfill from Stripe's events
+//! API what the webhook endpoint missed (Stripe keeps 30 days of events).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use super::log::{self, Event, Source};
+use crate::payments::Payments;
+
+/// How far back Stripe's events API reaches.
+const STRIPE_KEEPS: Duration = Duration::from_secs(30 * 86_400);
+
+/// The latest events, newest first, as a table; only failing ones if `failed_only`.
+pub async fn list(db: &PgPool, failed_only: bool, limit: i64) -> anyhow::Result<String> {
+    let rows = sqlx::query!(
+        r#"SELECT id, type AS kind, state, attempts, delivery_count, last_error, first_received_at
+           FROM stripe_events
+           WHERE NOT $1 OR (state = 'pending' AND last_error IS NOT NULL)
+           ORDER BY first_received_at DESC, id
+           LIMIT $2"#,
+        failed_only,
+        limit
+    )
+    .fetch_all(db)
+    .await?;
+    let mut out = format!(
+        "{:<32} {:<34} {:<8} {:>8} {:>10}  {:<20}  {}\n",
+        "id", "type", "state", "attempts", "deliveries", "received", "last error"
+    );
+    for row in &rows {
+        let received = row
+            .first_received_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let error: String = row
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .chars()
+            .take(80)
+            .collect();
+        writeln!(
+            out,
+            "{:<32} {:<34} {:<8} {:>8} {:>10}  {:<20}  {}",
+            row.id,
+            row.kind,
+            row.state,
+            row.attempts,
+            row.delivery_count,
+            &received[..received.len().min(19)],
+            error
+        )?;
+    }
+    write!(out, "{} event(s)", rows.len())?;
+    Ok(out)
+}
+
+/// One event in full: its record and its payload.
+pub async fn show(db: &PgPool, id: &str) -> anyhow::Result<String> {
+    let row = sqlx::query!(
+        r#"SELECT id, type AS kind, state, source, livemode, api_version, created, object_id,
+                  attempts, delivery_count, last_error, first_received_at, last_received_at,
+                  applied_at, payload
+           FROM stripe_events WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(db)
+    .await?
+    .with_context(|| format!("no event {id} in the log"))?;
+    let mut out = String::new();
+    writeln!(out, "id:              {}", row.id)?;
+    writeln!(out, "type:            {}", row.kind)?;
+    writeln!(out, "state:           {}", row.state)?;
+    writeln!(out, "source:          {}", row.source)?;
+    writeln!(out, "livemode:        {}", row.livemode)?;
+    writeln!(
+        out,
+        "api version:     {}",
+        row.api_version.as_deref().unwrap_or("-")
+    )?;
+    writeln!(out, "created:         {}", row.created)?;
+    writeln!(
+        out,
+        "object:          {}",
+        row.object_id.as_deref().unwrap_or("-")
+    )?;
+    writeln!(out, "deliveries:      {}", row.delivery_count)?;
+    writeln!(out, "first received:  {}", row.first_received_at)?;
+    writeln!(out, "last received:   {}", row.last_received_at)?;
+    writeln!(out, "attempts:        {}", row.attempts)?;
+    if let Some(applied) = row.applied_at {
+        writeln!(out, "applied:         {applied}")?;
+    }
+    if let Some(error) = &row.last_error {
+        writeln!(out, "last error:      {error}")?;
+    }
+    writeln!(out, "payload:")?;
+    write!(out, "{}", serde_json::to_string_pretty(&row.payload)?)?;
+    Ok(out)
+}
+
+/// Queues an event to be applied again now: applying is idempotent, so a replay of an applied
+/// event changes nothing, and one of a failing event retries it at once. Ignored events of a
+/// type we apply are queued too (one ignored as not ours may be ours after a data fix); an
+/// event of the other mode never is.
+pub async fn replay(db: &PgPool, id: &str, livemode: bool) -> anyhow::Result<()> {
+    let row = sqlx::query!(
+        "SELECT type AS kind, livemode FROM stripe_events WHERE id = $1",
+        id
+    )
+    .fetch_optional(db)
+    .await?
+    .with_context(|| format!("no event {id} in the log"))?;
+    ensure!(
+        row.livemode == livemode,
+        "{id} is of the other mode (live or test) than our key; it is never applied"
+    );
+    ensure!(
+        log::is_handled(&row.kind),
+        "{id} is a {}, which is not a type we apply",
+        row.kind
+    );
+    sqlx::query!(
+        r#"UPDATE stripe_events
+           SET state = 'pending', next_attempt_at = now(), attempts = 0, last_error = NULL
+           WHERE id = $1"#,
+        id
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Queues every failing event to be retried now; returns how many.
+pub async fn replay_failed(db: &PgPool) -> anyhow::Result<u64> {
+    let done = sqlx::query!(
+        r#"UPDATE stripe_events SET next_attempt_at = now()
+           WHERE state = 'pending' AND last_error IS NOT NULL"#
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// What a backfill found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Backfill {
+    pub seen: u64,
+    pub new: u64,
+}
+
+/// Pages through Stripe's events since `since` ago and stores those we do not have, exactly
+/// as if they had been delivered.
+pub async fn backfill(
+    db: &PgPool,
+    payments: &Payments,
+    since: Duration,
+    livemode: bool,
+) -> anyhow::Result<Backfill> {
+    ensure!(
+        since <= STRIPE_KEEPS,
+        "--since: Stripe keeps 30 days of events"
+    );
+    let from = OffsetDateTime::now_utc().unix_timestamp()
+        - i64::try_from(since.as_secs()).context("--since is too long")?;
+    let mut found = Backfill::default();
+    let mut after: Option<String> = None;
+    // Bounded: 30 days of events at 100 a page is far below this many pages.
+    for _ in 0..100_000 {
+        let (events, has_more) = payments.list_events(from, after.as_deref()).await?;
+        for payload in events {
+            let event = Event::from_json(payload)
+                .context("Stripe listed something that is not an event")?;
+            found.seen += 1;
+            let ignore = log::reason_to_ignore(&event, livemode);
+            if log::record(db, &event, ignore.as_deref(), Source::Backfill).await? {
+                found.new += 1;
+            }
+            after = Some(event.id);
+        }
+        if !has_more || after.is_none() {
+            return Ok(found);
+        }
+    }
+    bail!("Stripe kept saying there were more events; stopped")
+}
+
+/// `30m`, `12h`, `2d` or `90s`.
+pub fn parse_since(text: &str) -> anyhow::Result<Duration> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let number: u64 = number
+        .parse()
+        .with_context(|| format!("--since {text:?}: expected a number and a unit, like 2d"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => bail!("--since {text:?}: the unit must be s, m, h or d"),
+    };
+    Ok(Duration::from_secs(number * seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_a_number_and_a_unit() {
+        assert_eq!(parse_since("2d").unwrap(), Duration::from_secs(172_800));
+        assert_eq!(parse_since("12h").unwrap(), Duration::from_secs(43_200));
+        assert_eq!(parse_since("30m").unwrap(), Duration::from_secs(1_800));
+        assert_eq!(parse_since("90s").unwrap(), Duration::from_secs(90));
+        for bad in ["", "2", "d", "2w", "-1d", "1.5d"] {
+            assert!(parse_since(bad).is_err(), "{bad}");
+        }
+    }
+}

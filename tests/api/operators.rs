@@ -1,0 +1,156 @@
+//! `quickdonate events ...`: what an operator runs against the event log.
+
+use std::process::Command;
+
+use serde_json::json;
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::{TestApp, event, objects, spawn_app_with, stripe_creates_payment_intents};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_quickdonate");
+
+/// Runs `quickdonate args...` against `app`'s database, with its fake Stripe; returns stdout.
+fn quickdonate(app: &TestApp, args: &[&str]) -> String {
+    let output = Command::new(BINARY)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "warn")
+        .env("DATABASE_URL", &app.database_url)
+        .env(
+            "CAMPAIGNS_FILE",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/campaigns.toml"),
+        )
+        .env("STRIPE_SECRET_KEY", "sk_test_quickdonate")
+        .env("STRIPE_PUBLISHABLE_KEY", "pk_test_quickdonate")
+        .env("STRIPE_WEBHOOK_SECRET", crate::helpers::WEBHOOK_SECRET)
+        .env("STRIPE_API_BASE", app.stripe.uri())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "quickdonate {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[tokio::test]
+async fn events_can_be_listed_shown_and_replayed() {
+    let app = spawn_app_with(|s| s.apply_events = false).await;
+    stripe_creates_payment_intents(&app).await;
+    let (donation, pi) = app.create_donation(2500).await;
+    let succeeded = event(
+        "payment_intent.succeeded",
+        objects::payment_intent(&pi, Some(donation), "succeeded", 2500),
+        now(),
+    );
+    let id = succeeded["id"].as_str().unwrap().to_owned();
+    app.deliver(&succeeded).await;
+    // Make it fail once, as if something had gone wrong.
+    sqlx::query("UPDATE stripe_events SET attempts = 1, last_error = 'boom', next_attempt_at = now() + interval '1 hour'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+
+    let listed = quickdonate(&app, &["events", "list"]);
+    assert!(
+        listed.contains(&id) && listed.contains("payment_intent.succeeded"),
+        "{listed}"
+    );
+    let failed = quickdonate(&app, &["events", "list", "--failed"]);
+    assert!(failed.contains(&id) && failed.contains("boom"), "{failed}");
+
+    let shown = quickdonate(&app, &["events", "show", &id]);
+    assert!(shown.contains("state:           pending"), "{shown}");
+    assert!(
+        shown.contains(&format!("\"id\": \"{pi}\"")),
+        "the payload is shown: {shown}"
+    );
+
+    // Not due for an hour; --failed makes it due now, and the worker applies it.
+    app.apply_events().await;
+    assert_eq!(app.donation_facts(donation).await.status, "pending");
+    let replayed = quickdonate(&app, &["events", "replay", "--failed"]);
+    assert!(replayed.starts_with("1 failing event"), "{replayed}");
+    app.apply_events().await;
+    assert_eq!(app.donation_facts(donation).await.status, "succeeded");
+
+    // Replaying an applied event applies it again and changes nothing.
+    quickdonate(&app, &["events", "replay", &id]);
+    app.apply_events().await;
+    assert_eq!(app.campaign().await["raised_amount"], 2500);
+    app.assert_totals_match_rows().await;
+}
+
+#[tokio::test]
+async fn backfill_stores_the_events_we_missed_and_they_are_applied() {
+    let app = spawn_app_with(|s| s.apply_events = false).await;
+    stripe_creates_payment_intents(&app).await;
+    let (first, first_pi) = app.create_donation(2500).await;
+    let (second, second_pi) = app.create_donation(5000).await;
+    let delivered = event(
+        "payment_intent.succeeded",
+        objects::payment_intent(&first_pi, Some(first), "succeeded", 2500),
+        now() - 60,
+    );
+    let missed = event(
+        "payment_intent.succeeded",
+        objects::payment_intent(&second_pi, Some(second), "succeeded", 5000),
+        now() - 30,
+    );
+    app.deliver(&delivered).await;
+
+    // Stripe lists newest first, a page at a time.
+    let missed_id = missed["id"].as_str().unwrap();
+    Mock::given(method("GET"))
+        .and(path("/v1/events"))
+        .and(query_param("starting_after", missed_id))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"object": "list", "data": [delivered], "has_more": false, "url": "/v1/events"}),
+        ))
+        .with_priority(1)
+        .mount(&app.stripe)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/events"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"object": "list", "data": [missed], "has_more": true, "url": "/v1/events"}),
+        ))
+        .mount(&app.stripe)
+        .await;
+
+    let out = quickdonate(&app, &["events", "backfill", "--since", "2d"]);
+    assert!(out.contains("2 event(s) listed by Stripe, 1 new"), "{out}");
+    let requests = app.stripe_requests("/v1/events").await;
+    let since: i64 = requests[0]
+        .url
+        .query_pairs()
+        .find(|(k, _)| k == "created[gte]")
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    assert!(
+        (since - (now() - 2 * 86_400)).abs() < 60,
+        "asked from two days back"
+    );
+
+    app.apply_events().await;
+    assert_eq!(app.donation_facts(second).await.status, "succeeded");
+    assert_eq!(app.campaign().await["raised_amount"], 7500);
+    let source: String = sqlx::query_scalar("SELECT source FROM stripe_events WHERE id = $1")
+        .bind(missed_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(source, "backfill");
+    app.assert_totals_match_rows().await;
+}
