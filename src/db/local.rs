@@ -37,6 +37,8 @@ pub struct LocalPostgres {
     data_dir: PathBuf,
     socket_dir: PathBuf,
     run_as: Option<Account>,
+    /// Whether this process started the server (rather than finding it running).
+    started_here: bool,
 }
 
 /// An unprivileged account to run Postgres as when we are root.
@@ -68,11 +70,12 @@ impl LocalPostgres {
             .with_context(|| format!("Failed to resolve {}", root.display()))?;
         let data_dir = root.join("pgdata");
         let socket_dir = socket_dir_for(&root);
-        let pg = Self {
+        let mut pg = Self {
             bin_dir,
             data_dir,
             socket_dir,
             run_as,
+            started_here: false,
         };
 
         pg.prepare_dir(&root, 0o755)?;
@@ -81,9 +84,10 @@ impl LocalPostgres {
             pg.init_cluster()?;
         }
         if pg.is_running() {
-            tracing::info!(data_dir = %pg.data_dir.display(), "adopting the local Postgres a previous run left running");
+            tracing::info!(data_dir = %pg.data_dir.display(), "using the local Postgres already running (another process's, or one a crash left); it is left running");
         } else {
             pg.start_server(&root.join("postgres.log"), durability)?;
+            pg.started_here = true;
         }
         Ok(pg)
     }
@@ -143,6 +147,11 @@ impl LocalPostgres {
     /// The account Postgres runs as when we are root.
     pub fn run_as(&self) -> Option<&Account> {
         self.run_as.as_ref()
+    }
+
+    /// Whether this process started the server, and so should stop it.
+    pub fn started_here(&self) -> bool {
+        self.started_here
     }
 
     /// Stops the server, waiting for open sessions to be closed.

@@ -63,10 +63,11 @@ impl Database {
             .context("Failed to run the database migrations")
     }
 
-    /// Closes the pool, then stops the local Postgres if we started it.
+    /// Closes the pool, then stops the local Postgres if this process started it (one found
+    /// running may be serving another process: `quickdonate events` beside the service).
     pub async fn close(self) {
         self.pool.close().await;
-        if let Some(local) = self.local {
+        if let Some(local) = self.local.filter(LocalPostgres::started_here) {
             match tokio::task::spawn_blocking(move || local.stop()).await {
                 Ok(Ok(())) => tracing::info!("the local Postgres stopped"),
                 Ok(Err(error)) => tracing::warn!(

@@ -146,6 +146,27 @@ async fn cargo_run_serves_the_flow_on_its_defaults_and_keeps_donations_across_a_
     assert_eq!(created["publishable_key"], "pk_test_simulated");
     let id = created["id"].as_str().unwrap().to_owned();
 
+    // An operator's command beside the running service shares its Postgres and leaves it up.
+    let listed = quickdonate(dir.path())
+        .args(["events", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let ready = http
+        .get(format!("{}/readyz", service.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        200,
+        "the service lost its database to the command"
+    );
+
     tokio::task::spawn_blocking(move || stop(service))
         .await
         .unwrap();
