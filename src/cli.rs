@@ -121,14 +121,7 @@ async fn events(settings: &Settings, db: &PgPool, command: EventsCommand) -> any
                     "STRIPE_SECRET_KEY: backfill reads Stripe's events API; simulated payments have none outside the running service"
                 );
             };
-            let payments = Payments::new(
-                &secret_key,
-                publishable_key,
-                &settings.stripe_api_base,
-                settings.stripe_timeout(),
-                settings.statement_descriptor_suffix.clone(),
-                false,
-            )?;
+            let payments = Payments::for_stripe(settings, &secret_key, publishable_key)?;
             let found = admin::backfill(db, &payments, since, livemode).await?;
             println!(
                 "{} event(s) listed by Stripe, {} new to the log",

@@ -143,14 +143,7 @@ async fn payments_for(
         } => {
             let live = secret_key.expose_secret().contains("_live_");
             tracing::info!(live, "payments go to Stripe");
-            let payments = Payments::new(
-                &secret_key,
-                publishable_key,
-                &settings.stripe_api_base,
-                settings.stripe_timeout(),
-                settings.statement_descriptor_suffix.clone(),
-                false,
-            )?;
+            let payments = Payments::for_stripe(settings, &secret_key, publishable_key)?;
             Ok((payments, None, webhook_secrets, live))
         }
         PaymentsMode::Simulated => {

@@ -106,6 +106,22 @@ impl Payments {
         })
     }
 
+    /// The client for real Stripe, with the keys from `settings`.
+    pub fn for_stripe(
+        settings: &crate::config::Settings,
+        secret_key: &SecretString,
+        publishable_key: String,
+    ) -> anyhow::Result<Self> {
+        Self::new(
+            secret_key,
+            publishable_key,
+            &settings.stripe_api_base,
+            settings.stripe_timeout(),
+            settings.statement_descriptor_suffix.clone(),
+            false,
+        )
+    }
+
     pub fn publishable_key(&self) -> &str {
         &self.publishable_key
     }
@@ -139,41 +155,22 @@ impl Payments {
         .statement_descriptor_suffix(self.statement_descriptor_suffix.clone());
         let key = payment_intent_idempotency_key(intent.donation_id);
 
-        let mut attempt = 1;
-        loop {
-            let result = request
+        let intent = with_retries("create the PaymentIntent", || {
+            request
                 .customize()
                 .request_strategy(RequestStrategy::Idempotent(key.clone()))
                 .send(&self.client)
-                .await;
-            let error = match result {
-                Ok(pi) => {
-                    let client_secret = pi.client_secret.ok_or_else(|| {
-                        PaymentError::Rejected(StripeFailure(
-                            "the PaymentIntent came back without a client_secret".to_owned(),
-                        ))
-                    })?;
-                    return Ok(CreatedIntent {
-                        id: pi.id.to_string(),
-                        client_secret,
-                    });
-                }
-                Err(error) => error,
-            };
-            let failure = StripeFailure::from(&error);
-            let retryable = is_retryable(&error);
-            if !retryable || attempt >= ATTEMPTS {
-                tracing::warn!(attempt, error = %failure, "Stripe did not create the PaymentIntent");
-                return Err(if retryable {
-                    PaymentError::Unavailable(failure)
-                } else {
-                    PaymentError::Rejected(failure)
-                });
-            }
-            tracing::info!(attempt, error = %failure, "retrying the PaymentIntent with the same idempotency key");
-            tokio::time::sleep(BACKOFF * attempt).await;
-            attempt += 1;
-        }
+        })
+        .await?;
+        let client_secret = intent.client_secret.ok_or_else(|| {
+            PaymentError::Rejected(StripeFailure(
+                "the PaymentIntent came back without a client_secret".to_owned(),
+            ))
+        })?;
+        Ok(CreatedIntent {
+            id: intent.id.to_string(),
+            client_secret,
+        })
     }
 }
 
@@ -224,42 +221,52 @@ impl Payments {
     /// with the same code whether an event carried them or we fetched them. GETs change
     /// nothing, so they are retried.
     async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, PaymentError> {
-        let mut attempt = 1;
-        loop {
+        let query = (!query.is_empty()).then(|| {
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(query)
+                .finish()
+        });
+        let value = with_retries("read from Stripe", || {
             let mut request = RequestBuilder::new(StripeMethod::Get, path);
-            if !query.is_empty() {
-                request.query = Some(
-                    form_urlencoded::Serializer::new(String::new())
-                        .extend_pairs(query)
-                        .finish(),
-                );
-            }
-            let result = request
+            request.query = query.clone();
+            request
                 .customize::<miniserde::json::Value>()
                 .request_strategy(RequestStrategy::Once)
                 .send(&self.client)
-                .await;
-            let error = match result {
-                Ok(value) => {
-                    let text = miniserde::json::to_string(&value);
-                    return serde_json::from_str(&text).map_err(|e| {
-                        PaymentError::Rejected(StripeFailure(format!("unreadable answer: {e}")))
-                    });
-                }
-                Err(error) => error,
-            };
-            let failure = StripeFailure::from(&error);
-            let retryable = is_retryable(&error);
-            if !retryable || attempt >= ATTEMPTS {
-                return Err(if retryable {
-                    PaymentError::Unavailable(failure)
-                } else {
-                    PaymentError::Rejected(failure)
-                });
-            }
-            tokio::time::sleep(BACKOFF * attempt).await;
-            attempt += 1;
+        })
+        .await?;
+        serde_json::from_str(&miniserde::json::to_string(&value))
+            .map_err(|e| PaymentError::Rejected(StripeFailure(format!("unreadable answer: {e}"))))
+    }
+}
+
+/// Runs `call` until it succeeds, fails in a way not worth repeating, or has had `ATTEMPTS`.
+/// Each attempt is the same request; a creating call carries the same idempotency key, so a
+/// repeat can never act twice.
+async fn with_retries<T, F, Fut>(what: &str, mut call: F) -> Result<T, PaymentError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StripeError>>,
+{
+    let mut attempt = 1;
+    loop {
+        let error = match call().await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let failure = StripeFailure::from(&error);
+        let retryable = is_retryable(&error);
+        if !retryable || attempt >= ATTEMPTS {
+            tracing::warn!(attempt, error = %failure, "could not {what}");
+            return Err(if retryable {
+                PaymentError::Unavailable(failure)
+            } else {
+                PaymentError::Rejected(failure)
+            });
         }
+        tracing::info!(attempt, error = %failure, "retrying to {what}");
+        tokio::time::sleep(BACKOFF * attempt).await;
+        attempt += 1;
     }
 }
 

@@ -1,0 +1,543 @@
+//! The benchmark: `cargo run --release --bin bench [-- --seconds 20 --connections 64]`.
+//!
+//! Starts a durable local Postgres, a fake Stripe that answers at once, and the release build
+//! of the service against them; then measures, in one run on this machine:
+//! 1. the baseline: pgbench doing one durable single-row INSERT of an event-sized jsonb row;
+//! 2. donation creation through the whole path (validation, row, PaymentIntent, answer);
+//! 3. webhook ingest of unique, correctly signed `payment_intent.succeeded` events for existing
+//!    donations, and how long the worker takes to apply them all;
+//! 4. reads of the Kashmir campaign;
+//! 5. the service's peak RSS.
+//! Load stays on loopback; every loop is bounded in time and in count.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use quickdonate::db::local::{Durability, LocalPostgres};
+use quickdonate::webhooks::signature::sign;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+const WEBHOOK_SECRET: &str = "whsec_bench";
+/// An upper bound on requests per phase, whatever the clock says.
+const MAX_REQUESTS: u64 = 5_000_000;
+
+struct Options {
+    seconds: u64,
+    connections: usize,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut options = Options {
+        seconds: 20,
+        connections: 64,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{arg} needs a value"))?;
+        match arg.as_str() {
+            "--seconds" => options.seconds = value.parse()?,
+            "--connections" => options.connections = value.parse()?,
+            _ => bail!("unknown option {arg}; try --seconds N --connections N"),
+        }
+    }
+    ensure!((1..=600).contains(&options.seconds), "--seconds: 1 to 600");
+    ensure!(
+        (1..=512).contains(&options.connections),
+        "--connections: 1 to 512"
+    );
+    Ok(options)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = options()?;
+    let root = std::env::temp_dir().join(format!("quickdonate-bench-{}", std::process::id()));
+    eprintln!("starting a durable Postgres under {}", root.display());
+    let pg = {
+        let root = root.clone();
+        tokio::task::spawn_blocking(move || LocalPostgres::start(&root, None, Durability::Durable))
+            .await??
+    };
+    let _cleanup = pg.remove_when_this_process_exits(&root)?;
+    pg.ensure_database("quickdonate").await?;
+    pg.ensure_database("baseline").await?;
+
+    let stripe = fake_stripe().await?;
+    let mut service = Service::start(&pg, &stripe)?;
+    let base = service.wait_ready().await?;
+    let db = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(pg.connect_options("quickdonate"))
+        .await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.connections)
+        .build()?;
+    let event = sample_event();
+
+    eprintln!(
+        "1/4 baseline: pgbench, {} clients, {} s",
+        options.connections, options.seconds
+    );
+    let baseline = pgbench(&pg, &event, &options)?;
+
+    eprintln!(
+        "2/4 donation creation, {} connections, {} s",
+        options.connections, options.seconds
+    );
+    let creation = load(&options, {
+        let (http, url) = (http.clone(), format!("{base}/v1/campaigns/kashmir/donations"));
+        move |i| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let response = http
+                .post(url)
+                .header("idempotency-key", format!("bench-{i}"))
+                .json(&json!({
+                    "amount": 2500, "frequency": "one_off", "cover_fees": true,
+                    "donor": {"email": "donor@example.org", "first_name": "Bench", "last_name": "Donor"}
+                }))
+                .send()
+                .await;
+            matches!(response, Ok(r) if r.status() == 201)
+        }
+    }})
+    .await;
+
+    eprintln!(
+        "3/4 webhook ingest, {} connections, {} s",
+        options.connections, options.seconds
+    );
+    let donations = seed_donations(&db, 400_000).await?;
+    let donations = Arc::new(donations);
+    let started = Instant::now();
+    let ingest = load(&options, {
+        let (http, url) = (http.clone(), format!("{base}/v1/webhooks/stripe"));
+        let (donations, event) = (donations.clone(), event.clone());
+        move |i| {
+            let (http, url) = (http.clone(), url.clone());
+            let (donations, event) = (donations.clone(), event.clone());
+            async move {
+                let Some((donation, intent)) = donations.get(i as usize) else {
+                    return false;
+                };
+                let body = event_for(&event, i, donation, intent);
+                let header = sign(
+                    &SecretString::from(WEBHOOK_SECRET),
+                    &body,
+                    time::OffsetDateTime::now_utc().unix_timestamp(),
+                );
+                let response = http
+                    .post(url)
+                    .header("stripe-signature", header)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                matches!(response, Ok(r) if r.status() == 200)
+            }
+        }
+    })
+    .await;
+    let ingest_done = started.elapsed();
+    let drained = drain(&db, Duration::from_secs(600)).await?;
+    let drained_after = started.elapsed();
+    let applied: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE state = 'applied'")
+            .fetch_one(&db)
+            .await?;
+    ensure!(drained, "the worker did not drain its backlog within 600 s");
+    let (raised, count): (i64, i64) = sqlx::query_as(
+        "SELECT raised_amount, donation_count FROM campaigns WHERE slug = 'kashmir'",
+    )
+    .fetch_one(&db)
+    .await?;
+    ensure!(
+        count == applied && raised == applied * 2500,
+        "the campaign total is off: {count} gifts, {raised} raised, {applied} events applied"
+    );
+
+    eprintln!(
+        "4/4 campaign reads, {} connections, {} s",
+        options.connections,
+        options.seconds.min(10)
+    );
+    let read_options = Options {
+        seconds: options.seconds.min(10),
+        connections: options.connections,
+    };
+    let reads = load(&read_options, {
+        let (http, url) = (http.clone(), format!("{base}/v1/campaigns/kashmir"));
+        move |_| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                match http.get(url).send().await {
+                    Ok(r) if r.status() == 200 => r.bytes().await.is_ok(),
+                    _ => false,
+                }
+            }
+        }
+    })
+    .await;
+
+    let peak_rss = service.peak_rss_kib()?;
+    service.stop()?;
+    db.close().await;
+    let pg = tokio::task::spawn_blocking(move || {
+        let _ = pg.stop();
+    });
+    let _ = pg.await;
+
+    let ingest_rate = ingest.ok as f64 / ingest.elapsed.as_secs_f64();
+    let apply_rate = applied as f64 / drained_after.as_secs_f64();
+    println!();
+    println!("| measure | result |");
+    println!("|---|---|");
+    println!("| baseline: pgbench INSERT of an event-sized jsonb row | {baseline:.0} tps |");
+    println!(
+        "| donation creation | {:.0} /s, p50 {:.1} ms, p99 {:.1} ms ({} ok, {} failed) |",
+        creation.rate(),
+        creation.percentile(50.0),
+        creation.percentile(99.0),
+        creation.ok,
+        creation.failed
+    );
+    println!(
+        "| webhook ingest | {:.0} /s, p50 {:.1} ms, p99 {:.1} ms ({} ok, {} failed) |",
+        ingest_rate,
+        ingest.percentile(50.0),
+        ingest.percentile(99.0),
+        ingest.ok,
+        ingest.failed
+    );
+    println!(
+        "| events applied | {applied} in {:.1} s from the start of ingest ({:.0} /s; ingest ended at {:.1} s, backlog empty {:.1} s later) |",
+        drained_after.as_secs_f64(),
+        apply_rate,
+        ingest_done.as_secs_f64(),
+        (drained_after - ingest_done).as_secs_f64()
+    );
+    println!(
+        "| campaign read | {:.0} /s, p50 {:.2} ms, p99 {:.2} ms ({} failed) |",
+        reads.rate(),
+        reads.percentile(50.0),
+        reads.percentile(99.0),
+        reads.failed
+    );
+    println!("| service peak RSS | {:.1} MiB |", peak_rss as f64 / 1024.0);
+    println!();
+    println!("ingest / baseline:   {:.2}", ingest_rate / baseline);
+    println!("creation / baseline: {:.2}", creation.rate() / baseline);
+    println!("apply / ingest:      {:.2}", apply_rate / ingest_rate);
+    Ok(())
+}
+
+/// What one phase of load measured.
+struct Measured {
+    ok: u64,
+    failed: u64,
+    elapsed: Duration,
+    /// Latencies of successful requests, in microseconds, sorted.
+    latencies: Vec<u32>,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * (self.latencies.len() - 1) as f64).round() as usize;
+        f64::from(self.latencies[rank]) / 1000.0
+    }
+}
+
+/// Runs `request(i)` from `connections` tasks for `seconds`, `i` counting up from 0 across all.
+async fn load<F, Fut>(options: &Options, request: F) -> Measured
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(options.seconds);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..options.connections {
+        let (next, request) = (next.clone(), request.clone());
+        tasks.spawn(async move {
+            let (mut ok, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= MAX_REQUESTS {
+                    break;
+                }
+                let sent = Instant::now();
+                if request(i).await {
+                    ok += 1;
+                    latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                } else {
+                    failed += 1;
+                }
+            }
+            (ok, failed, latencies)
+        });
+    }
+    let mut measured = Measured {
+        ok: 0,
+        failed: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+    };
+    while let Some(Ok((ok, failed, latencies))) = tasks.join_next().await {
+        measured.ok += ok;
+        measured.failed += failed;
+        measured.latencies.extend(latencies);
+    }
+    measured.elapsed = started.elapsed();
+    measured.latencies.sort_unstable();
+    measured
+}
+
+/// A realistic `payment_intent.succeeded` event, from Stripe's own fixture object.
+fn sample_event() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/stripe/payment_intent.json"
+    );
+    let mut intent: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("the fixture")).expect("JSON");
+    intent["status"] = json!("succeeded");
+    intent["amount"] = json!(2500);
+    intent["amount_received"] = json!(2500);
+    intent["currency"] = json!("gbp");
+    intent["last_payment_error"] = Value::Null;
+    intent["latest_charge"] = Value::Null;
+    json!({
+        "id": "evt_", "object": "event", "api_version": "2026-09-30.clover", "created": 0,
+        "livemode": false, "pending_webhooks": 1, "type": "payment_intent.succeeded",
+        "request": {"id": null, "idempotency_key": null},
+        "data": {"object": intent}
+    })
+}
+
+fn event_for(template: &Value, i: u64, donation: &str, intent: &str) -> Vec<u8> {
+    let mut event = template.clone();
+    event["id"] = json!(format!("evt_bench_{i}"));
+    event["created"] = json!(time::OffsetDateTime::now_utc().unix_timestamp());
+    event["data"]["object"]["id"] = json!(intent);
+    event["data"]["object"]["metadata"] = json!({"donation_id": donation, "campaign": "kashmir"});
+    serde_json::to_vec(&event).expect("an event serialises")
+}
+
+/// Existing pending donations for the ingest phase, written straight into the database.
+async fn seed_donations(db: &PgPool, n: i64) -> anyhow::Result<Vec<(String, String)>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        r#"INSERT INTO donations (id, campaign, frequency, amount, cover_fees_amount, total_amount,
+                                  currency, donor_email, donor_first_name, donor_last_name,
+                                  payment_intent_id)
+           SELECT gen_random_uuid(), 'kashmir', 'one_off', 2500, 0, 2500, 'gbp',
+                  'donor@example.org', 'Bench', 'Donor', 'pi_bench_' || g
+           FROM generate_series(1, $1) AS g
+           RETURNING id::text, payment_intent_id"#,
+    )
+    .bind(n)
+    .fetch_all(db)
+    .await?;
+    Ok(rows)
+}
+
+/// Waits until no event is pending; false if `limit` passes first.
+async fn drain(db: &PgPool, limit: Duration) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE state = 'pending'")
+                .fetch_one(db)
+                .await?;
+        if pending == 0 {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(false)
+}
+
+/// pgbench: one durable INSERT of an event-sized jsonb row per transaction.
+fn pgbench(pg: &LocalPostgres, event: &Value, options: &Options) -> anyhow::Result<f64> {
+    let psql = |sql: &str| -> anyhow::Result<()> {
+        let status = Command::new(pg.bin_dir().join("psql"))
+            .args(["-q", "-X", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(pg.socket_dir())
+            .args(["-U", "quickdonate", "-d", "baseline", "-c", sql])
+            .status()?;
+        ensure!(status.success(), "psql failed");
+        Ok(())
+    };
+    psql(
+        "CREATE TABLE IF NOT EXISTS events (id text PRIMARY KEY, payload jsonb NOT NULL, \
+         received_at timestamptz NOT NULL DEFAULT now())",
+    )?;
+    let payload = serde_json::to_string(event)?.replace('\'', "''");
+    let script = std::env::temp_dir().join(format!("quickdonate-bench-{}.sql", std::process::id()));
+    std::fs::write(
+        &script,
+        format!(
+            "INSERT INTO events (id, payload) VALUES ('evt_' || :client_id || '_' || random(1, 9000000000000000), '{payload}');\n"
+        ),
+    )?;
+    let output = Command::new(pg.bin_dir().join("pgbench"))
+        .args(["-n", "-j", "2", "-c"])
+        .arg(options.connections.to_string())
+        .arg("-T")
+        .arg(options.seconds.to_string())
+        .arg("-f")
+        .arg(&script)
+        .arg("-h")
+        .arg(pg.socket_dir())
+        .args(["-U", "quickdonate", "baseline"])
+        .output()
+        .context("Failed to run pgbench")?;
+    let _ = std::fs::remove_file(&script);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success(),
+        "pgbench failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix("tps = ")?;
+            rest.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .with_context(|| format!("no tps in pgbench's output: {stdout}"))
+}
+
+/// A Stripe that answers PaymentIntent creation at once.
+async fn fake_stripe() -> anyhow::Result<String> {
+    use axum::routing::post;
+    let counter = Arc::new(AtomicU64::new(0));
+    let app = axum::Router::new().route(
+        "/v1/payment_intents",
+        post(move || {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            async move {
+                axum::Json(json!({
+                    "id": format!("pi_fake_{n}"), "object": "payment_intent", "amount": 2559,
+                    "amount_capturable": 0, "amount_received": 0, "capture_method": "automatic",
+                    "client_secret": format!("pi_fake_{n}_secret_x"),
+                    "confirmation_method": "automatic", "created": 1_700_000_000,
+                    "currency": "gbp", "livemode": false, "metadata": {},
+                    "payment_method_types": ["card"], "status": "requires_payment_method"
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(format!("http://{address}/"))
+}
+
+/// The service under test: the release binary beside this one.
+struct Service {
+    child: Child,
+    address: String,
+}
+
+impl Service {
+    fn start(pg: &LocalPostgres, stripe: &str) -> anyhow::Result<Self> {
+        let binary = sibling("quickdonate")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new(&binary)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", pg.url("quickdonate"))
+            .env("DATABASE_MAX_CONNECTIONS", "16")
+            .env(
+                "CAMPAIGNS_FILE",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/config/campaigns.toml"),
+            )
+            .env("STRIPE_SECRET_KEY", "sk_test_bench")
+            .env("STRIPE_PUBLISHABLE_KEY", "pk_test_bench")
+            .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("STRIPE_API_BASE", stripe)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("Failed to start {}", binary.display()))?;
+        Ok(Self {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<String> {
+        for _ in 0..600 {
+            if let Ok(r) = reqwest::get(format!("{}/readyz", self.address)).await
+                && r.status() == 200
+            {
+                return Ok(self.address.clone());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the service exited: {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("the service never became ready")
+    }
+
+    /// The most memory the process has held at once (VmHWM), in KiB.
+    fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .context("no VmHWM in /proc")
+    }
+
+    fn stop(mut self) -> anyhow::Result<()> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        for _ in 0..100 {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.child.kill()?;
+        Ok(())
+    }
+}
+
+/// A binary built beside this one.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+        .join(name);
+    ensure!(
+        path.is_file(),
+        "{} is missing: run the bench with `cargo run --release --bin bench`, which builds it",
+        path.display()
+    );
+    Ok(path)
+}
