@@ -8,6 +8,7 @@
 //!    donations, and how long the worker takes to apply them all;
 //! 4. reads of the Kashmir campaign;
 //! 5. the service's peak RSS.
+//!
 //! Load stays on loopback; every loop is bounded in time and in count.
 
 use std::path::{Path, PathBuf};
