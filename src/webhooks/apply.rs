@@ -25,9 +25,19 @@ use crate::payments::{PaymentError, Payments};
 /// What became of an event.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Applied,
+    /// Applied; the campaign's total moves by this much when the transaction commits.
+    Applied(Option<CampaignDelta>),
     /// Not for us: the reason is kept on the event.
     Ignored(String),
+}
+
+/// How much a campaign's total and count move. The worker adds up a batch's changes and
+/// writes each campaign once, so the hot campaign row is locked only briefly at the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignDelta {
+    pub campaign: String,
+    pub raised: i64,
+    pub count: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,15 +80,16 @@ pub async fn apply(
         };
         let located = locate(tx, payments, place).await?;
         if let Located::Donation(id) = located {
-            let donation = load(tx, id).await?;
-            if donation.payment_status_at.is_some_and(|at| created < at) {
+            let current = load(tx, id).await?;
+            if current.payment_status_at.is_some_and(|at| created < at) {
                 // An older picture than ours: take Stripe's current one instead.
-                let current = payments.retrieve_payment_intent(&intent.id).await?;
-                let current =
-                    objects::payment_intent(&current).map_err(unreadable("PaymentIntent"))?;
-                merge_payment_intent(tx, payments, id, &current, OffsetDateTime::now_utc()).await?;
+                let fetched = payments.retrieve_payment_intent(&intent.id).await?;
+                let fetched =
+                    objects::payment_intent(&fetched).map_err(unreadable("PaymentIntent"))?;
+                merge_payment_intent(tx, payments, id, &current, &fetched, OffsetDateTime::now_utc())
+                    .await?;
             } else {
-                merge_payment_intent(tx, payments, id, &intent, created).await?;
+                merge_payment_intent(tx, payments, id, &current, &intent, created).await?;
             }
         }
         located
@@ -123,10 +134,7 @@ pub async fn apply(
     };
 
     match located {
-        Located::Donation(id) => {
-            settle(tx, id).await?;
-            Ok(Outcome::Applied)
-        }
+        Located::Donation(id) => Ok(Outcome::Applied(settle(tx, id).await?)),
         Located::NotOurs(reason) => Ok(Outcome::Ignored(reason)),
     }
 }
@@ -239,32 +247,44 @@ async fn load(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Current> {
     })
 }
 
-/// Moves the payment status to `status` as of `at`, if that is later than what we hold.
-async fn merge_status(
+/// Whether `status` as of `at` is later than the payment status we hold. Success and
+/// cancellation are final: nothing Stripe sends afterwards undoes them.
+fn is_later(current: &Current, status: PaymentStatus, at: OffsetDateTime) -> bool {
+    let Some(held_at) = current.payment_status_at else {
+        return true;
+    };
+    let final_already = current.payment_status.rank() == PaymentStatus::Succeeded.rank();
+    !final_already && (at, status.rank()) > (held_at, current.payment_status.rank())
+}
+
+/// Merges what a PaymentIntent or charge says of the payment, in one statement: the status
+/// (if later than ours), the amount received (the most seen), the charge (the first seen).
+async fn merge_payment(
     tx: &mut PgConnection,
     id: Uuid,
-    status: PaymentStatus,
+    current: &Current,
+    status: Option<PaymentStatus>,
     at: OffsetDateTime,
+    amount_received: i64,
+    charge_id: Option<&str>,
 ) -> sqlx::Result<()> {
-    let current = load(tx, id).await?;
-    let later = match current.payment_status_at {
-        None => true,
-        Some(held_at) => (at, status.rank()) > (held_at, current.payment_status.rank()),
-    };
-    // Success and cancellation are final: nothing Stripe sends later undoes them.
-    let final_already = current.payment_status.rank() == PaymentStatus::Succeeded.rank()
-        && current.payment_status_at.is_some();
-    if later && !final_already {
-        sqlx::query!(
-            r#"UPDATE donations SET payment_status = $2, payment_status_at = $3, updated_at = now()
-               WHERE id = $1"#,
-            id,
-            status.as_str(),
-            at
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
+    let status = status.filter(|s| is_later(current, *s, at));
+    sqlx::query!(
+        r#"UPDATE donations
+           SET payment_status = COALESCE($2, payment_status),
+               payment_status_at = CASE WHEN $2::text IS NULL THEN payment_status_at ELSE $3 END,
+               amount_received = GREATEST(amount_received, $4),
+               charge_id = COALESCE(charge_id, $5),
+               updated_at = now()
+           WHERE id = $1"#,
+        id,
+        status.map(PaymentStatus::as_str),
+        at,
+        amount_received,
+        charge_id
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
@@ -272,21 +292,13 @@ async fn merge_payment_intent(
     tx: &mut PgConnection,
     payments: &Payments,
     id: Uuid,
+    current: &Current,
     intent: &PaymentIntentFacts,
     at: OffsetDateTime,
 ) -> Result<(), ApplyError> {
-    merge_status(tx, id, intent.status, at).await?;
-    sqlx::query!(
-        r#"UPDATE donations
-           SET amount_received = GREATEST(amount_received, $2),
-               charge_id = COALESCE(charge_id, $3)
-           WHERE id = $1"#,
-        id,
-        intent.amount_received,
-        intent.latest_charge.as_ref().map(ChargeRef::id)
-    )
-    .execute(&mut *tx)
-    .await?;
+    let charge = intent.latest_charge.as_ref().map(ChargeRef::id);
+    merge_payment(tx, id, current, Some(intent.status), at, intent.amount_received, charge)
+        .await?;
     if let Some(ChargeRef::Object(charge)) = &intent.latest_charge {
         merge_charge(tx, payments, id, charge, at).await?;
     }
@@ -300,26 +312,13 @@ async fn merge_charge(
     charge: &ChargeFacts,
     at: OffsetDateTime,
 ) -> Result<(), ApplyError> {
-    sqlx::query!(
-        "UPDATE donations SET charge_id = COALESCE(charge_id, $2) WHERE id = $1",
-        id,
-        charge.id
-    )
-    .execute(&mut *tx)
-    .await?;
-    if charge.succeeded {
-        merge_status(tx, id, PaymentStatus::Succeeded, at).await?;
-        sqlx::query!(
-            "UPDATE donations SET amount_received = GREATEST(amount_received, $2) WHERE id = $1",
-            id,
-            charge.amount_captured
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
+    let current = load(tx, id).await?;
+    let status = charge.succeeded.then_some(PaymentStatus::Succeeded);
+    let received = if charge.succeeded { charge.amount_captured } else { 0 };
+    merge_payment(tx, id, &current, status, at, received, Some(&charge.id)).await?;
 
     // The fee: from the balance transaction, once it exists.
-    if load(tx, id).await?.fee.is_none() {
+    if current.fee.is_none() {
         let transaction = match &charge.balance_transaction {
             Some(BalanceTransactionRef::Object(bt)) => Some(bt.clone()),
             Some(BalanceTransactionRef::Id(bt)) => {
@@ -350,7 +349,7 @@ async fn merge_charge(
     for refund in &charge.refunds {
         upsert_refund(tx, id, refund).await?;
     }
-    if charge.amount_refunded > refunded_amount(tx, id).await? {
+    if charge.amount_refunded > 0 && charge.amount_refunded > refunded_amount(tx, id).await? {
         for refund in payments.list_refunds(&charge.id).await? {
             let refund = objects::refund(&refund).map_err(unreadable("refund"))?;
             upsert_refund(tx, id, &refund).await?;
@@ -422,46 +421,38 @@ async fn upsert_dispute(
     Ok(())
 }
 
-/// Derives the donation's status, refunded amount, dispute and counted amount from its facts,
-/// and moves its campaign's total by what changed.
-async fn settle(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+/// Derives the donation's status, refunded amount, dispute and counted amount from its facts;
+/// returns how its campaign's total moves, if it does.
+async fn settle(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<CampaignDelta>> {
     let row = sqlx::query!(
-        r#"SELECT campaign, amount, total_amount, payment_status, counted_amount
-           FROM donations WHERE id = $1"#,
+        r#"SELECT d.campaign, d.amount, d.total_amount, d.payment_status, d.counted_amount,
+                  coalesce((SELECT sum(r.amount) FROM refunds r
+                            WHERE r.donation_id = d.id AND r.status_rank < 3), 0)::bigint
+                      AS "refunded!",
+                  (SELECT x.status FROM disputes x WHERE x.donation_id = d.id
+                   ORDER BY x.status_rank DESC, x.updated_at DESC LIMIT 1) AS dispute,
+                  coalesce((SELECT sum(x.amount) FROM disputes x
+                            WHERE x.donation_id = d.id AND x.status = 'lost'), 0)::bigint
+                      AS "lost!",
+                  coalesce((SELECT sum(x.fee) FROM disputes x WHERE x.donation_id = d.id), 0)::bigint
+                      AS "dispute_fee!"
+           FROM donations d WHERE d.id = $1"#,
         id
     )
     .fetch_one(&mut *tx)
     .await?;
-    let refunded = refunded_amount(tx, id).await?;
-    let disputes = sqlx::query!(
-        r#"SELECT status, amount, fee FROM disputes WHERE donation_id = $1
-           ORDER BY status_rank DESC, updated_at DESC"#,
-        id
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let dispute_status = disputes
-        .first()
-        .map(|d| objects::dispute_status_word(&d.status));
-    let lost: i64 = disputes
-        .iter()
-        .filter(|d| d.status == "lost")
-        .map(|d| d.amount)
-        .sum();
-    let dispute_fee: i64 = disputes.iter().map(|d| d.fee).sum();
 
     let succeeded = row.payment_status == PaymentStatus::Succeeded.as_str();
-    let status = if succeeded && refunded >= row.total_amount {
+    let status = if succeeded && row.refunded >= row.total_amount {
         "refunded"
     } else {
         row.payment_status.as_str()
     };
     let counted = if succeeded {
-        counted_amount(row.amount, row.total_amount, refunded, lost)
+        counted_amount(row.amount, row.total_amount, row.refunded, row.lost)
     } else {
         0
     };
-
     sqlx::query!(
         r#"UPDATE donations
            SET status = $2, refunded_amount = $3, dispute_status = $4, dispute_lost_amount = $5,
@@ -469,28 +460,19 @@ async fn settle(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
            WHERE id = $1"#,
         id,
         status,
-        refunded,
-        dispute_status,
-        lost,
-        dispute_fee,
+        row.refunded,
+        row.dispute.as_deref().map(objects::dispute_status_word),
+        row.lost,
+        row.dispute_fee,
         counted
     )
     .execute(&mut *tx)
     .await?;
-    if counted != row.counted_amount {
-        let count_change = i64::from(counted > 0) - i64::from(row.counted_amount > 0);
-        sqlx::query!(
-            r#"UPDATE campaigns
-               SET raised_amount = raised_amount + $2, donation_count = donation_count + $3
-               WHERE slug = $1"#,
-            row.campaign,
-            counted - row.counted_amount,
-            count_change
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
+    Ok((counted != row.counted_amount).then(|| CampaignDelta {
+        campaign: row.campaign,
+        raised: counted - row.counted_amount,
+        count: i64::from(counted > 0) - i64::from(row.counted_amount > 0),
+    }))
 }
 
 /// What a succeeded gift adds to its campaign: the gift itself, less what was refunded or lost

@@ -3,10 +3,11 @@
 //! back-off, and the last error is kept on the event. Several instances may share a database:
 //! events are claimed with `FOR UPDATE SKIP LOCKED`, so each is applied once.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{Acquire, PgConnection, PgPool};
+use sqlx::{Acquire, PgPool};
 use tokio::sync::{Notify, watch};
 
 use super::apply::{self, Outcome};
@@ -51,8 +52,22 @@ impl Worker {
         tracing::info!("the event worker stopped");
     }
 
-    /// Applies one batch of due events; returns how many it took.
+    /// Applies one batch of due events; returns how many it took. The batch is first applied
+    /// in one plain transaction; if any event fails, that is rolled back and the batch applied
+    /// again with each event in a savepoint of its own, so the failure is kept to its event.
     pub async fn apply_due(&self) -> sqlx::Result<usize> {
+        match self.apply_batch(false).await {
+            Ok(taken) => Ok(taken),
+            Err(BatchError::EventFailed) => match self.apply_batch(true).await {
+                Ok(taken) => Ok(taken),
+                Err(BatchError::Database(error)) => Err(error),
+                Err(BatchError::EventFailed) => unreachable!("isolated failures are recorded"),
+            },
+            Err(BatchError::Database(error)) => Err(error),
+        }
+    }
+
+    async fn apply_batch(&self, isolate: bool) -> Result<usize, BatchError> {
         let mut tx = self.db.begin().await?;
         let due = sqlx::query!(
             r#"SELECT id, type AS kind, created, payload, attempts FROM stripe_events
@@ -64,29 +79,41 @@ impl Worker {
         )
         .fetch_all(&mut *tx)
         .await?;
+
+        let mut applied = Vec::new();
+        let mut ignored = Vec::new();
+        let mut totals: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         for event in &due {
             let object = &event.payload["data"]["object"];
-            let mut savepoint = tx.begin().await?;
-            let result = apply::apply(
-                &mut savepoint,
-                &self.payments,
-                &event.kind,
-                event.created,
-                object,
-            )
-            .await;
-            match result {
-                Ok(outcome) => {
+            let result = if isolate {
+                let mut savepoint = tx.begin().await?;
+                let result =
+                    apply::apply(&mut savepoint, &self.payments, &event.kind, event.created, object)
+                        .await;
+                if result.is_ok() {
                     savepoint.commit().await?;
-                    let (state, note) = match &outcome {
-                        Outcome::Applied => ("applied", None),
-                        Outcome::Ignored(reason) => ("ignored", Some(reason.as_str())),
-                    };
-                    finish(&mut tx, &event.id, state, note).await?;
-                    tracing::debug!(event_id = %event.id, kind = %event.kind, state, "event done");
+                } else {
+                    savepoint.rollback().await?;
+                }
+                result
+            } else {
+                apply::apply(&mut tx, &self.payments, &event.kind, event.created, object).await
+            };
+            match result {
+                Ok(Outcome::Applied(delta)) => {
+                    applied.push(event.id.clone());
+                    if let Some(delta) = delta {
+                        let total = totals.entry(delta.campaign).or_default();
+                        total.0 += delta.raised;
+                        total.1 += delta.count;
+                    }
+                }
+                Ok(Outcome::Ignored(reason)) => ignored.push((event.id.clone(), reason)),
+                Err(_) if !isolate => {
+                    tx.rollback().await?;
+                    return Err(BatchError::EventFailed);
                 }
                 Err(error) => {
-                    savepoint.rollback().await?;
                     let backoff = 2f64.powi(event.attempts.min(12)).min(MAX_BACKOFF_SECS);
                     tracing::warn!(event_id = %event.id, kind = %event.kind, attempts = event.attempts + 1,
                         retry_in_secs = backoff, error = %error, "could not apply an event");
@@ -104,27 +131,52 @@ impl Worker {
                 }
             }
         }
+
+        // Each campaign's total moves once per batch, in slug order.
+        for (campaign, (raised, count)) in totals {
+            sqlx::query!(
+                r#"UPDATE campaigns
+                   SET raised_amount = raised_amount + $2, donation_count = donation_count + $3
+                   WHERE slug = $1"#,
+                campaign,
+                raised,
+                count
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query!(
+            r#"UPDATE stripe_events
+               SET state = 'applied', applied_at = now(), attempts = attempts + 1, last_error = NULL
+               WHERE id = ANY($1)"#,
+            &applied
+        )
+        .execute(&mut *tx)
+        .await?;
+        for (id, reason) in &ignored {
+            sqlx::query!(
+                r#"UPDATE stripe_events
+                   SET state = 'ignored', attempts = attempts + 1, last_error = $2
+                   WHERE id = $1"#,
+                id,
+                reason
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(due.len())
     }
 }
 
-async fn finish(
-    tx: &mut PgConnection,
-    id: &str,
-    state: &str,
-    note: Option<&str>,
-) -> sqlx::Result<()> {
-    sqlx::query!(
-        r#"UPDATE stripe_events
-           SET state = $2, last_error = $3, attempts = attempts + 1,
-               applied_at = CASE WHEN $2 = 'applied' THEN now() END
-           WHERE id = $1"#,
-        id,
-        state,
-        note
-    )
-    .execute(tx)
-    .await?;
-    Ok(())
+enum BatchError {
+    /// An event failed in a batch applied without savepoints.
+    EventFailed,
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error)
+    }
 }
