@@ -394,7 +394,7 @@ fn pgbench(pg: &LocalPostgres, event: &Value, options: &Options) -> anyhow::Resu
     std::fs::write(
         &script,
         format!(
-            "INSERT INTO events (id, payload) VALUES ('evt_' || :client_id || '_' || random(1, 9000000000000000), '{payload}');\n"
+            "INSERT INTO events (id, payload) VALUES ('evt_' || gen_random_uuid(), '{payload}');\n"
         ),
     )?;
     let output = Command::new(pg.bin_dir().join("pgbench"))
@@ -513,6 +513,10 @@ impl Service {
     }
 
     fn stop(mut self) -> anyhow::Result<()> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> anyhow::Result<()> {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;
@@ -524,6 +528,15 @@ impl Service {
         }
         self.child.kill()?;
         Ok(())
+    }
+}
+
+/// However the bench ends, the service does not outlive it.
+impl Drop for Service {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.terminate();
+        }
     }
 }
 

@@ -310,7 +310,15 @@ pub fn find_bin_dir(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("PATH")
         && let Some(dir) = std::env::split_paths(&path).find(|d| has_tools(d))
     {
-        return Ok(dir);
+        // A directory of links (as /usr/local/bin can be) may hold initdb but not pgbench or
+        // psql: use the directory initdb really lives in.
+        let real = dir
+            .join("initdb")
+            .canonicalize()
+            .ok()
+            .and_then(|initdb| initdb.parent().map(Path::to_path_buf))
+            .filter(|real| has_tools(real));
+        return Ok(real.unwrap_or(dir));
     }
     let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()

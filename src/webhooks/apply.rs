@@ -86,8 +86,15 @@ pub async fn apply(
                 let fetched = payments.retrieve_payment_intent(&intent.id).await?;
                 let fetched =
                     objects::payment_intent(&fetched).map_err(unreadable("PaymentIntent"))?;
-                merge_payment_intent(tx, payments, id, &current, &fetched, OffsetDateTime::now_utc())
-                    .await?;
+                merge_payment_intent(
+                    tx,
+                    payments,
+                    id,
+                    &current,
+                    &fetched,
+                    OffsetDateTime::now_utc(),
+                )
+                .await?;
             } else {
                 merge_payment_intent(tx, payments, id, &current, &intent, created).await?;
             }
@@ -297,8 +304,16 @@ async fn merge_payment_intent(
     at: OffsetDateTime,
 ) -> Result<(), ApplyError> {
     let charge = intent.latest_charge.as_ref().map(ChargeRef::id);
-    merge_payment(tx, id, current, Some(intent.status), at, intent.amount_received, charge)
-        .await?;
+    merge_payment(
+        tx,
+        id,
+        current,
+        Some(intent.status),
+        at,
+        intent.amount_received,
+        charge,
+    )
+    .await?;
     if let Some(ChargeRef::Object(charge)) = &intent.latest_charge {
         merge_charge(tx, payments, id, charge, at).await?;
     }
@@ -314,7 +329,11 @@ async fn merge_charge(
 ) -> Result<(), ApplyError> {
     let current = load(tx, id).await?;
     let status = charge.succeeded.then_some(PaymentStatus::Succeeded);
-    let received = if charge.succeeded { charge.amount_captured } else { 0 };
+    let received = if charge.succeeded {
+        charge.amount_captured
+    } else {
+        0
+    };
     merge_payment(tx, id, &current, status, at, received, Some(&charge.id)).await?;
 
     // The fee: from the balance transaction, once it exists.

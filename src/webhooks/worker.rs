@@ -17,6 +17,8 @@ use crate::payments::Payments;
 const BATCH: i64 = 200;
 /// How often an idle worker looks for events another instance stored.
 const POLL: Duration = Duration::from_millis(250);
+/// The longest an idle worker waits while the database is unreachable.
+const MAX_PAUSE: Duration = Duration::from_secs(30);
 /// The longest wait between two attempts at a failing event.
 const MAX_BACKOFF_SECS: f64 = 3600.0;
 
@@ -35,17 +37,25 @@ impl Worker {
     /// Applies events until `stop` turns true, finishing the batch in hand.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         tracing::info!("the event worker started");
+        let mut failures = 0u32;
         while !*stop.borrow() {
+            let mut pause = POLL;
             match self.apply_due().await {
-                Ok(0) => {}
-                Ok(_) => continue,
+                Ok(0) => failures = 0,
+                Ok(_) => {
+                    failures = 0;
+                    continue;
+                }
                 Err(error) => {
-                    tracing::warn!(%error, "the event worker could not take a batch; it will retry")
+                    // The database is away: wait longer each time, up to half a minute.
+                    failures += 1;
+                    pause = (POLL * 2u32.pow(failures.min(7))).min(MAX_PAUSE);
+                    tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "the event worker could not take a batch");
                 }
             }
             tokio::select! {
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(POLL) => {}
+                () = self.wake.notified(), if failures == 0 => {}
+                () = tokio::time::sleep(pause) => {}
                 _ = stop.changed() => {}
             }
         }
@@ -87,9 +97,14 @@ impl Worker {
             let object = &event.payload["data"]["object"];
             let result = if isolate {
                 let mut savepoint = tx.begin().await?;
-                let result =
-                    apply::apply(&mut savepoint, &self.payments, &event.kind, event.created, object)
-                        .await;
+                let result = apply::apply(
+                    &mut savepoint,
+                    &self.payments,
+                    &event.kind,
+                    event.created,
+                    object,
+                )
+                .await;
                 if result.is_ok() {
                     savepoint.commit().await?;
                 } else {

@@ -751,3 +751,58 @@ async fn a_database_outage_answers_503_then_redelivery_loses_and_doubles_nothing
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn two_instances_sharing_a_database_never_apply_an_event_twice() {
+    let first = spawn_app().await;
+    stripe_creates_payment_intents(&first).await;
+    let stripe = StripeObjects::default();
+    stripe.serve(&first).await;
+    let mut second = crate::helpers::spawn_app_at(first.database_url.clone(), |_| {}).await;
+    second.owns_db = false;
+    stripe.serve(&second).await;
+
+    let mut stories = Vec::new();
+    for _ in 0..20 {
+        let story = Story::begin(&first, &stripe).await;
+        story.at_stripe_refunded(&stripe, 500);
+        stories.push(story);
+    }
+    // Each event goes to both instances, as if Stripe retried against another one.
+    for story in &stories {
+        for event in [
+            story.succeeded(),
+            story.charge_updated_with_fee(),
+            story.partial_refund(),
+        ] {
+            let (a, b) = tokio::join!(first.deliver(&event), second.deliver(&event));
+            assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+        }
+    }
+    first.wait_until_applied().await;
+
+    for story in &stories {
+        let row = first.donation_facts(story.donation).await;
+        assert_eq!(
+            (row.status.as_str(), row.refunded_amount, row.counted_amount),
+            ("succeeded", 500, AMOUNT - 500)
+        );
+    }
+    let campaign = first.campaign().await;
+    assert_eq!(
+        campaign["raised_amount"].as_i64(),
+        Some(20 * (AMOUNT - 500))
+    );
+    let (applied, deliveries): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), sum(delivery_count)::bigint FROM stripe_events WHERE state = 'applied'",
+    )
+    .fetch_one(&first.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (applied, deliveries),
+        (60, 120),
+        "each event stored once, and applied"
+    );
+    first.assert_totals_match_rows().await;
+}
