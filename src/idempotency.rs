@@ -67,7 +67,8 @@ pub fn fingerprint(route: &str, canonical_body: &impl serde::Serialize) -> Vec<u
 /// The outcome of presenting a key.
 #[derive(Debug)]
 pub enum Claim {
-    /// First use: the caller does the work (and links its donation with [`attach`]).
+    /// First use: the key now names the new donation, which the caller writes in the same
+    /// transaction.
     Fresh,
     /// An earlier request with this key stopped before answering (it failed, or its worker
     /// died): the caller finishes the same donation.
@@ -79,21 +80,24 @@ pub enum Claim {
     },
 }
 
-/// Takes the key for this request inside `tx`, or says why not. The lease lasts `lease`.
+/// Takes the key for this request inside `tx`, or says why not. The lease lasts `lease`. On
+/// first use the key names `new_donation`, which the caller must write before committing.
 pub async fn claim(
     tx: &mut PgConnection,
     key: &IdempotencyKey,
     fingerprint: &[u8],
     lease: Duration,
+    new_donation: Uuid,
 ) -> Result<Claim, ClaimError> {
     let lease_secs = lease.as_secs_f64();
     let inserted = sqlx::query!(
-        r#"INSERT INTO idempotency_keys (key, fingerprint, locked_until)
-           VALUES ($1, $2, now() + make_interval(secs => $3))
+        r#"INSERT INTO idempotency_keys (key, fingerprint, locked_until, donation_id)
+           VALUES ($1, $2, now() + make_interval(secs => $3), $4)
            ON CONFLICT (key) DO NOTHING"#,
         key.as_str(),
         fingerprint,
-        lease_secs
+        lease_secs,
+        new_donation
     )
     .execute(&mut *tx)
     .await?
@@ -132,22 +136,6 @@ pub async fn claim(
     .execute(&mut *tx)
     .await?;
     Ok(Claim::Resume { donation_id })
-}
-
-/// Links a fresh key to the donation its request created.
-pub async fn attach(
-    tx: &mut PgConnection,
-    key: &IdempotencyKey,
-    donation_id: Uuid,
-) -> sqlx::Result<()> {
-    sqlx::query!(
-        "UPDATE idempotency_keys SET donation_id = $2 WHERE key = $1",
-        key.as_str(),
-        donation_id
-    )
-    .execute(tx)
-    .await?;
-    Ok(())
 }
 
 /// Records the answer, to be replayed for every later request with this key.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
+use crate::campaigns::cache::CampaignCache;
 use crate::campaigns::catalogue;
 use crate::config::{PaymentsMode, Settings};
 use crate::db::Database;
@@ -21,6 +22,11 @@ use crate::payments::simulator::{self, SimulatedStripe};
 use crate::payments::simulator_api::Simulator;
 use crate::webhooks::signature::Verifier;
 use crate::webhooks::worker::Worker;
+
+/// How long a campaign's page data is kept before it is read again.
+const CAMPAIGN_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Event worker loops per instance: while one waits on the database, the other works.
+const WORKERS: usize = 2;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -38,6 +44,8 @@ pub struct AppState {
     pub wake_worker: Arc<Notify>,
     /// The simulated Stripe's controls, when payments are simulated.
     pub simulator: Option<Simulator>,
+    /// Campaigns as the API shows them, kept for a second.
+    pub campaigns: Arc<CampaignCache>,
 }
 
 /// The service, bound to its address and ready to run.
@@ -66,6 +74,7 @@ impl Application {
         catalogue::sync(&database.pool, &campaigns).await?;
 
         let wake_worker = Arc::new(Notify::new());
+        let campaigns = Arc::new(CampaignCache::new(CAMPAIGN_CACHE_TTL));
         let state = AppState {
             db: database.pool.clone(),
             payments: payments.clone(),
@@ -76,8 +85,9 @@ impl Application {
             livemode,
             wake_worker: wake_worker.clone(),
             simulator,
+            campaigns: campaigns.clone(),
         };
-        let worker = Worker::new(database.pool.clone(), payments, wake_worker);
+        let worker = Worker::new(database.pool.clone(), payments, wake_worker, campaigns);
         let router = crate::http::router(state, settings.allowed_origins()?);
         Ok(Self {
             listener,
@@ -111,18 +121,19 @@ impl Application {
     ) -> anyhow::Result<()> {
         let address = self.address();
         let (stop_worker, stopped) = watch::channel(false);
-        let worker = self
-            .run_worker
-            .then(|| tokio::spawn(self.worker.run(stopped)));
+        let mut workers = tokio::task::JoinSet::new();
+        if self.run_worker {
+            for _ in 0..WORKERS {
+                workers.spawn(self.worker.clone().run(stopped.clone()));
+            }
+        }
         tracing::info!("listening on http://{address}");
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;
         tracing::info!("shutting down");
         let _ = stop_worker.send(true);
-        if let Some(worker) = worker {
-            let _ = worker.await;
-        }
+        while workers.join_next().await.is_some() {}
         self.database.close().await;
         served.context("the HTTP server failed")
     }

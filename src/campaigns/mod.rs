@@ -1,6 +1,7 @@
 //! Campaigns: what donors give to. The catalogue lives in `config/campaigns.toml`
 //! ([`catalogue`]); the running totals live on each campaign's row.
 
+pub mod cache;
 pub mod catalogue;
 mod routes;
 

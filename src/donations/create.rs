@@ -98,10 +98,10 @@ pub async fn create_donation(
         Some(key) => {
             let route = format!("POST /v1/campaigns/{slug}/donations");
             let fingerprint = idempotency::fingerprint(&route, &request);
-            match idempotency::claim(&mut tx, key, &fingerprint, state.idempotency_lease).await? {
+            let lease = state.idempotency_lease;
+            match idempotency::claim(&mut tx, key, &fingerprint, lease, fresh.id).await? {
                 Claim::Fresh => {
                     insert(&mut tx, &fresh, &request).await?;
-                    idempotency::attach(&mut tx, key, fresh.id).await?;
                     fresh
                 }
                 Claim::Resume { donation_id } => load_pending(&mut tx, donation_id).await?,
@@ -152,6 +152,12 @@ pub async fn create_donation(
     .expect("the answer serialises");
 
     let mut tx = state.db.begin().await?;
+    // This write need not wait for the disk: if a crash loses it, a retry with the same key
+    // finds the same PaymentIntent at Stripe, and the PaymentIntent's webhooks carry the
+    // donation's id. The donation itself was committed durably before Stripe was called.
+    sqlx::query!("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query!(
         r#"UPDATE donations SET payment_intent_id = $2, updated_at = now()
            WHERE id = $1 AND payment_intent_id IS NULL"#,

@@ -11,6 +11,7 @@ use sqlx::{Acquire, PgPool};
 use tokio::sync::{Notify, watch};
 
 use super::apply::{self, Outcome};
+use crate::campaigns::cache::CampaignCache;
 use crate::payments::Payments;
 
 /// Events claimed in one transaction.
@@ -27,11 +28,22 @@ pub struct Worker {
     db: PgPool,
     payments: Payments,
     wake: Arc<Notify>,
+    campaigns: Arc<CampaignCache>,
 }
 
 impl Worker {
-    pub fn new(db: PgPool, payments: Payments, wake: Arc<Notify>) -> Self {
-        Self { db, payments, wake }
+    pub fn new(
+        db: PgPool,
+        payments: Payments,
+        wake: Arc<Notify>,
+        campaigns: Arc<CampaignCache>,
+    ) -> Self {
+        Self {
+            db,
+            payments,
+            wake,
+            campaigns,
+        }
     }
 
     /// Applies events until `stop` turns true, finishing the batch in hand.
@@ -148,7 +160,7 @@ impl Worker {
         }
 
         // Each campaign's total moves once per batch, in slug order.
-        for (campaign, (raised, count)) in totals {
+        for (campaign, (raised, count)) in &totals {
             sqlx::query!(
                 r#"UPDATE campaigns
                    SET raised_amount = raised_amount + $2, donation_count = donation_count + $3
@@ -180,6 +192,9 @@ impl Worker {
             .await?;
         }
         tx.commit().await?;
+        for campaign in totals.keys() {
+            self.campaigns.forget(campaign);
+        }
         Ok(due.len())
     }
 }

@@ -106,3 +106,21 @@ async fn a_campaign_left_out_of_the_catalogue_is_deleted_or_retired_but_never_lo
     assert_eq!(app.get("/v1/campaigns/empty-appeal").await.status(), 404);
     assert_eq!(app.donation_count().await, 1);
 }
+
+#[tokio::test]
+async fn a_campaign_read_may_be_a_second_old_but_no_older() {
+    let app = spawn_app().await;
+    let before: Value = app.get("/v1/campaigns/kashmir").await.json().await.unwrap();
+    // Another instance's worker moves the total; this instance has not heard.
+    sqlx::query(
+        "UPDATE campaigns SET raised_amount = 777, donation_count = 1 WHERE slug = 'kashmir'",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let cached: Value = app.get("/v1/campaigns/kashmir").await.json().await.unwrap();
+    assert_eq!(cached, before, "served from the cache");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let fresh: Value = app.get("/v1/campaigns/kashmir").await.json().await.unwrap();
+    assert_eq!(fresh["raised_amount"], 777);
+}
