@@ -24,7 +24,6 @@ CREATE TABLE stripe_events (
 
 -- The worker's queue: pending events in the order they are due.
 CREATE INDEX stripe_events_due_idx ON stripe_events (next_attempt_at, created) WHERE state = 'pending';
-CREATE INDEX stripe_events_object_idx ON stripe_events (object_id);
 
 ALTER TABLE donations
     -- The PaymentIntent's own status, as of payment_status_at (the Stripe event's time);

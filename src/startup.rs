@@ -26,7 +26,7 @@ use crate::webhooks::worker::Worker;
 /// How long a campaign's page data is kept before it is read again.
 const CAMPAIGN_CACHE_TTL: Duration = Duration::from_secs(1);
 /// Event worker loops per instance: while one waits on the database, the other works.
-const WORKERS: usize = 2;
+const WORKERS: usize = 4;
 
 /// What every handler can reach.
 #[derive(Clone)]

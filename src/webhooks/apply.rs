@@ -17,8 +17,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::payments::objects::{
-    self, BalanceTransactionRef, ChargeFacts, ChargeRef, DisputeFacts, PaymentIntentFacts,
-    PaymentStatus, RefundFacts,
+    self, BalanceTransactionRef, ChargeFacts, ChargeRef, DisputeFacts, PaymentStatus, RefundFacts,
 };
 use crate::payments::{PaymentError, Payments};
 
@@ -71,6 +70,10 @@ pub async fn apply(
     created: OffsetDateTime,
     object: &Value,
 ) -> Result<Outcome, ApplyError> {
+    // What the merge leaves of the payment, if it ran; and whether refunds or disputes
+    // changed, so that their sums must be counted again.
+    let mut merged: Option<Merged> = None;
+    let mut recount = false;
     let located = if kind.starts_with("payment_intent.") {
         let intent = objects::payment_intent(object).map_err(unreadable("PaymentIntent"))?;
         let place = Place {
@@ -79,24 +82,32 @@ pub async fn apply(
             charge: None,
         };
         let located = locate(tx, payments, place).await?;
-        if let Located::Donation(id) = located {
-            let current = load(tx, id).await?;
-            if current.payment_status_at.is_some_and(|at| created < at) {
+        if let Located::Donation(current) = &located {
+            let (intent, at) = if current.payment_status_at.is_some_and(|at| created < at) {
                 // An older picture than ours: take Stripe's current one instead.
                 let fetched = payments.retrieve_payment_intent(&intent.id).await?;
                 let fetched =
                     objects::payment_intent(&fetched).map_err(unreadable("PaymentIntent"))?;
-                merge_payment_intent(
-                    tx,
-                    payments,
-                    id,
-                    &current,
-                    &fetched,
-                    OffsetDateTime::now_utc(),
-                )
-                .await?;
+                (fetched, OffsetDateTime::now_utc())
             } else {
-                merge_payment_intent(tx, payments, id, &current, &intent, created).await?;
+                (intent, created)
+            };
+            let charge = intent.latest_charge.as_ref().map(ChargeRef::id);
+            let row = merge_payment(
+                tx,
+                current,
+                Some(intent.status),
+                at,
+                intent.amount_received,
+                charge,
+            )
+            .await?;
+            if let Some(ChargeRef::Object(charge)) = &intent.latest_charge {
+                let (row, refunds) = merge_charge(tx, payments, &row.current(), charge, at).await?;
+                recount |= refunds;
+                merged = Some(row);
+            } else {
+                merged = Some(row);
             }
         }
         located
@@ -108,8 +119,9 @@ pub async fn apply(
             charge: dispute.charge.as_deref(),
         };
         let located = locate(tx, payments, place).await?;
-        if let Located::Donation(id) = located {
-            upsert_dispute(tx, id, &dispute).await?;
+        if let Located::Donation(current) = &located {
+            upsert_dispute(tx, current.id, &dispute).await?;
+            recount = true;
         }
         located
     } else if kind.starts_with("refund.") || kind == "charge.refund.updated" {
@@ -120,8 +132,9 @@ pub async fn apply(
             charge: refund.charge.as_deref(),
         };
         let located = locate(tx, payments, place).await?;
-        if let Located::Donation(id) = located {
-            upsert_refund(tx, id, &refund).await?;
+        if let Located::Donation(current) = &located {
+            upsert_refund(tx, current.id, &refund).await?;
+            recount = true;
         }
         located
     } else if kind.starts_with("charge.") {
@@ -132,8 +145,10 @@ pub async fn apply(
             charge: Some(&charge.id),
         };
         let located = locate(tx, payments, place).await?;
-        if let Located::Donation(id) = located {
-            merge_charge(tx, payments, id, &charge, created).await?;
+        if let Located::Donation(current) = &located {
+            let (row, refunds) = merge_charge(tx, payments, current, &charge, created).await?;
+            recount |= refunds;
+            merged = Some(row);
         }
         located
     } else {
@@ -141,7 +156,13 @@ pub async fn apply(
     };
 
     match located {
-        Located::Donation(id) => Ok(Outcome::Applied(settle(tx, id).await?)),
+        Located::Donation(current) => {
+            let delta = match merged {
+                Some(row) if !recount => settle_payment(tx, current.id, row).await?,
+                _ => settle(tx, current.id).await?,
+            };
+            Ok(Outcome::Applied(delta))
+        }
         Located::NotOurs(reason) => Ok(Outcome::Ignored(reason)),
     }
 }
@@ -156,7 +177,7 @@ struct Place<'a> {
 
 enum Located {
     /// Found, and its row locked for the rest of the transaction.
-    Donation(Uuid),
+    Donation(Current),
     NotOurs(String),
 }
 
@@ -169,14 +190,16 @@ async fn locate(
     place: Place<'_>,
 ) -> Result<Located, ApplyError> {
     if let Some(id) = place.donation_id {
-        let row = sqlx::query!(
-            "SELECT payment_intent_id FROM donations WHERE id = $1 FOR UPDATE",
+        let row = sqlx::query_as!(
+            Current,
+            r#"SELECT id, payment_intent_id, payment_status, payment_status_at, fee
+               FROM donations WHERE id = $1 FOR UPDATE"#,
             id
         )
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = row {
-            return match (row.payment_intent_id, place.payment_intent) {
+            return match (&row.payment_intent_id, place.payment_intent) {
                 (Some(ours), Some(theirs)) if ours != theirs => Ok(Located::NotOurs(format!(
                     "donation {id} belongs to PaymentIntent {ours}, not {theirs}"
                 ))),
@@ -189,32 +212,36 @@ async fn locate(
                     )
                     .execute(&mut *tx)
                     .await?;
-                    Ok(Located::Donation(id))
+                    Ok(Located::Donation(row))
                 }
-                _ => Ok(Located::Donation(id)),
+                _ => Ok(Located::Donation(row)),
             };
         }
     }
     if let Some(intent) = place.payment_intent {
-        let id = sqlx::query_scalar!(
-            "SELECT id FROM donations WHERE payment_intent_id = $1 FOR UPDATE",
+        let row = sqlx::query_as!(
+            Current,
+            r#"SELECT id, payment_intent_id, payment_status, payment_status_at, fee
+               FROM donations WHERE payment_intent_id = $1 FOR UPDATE"#,
             intent
         )
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some(id) = id {
-            return Ok(Located::Donation(id));
+        if let Some(row) = row {
+            return Ok(Located::Donation(row));
         }
     }
     if let Some(charge) = place.charge {
-        let id = sqlx::query_scalar!(
-            "SELECT id FROM donations WHERE charge_id = $1 FOR UPDATE",
+        let row = sqlx::query_as!(
+            Current,
+            r#"SELECT id, payment_intent_id, payment_status, payment_status_at, fee
+               FROM donations WHERE charge_id = $1 FOR UPDATE"#,
             charge
         )
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some(id) = id {
-            return Ok(Located::Donation(id));
+        if let Some(row) = row {
+            return Ok(Located::Donation(row));
         }
     }
     if let (Some(intent), None) = (place.payment_intent, place.donation_id) {
@@ -233,25 +260,46 @@ async fn locate(
     ))
 }
 
-/// The Stripe facts of a donation that merging compares against.
+/// The Stripe facts of a donation that merging compares against, read as its row is locked.
 struct Current {
-    payment_status: PaymentStatus,
+    id: Uuid,
+    payment_intent_id: Option<String>,
+    payment_status: String,
     payment_status_at: Option<OffsetDateTime>,
     fee: Option<i64>,
 }
 
-async fn load(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Current> {
-    let row = sqlx::query!(
-        "SELECT payment_status, payment_status_at, fee FROM donations WHERE id = $1",
-        id
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    Ok(Current {
-        payment_status: PaymentStatus::parse(&row.payment_status).unwrap_or(PaymentStatus::Pending),
-        payment_status_at: row.payment_status_at,
-        fee: row.fee,
-    })
+impl Current {
+    fn status(&self) -> PaymentStatus {
+        PaymentStatus::parse(&self.payment_status).unwrap_or(PaymentStatus::Pending)
+    }
+}
+
+/// The donation as a merge leaves it: what settling it needs.
+struct Merged {
+    id: Uuid,
+    campaign: String,
+    amount: i64,
+    total_amount: i64,
+    status: String,
+    payment_status: String,
+    payment_status_at: Option<OffsetDateTime>,
+    fee: Option<i64>,
+    counted_amount: i64,
+    refunded_amount: i64,
+    dispute_lost_amount: i64,
+}
+
+impl Merged {
+    fn current(&self) -> Current {
+        Current {
+            id: self.id,
+            payment_intent_id: None,
+            payment_status: self.payment_status.clone(),
+            payment_status_at: self.payment_status_at,
+            fee: self.fee,
+        }
+    }
 }
 
 /// Whether `status` as of `at` is later than the payment status we hold. Success and
@@ -260,81 +308,60 @@ fn is_later(current: &Current, status: PaymentStatus, at: OffsetDateTime) -> boo
     let Some(held_at) = current.payment_status_at else {
         return true;
     };
-    let final_already = current.payment_status.rank() == PaymentStatus::Succeeded.rank();
-    !final_already && (at, status.rank()) > (held_at, current.payment_status.rank())
+    let held = current.status();
+    let final_already = held.rank() == PaymentStatus::Succeeded.rank();
+    !final_already && (at, status.rank()) > (held_at, held.rank())
 }
 
 /// Merges what a PaymentIntent or charge says of the payment, in one statement: the status
 /// (if later than ours), the amount received (the most seen), the charge (the first seen).
 async fn merge_payment(
     tx: &mut PgConnection,
-    id: Uuid,
     current: &Current,
     status: Option<PaymentStatus>,
     at: OffsetDateTime,
     amount_received: i64,
     charge_id: Option<&str>,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<Merged> {
     let status = status.filter(|s| is_later(current, *s, at));
-    sqlx::query!(
+    sqlx::query_as!(
+        Merged,
         r#"UPDATE donations
            SET payment_status = COALESCE($2, payment_status),
                payment_status_at = CASE WHEN $2::text IS NULL THEN payment_status_at ELSE $3 END,
                amount_received = GREATEST(amount_received, $4),
                charge_id = COALESCE(charge_id, $5),
                updated_at = now()
-           WHERE id = $1"#,
-        id,
+           WHERE id = $1
+           RETURNING id, campaign, amount, total_amount, status, payment_status,
+                     payment_status_at, fee, counted_amount, refunded_amount, dispute_lost_amount"#,
+        current.id,
         status.map(PaymentStatus::as_str),
         at,
         amount_received,
         charge_id
     )
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .fetch_one(&mut *tx)
+    .await
 }
 
-async fn merge_payment_intent(
-    tx: &mut PgConnection,
-    payments: &Payments,
-    id: Uuid,
-    current: &Current,
-    intent: &PaymentIntentFacts,
-    at: OffsetDateTime,
-) -> Result<(), ApplyError> {
-    let charge = intent.latest_charge.as_ref().map(ChargeRef::id);
-    merge_payment(
-        tx,
-        id,
-        current,
-        Some(intent.status),
-        at,
-        intent.amount_received,
-        charge,
-    )
-    .await?;
-    if let Some(ChargeRef::Object(charge)) = &intent.latest_charge {
-        merge_charge(tx, payments, id, charge, at).await?;
-    }
-    Ok(())
-}
-
+/// Merges a charge: the payment, the fee once it exists, and refunds. Returns the merged row
+/// and whether refunds were written.
 async fn merge_charge(
     tx: &mut PgConnection,
     payments: &Payments,
-    id: Uuid,
+    current: &Current,
     charge: &ChargeFacts,
     at: OffsetDateTime,
-) -> Result<(), ApplyError> {
-    let current = load(tx, id).await?;
+) -> Result<(Merged, bool), ApplyError> {
+    let id = current.id;
     let status = charge.succeeded.then_some(PaymentStatus::Succeeded);
     let received = if charge.succeeded {
         charge.amount_captured
     } else {
         0
     };
-    merge_payment(tx, id, &current, status, at, received, Some(&charge.id)).await?;
+    let merged = merge_payment(tx, current, status, at, received, Some(&charge.id)).await?;
 
     // The fee: from the balance transaction, once it exists.
     if current.fee.is_none() {
@@ -365,16 +392,19 @@ async fn merge_charge(
 
     // Refunds: those the charge carries, then, if it says more was refunded than we know of
     // (a refund from the dashboard, or its events still to come), all of them from Stripe.
+    let mut refunds = false;
     for refund in &charge.refunds {
         upsert_refund(tx, id, refund).await?;
+        refunds = true;
     }
     if charge.amount_refunded > 0 && charge.amount_refunded > refunded_amount(tx, id).await? {
         for refund in payments.list_refunds(&charge.id).await? {
             let refund = objects::refund(&refund).map_err(unreadable("refund"))?;
             upsert_refund(tx, id, &refund).await?;
+            refunds = true;
         }
     }
-    Ok(())
+    Ok((merged, refunds))
 }
 
 async fn refunded_amount(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<i64> {
@@ -440,8 +470,34 @@ async fn upsert_dispute(
     Ok(())
 }
 
-/// Derives the donation's status, refunded amount, dispute and counted amount from its facts;
-/// returns how its campaign's total moves, if it does.
+/// After a change to the payment alone: the refunds and disputes are as stored, so derive the
+/// status and the counted amount from the merged row, and write them if they moved.
+async fn settle_payment(
+    tx: &mut PgConnection,
+    id: Uuid,
+    row: Merged,
+) -> sqlx::Result<Option<CampaignDelta>> {
+    let (status, counted) = derive(
+        &row.payment_status,
+        row.amount,
+        row.total_amount,
+        row.refunded_amount,
+        row.dispute_lost_amount,
+    );
+    if status != row.status || counted != row.counted_amount {
+        sqlx::query!(
+            "UPDATE donations SET status = $2, counted_amount = $3 WHERE id = $1",
+            id,
+            status,
+            counted
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(delta(row.campaign, row.counted_amount, counted))
+}
+
+/// After a change to refunds or disputes: count them again, then derive as above.
 async fn settle(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<CampaignDelta>> {
     let row = sqlx::query!(
         r#"SELECT d.campaign, d.amount, d.total_amount, d.payment_status, d.counted_amount,
@@ -460,18 +516,13 @@ async fn settle(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Campaign
     )
     .fetch_one(&mut *tx)
     .await?;
-
-    let succeeded = row.payment_status == PaymentStatus::Succeeded.as_str();
-    let status = if succeeded && row.refunded >= row.total_amount {
-        "refunded"
-    } else {
-        row.payment_status.as_str()
-    };
-    let counted = if succeeded {
-        counted_amount(row.amount, row.total_amount, row.refunded, row.lost)
-    } else {
-        0
-    };
+    let (status, counted) = derive(
+        &row.payment_status,
+        row.amount,
+        row.total_amount,
+        row.refunded,
+        row.lost,
+    );
     sqlx::query!(
         r#"UPDATE donations
            SET status = $2, refunded_amount = $3, dispute_status = $4, dispute_lost_amount = $5,
@@ -487,11 +538,37 @@ async fn settle(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Campaign
     )
     .execute(&mut *tx)
     .await?;
-    Ok((counted != row.counted_amount).then(|| CampaignDelta {
-        campaign: row.campaign,
-        raised: counted - row.counted_amount,
-        count: i64::from(counted > 0) - i64::from(row.counted_amount > 0),
-    }))
+    Ok(delta(row.campaign, row.counted_amount, counted))
+}
+
+/// A donation's status and what it adds to its campaign, from its payment status and sums.
+fn derive(
+    payment_status: &str,
+    amount: i64,
+    total_amount: i64,
+    refunded: i64,
+    lost: i64,
+) -> (&str, i64) {
+    let succeeded = payment_status == PaymentStatus::Succeeded.as_str();
+    let status = if succeeded && refunded >= total_amount {
+        "refunded"
+    } else {
+        payment_status
+    };
+    let counted = if succeeded {
+        counted_amount(amount, total_amount, refunded, lost)
+    } else {
+        0
+    };
+    (status, counted)
+}
+
+fn delta(campaign: String, before: i64, after: i64) -> Option<CampaignDelta> {
+    (after != before).then(|| CampaignDelta {
+        campaign,
+        raised: after - before,
+        count: i64::from(after > 0) - i64::from(before > 0),
+    })
 }
 
 /// What a succeeded gift adds to its campaign: the gift itself, less what was refunded or lost
