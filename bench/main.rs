@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
     pg.ensure_database("baseline").await?;
 
     let stripe = fake_stripe().await?;
-    let mut service = Service::start(&pg, &stripe)?;
+    let mut service = Service::start(&pg, &stripe, true)?;
     let base = service.wait_ready().await?;
     let db = PgPoolOptions::new()
         .max_connections(2)
@@ -83,15 +83,16 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(options.connections)
         .build()?;
     let event = sample_event();
+    let template = Arc::new(serde_json::to_string(&event)?);
 
     eprintln!(
-        "1/4 baseline: pgbench, {} clients, {} s",
+        "1/5 baseline: pgbench, {} clients, {} s",
         options.connections, options.seconds
     );
     let baseline = pgbench(&pg, &event, &options)?;
 
     eprintln!(
-        "2/4 donation creation, {} connections, {} s",
+        "2/5 donation creation, {} connections, {} s",
         options.connections, options.seconds
     );
     let creation = load(&options, {
@@ -114,40 +115,13 @@ async fn main() -> anyhow::Result<()> {
     .await;
 
     eprintln!(
-        "3/4 webhook ingest, {} connections, {} s",
+        "3/5 webhook ingest, {} connections, {} s",
         options.connections, options.seconds
     );
     let donations = seed_donations(&db, 400_000).await?;
     let donations = Arc::new(donations);
     let started = Instant::now();
-    let ingest = load(&options, {
-        let (http, url) = (http.clone(), format!("{base}/v1/webhooks/stripe"));
-        let (donations, event) = (donations.clone(), event.clone());
-        move |i| {
-            let (http, url) = (http.clone(), url.clone());
-            let (donations, event) = (donations.clone(), event.clone());
-            async move {
-                let Some((donation, intent)) = donations.get(i as usize) else {
-                    return false;
-                };
-                let body = event_for(&event, i, donation, intent);
-                let header = sign(
-                    &SecretString::from(WEBHOOK_SECRET),
-                    &body,
-                    time::OffsetDateTime::now_utc().unix_timestamp(),
-                );
-                let response = http
-                    .post(url)
-                    .header("stripe-signature", header)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await;
-                matches!(response, Ok(r) if r.status() == 200)
-            }
-        }
-    })
-    .await;
+    let ingest = send_events(&options, &http, &base, &donations, &template, 0).await;
     let ingest_done = started.elapsed();
     let drained = drain(&db, Duration::from_secs(600)).await?;
     let drained_after = started.elapsed();
@@ -167,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     eprintln!(
-        "4/4 campaign reads, {} connections, {} s",
+        "4/5 campaign reads, {} connections, {} s",
         options.connections,
         options.seconds.min(10)
     );
@@ -191,6 +165,27 @@ async fn main() -> anyhow::Result<()> {
 
     let peak_rss = service.peak_rss_kib()?;
     service.stop()?;
+
+    // Ingest alone: the same path with no worker competing for the two cores, to tell the
+    // cost of taking a webhook from the cost of applying it.
+    eprintln!(
+        "5/5 webhook ingest with the worker off, {} connections, {} s",
+        options.connections, options.seconds
+    );
+    let mut ingest_only_service = Service::start(&pg, &stripe, false)?;
+    let ingest_only_base = ingest_only_service.wait_ready().await?;
+    let used = ingest.ok + ingest.failed;
+    let ingest_only = send_events(
+        &options,
+        &http,
+        &ingest_only_base,
+        &donations,
+        &template,
+        used,
+    )
+    .await;
+    let peak_rss = peak_rss.max(ingest_only_service.peak_rss_kib()?);
+    ingest_only_service.stop()?;
     db.close().await;
     let pg = tokio::task::spawn_blocking(move || {
         let _ = pg.stop();
@@ -227,6 +222,14 @@ async fn main() -> anyhow::Result<()> {
         (drained_after - ingest_done).as_secs_f64()
     );
     println!(
+        "| webhook ingest, worker off | {:.0} /s, p50 {:.1} ms, p99 {:.1} ms ({} ok, {} failed) |",
+        ingest_only.rate(),
+        ingest_only.percentile(50.0),
+        ingest_only.percentile(99.0),
+        ingest_only.ok,
+        ingest_only.failed
+    );
+    println!(
         "| campaign read | {:.0} /s, p50 {:.2} ms, p99 {:.2} ms ({} failed) |",
         reads.rate(),
         reads.percentile(50.0),
@@ -236,9 +239,51 @@ async fn main() -> anyhow::Result<()> {
     println!("| service peak RSS | {:.1} MiB |", peak_rss as f64 / 1024.0);
     println!();
     println!("ingest / baseline:   {:.2}", ingest_rate / baseline);
+    println!(
+        "ingest alone / baseline: {:.2}",
+        ingest_only.rate() / baseline
+    );
     println!("creation / baseline: {:.2}", creation.rate() / baseline);
     println!("apply / ingest:      {:.2}", apply_rate / ingest_rate);
     Ok(())
+}
+
+/// Signed `payment_intent.succeeded` events for donations `offset..`, one per request.
+async fn send_events(
+    options: &Options,
+    http: &reqwest::Client,
+    base: &str,
+    donations: &Arc<Vec<(String, String)>>,
+    template: &Arc<String>,
+    offset: u64,
+) -> Measured {
+    let (http, url) = (http.clone(), format!("{base}/v1/webhooks/stripe"));
+    let (donations, template) = (donations.clone(), template.clone());
+    load(options, move |i| {
+        let (http, url) = (http.clone(), url.clone());
+        let (donations, template) = (donations.clone(), template.clone());
+        async move {
+            let i = i + offset;
+            let Some((donation, intent)) = donations.get(i as usize) else {
+                return false;
+            };
+            let body = event_for(&template, i, donation, intent);
+            let header = sign(
+                &SecretString::from(WEBHOOK_SECRET),
+                &body,
+                time::OffsetDateTime::now_utc().unix_timestamp(),
+            );
+            let response = http
+                .post(url)
+                .header("stripe-signature", header)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            matches!(response, Ok(r) if r.status() == 200)
+        }
+    })
+    .await
 }
 
 /// What one phase of load measured.
@@ -324,21 +369,31 @@ fn sample_event() -> Value {
     intent["currency"] = json!("gbp");
     intent["last_payment_error"] = Value::Null;
     intent["latest_charge"] = Value::Null;
+    intent["id"] = json!("pi_TEMPLATE");
+    intent["metadata"] = json!({"donation_id": "DONATION_TEMPLATE", "campaign": "kashmir"});
     json!({
-        "id": "evt_", "object": "event", "api_version": "2026-09-30.clover", "created": 0,
+        "id": "evt_TEMPLATE", "object": "event", "api_version": "2026-09-30.clover", "created": 0,
         "livemode": false, "pending_webhooks": 1, "type": "payment_intent.succeeded",
         "request": {"id": null, "idempotency_key": null},
         "data": {"object": intent}
     })
 }
 
-fn event_for(template: &Value, i: u64, donation: &str, intent: &str) -> Vec<u8> {
-    let mut event = template.clone();
-    event["id"] = json!(format!("evt_bench_{i}"));
-    event["created"] = json!(time::OffsetDateTime::now_utc().unix_timestamp());
-    event["data"]["object"]["id"] = json!(intent);
-    event["data"]["object"]["metadata"] = json!({"donation_id": donation, "campaign": "kashmir"});
-    serde_json::to_vec(&event).expect("an event serialises")
+/// The event for donation `i`, from the template's text (cheaper than building JSON per event).
+fn event_for(template: &str, i: u64, donation: &str, intent: &str) -> Vec<u8> {
+    template
+        .replacen("evt_TEMPLATE", &format!("evt_bench_{i}"), 1)
+        .replacen(
+            "\"created\":0",
+            &format!(
+                "\"created\":{}",
+                time::OffsetDateTime::now_utc().unix_timestamp()
+            ),
+            1,
+        )
+        .replacen("pi_TEMPLATE", intent, 1)
+        .replacen("DONATION_TEMPLATE", donation, 1)
+        .into_bytes()
 }
 
 /// Existing pending donations for the ingest phase, written straight into the database.
@@ -458,7 +513,7 @@ struct Service {
 }
 
 impl Service {
-    fn start(pg: &LocalPostgres, stripe: &str) -> anyhow::Result<Self> {
+    fn start(pg: &LocalPostgres, stripe: &str, apply_events: bool) -> anyhow::Result<Self> {
         let binary = sibling("quickdonate")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -470,6 +525,7 @@ impl Service {
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("DATABASE_URL", pg.url("quickdonate"))
             .env("DATABASE_MAX_CONNECTIONS", "16")
+            .env("APPLY_EVENTS", apply_events.to_string())
             .env(
                 "CAMPAIGNS_FILE",
                 concat!(env!("CARGO_MANIFEST_DIR"), "/config/campaigns.toml"),

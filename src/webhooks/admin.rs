@@ -173,7 +173,7 @@ pub async fn backfill(
     for _ in 0..100_000 {
         let (events, has_more) = payments.list_events(from, after.as_deref()).await?;
         for payload in events {
-            let event = Event::from_json(payload)
+            let event = Event::parse(&serde_json::to_vec(&payload)?)
                 .context("Stripe listed something that is not an event")?;
             found.seen += 1;
             let ignore = log::reason_to_ignore(&event, livemode);

@@ -67,10 +67,7 @@ async fn receive(
             )
         })?;
 
-    let event = serde_json::from_slice(&body)
-        .ok()
-        .and_then(Event::from_json)
-        .ok_or_else(|| bad_event("The body is not a Stripe event."))?;
+    let event = Event::parse(&body).ok_or_else(|| bad_event("The body is not a Stripe event."))?;
     let ignore = log::reason_to_ignore(&event, state.livemode);
     let new = log::record(&state.db, &event, ignore.as_deref(), Source::Webhook)
         .await
