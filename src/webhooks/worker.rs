@@ -159,19 +159,6 @@ impl Worker {
             }
         }
 
-        // Each campaign's total moves once per batch, in slug order.
-        for (campaign, (raised, count)) in &totals {
-            sqlx::query!(
-                r#"UPDATE campaigns
-                   SET raised_amount = raised_amount + $2, donation_count = donation_count + $3
-                   WHERE slug = $1"#,
-                campaign,
-                raised,
-                count
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
         sqlx::query!(
             r#"UPDATE stripe_events
                SET state = 'applied', applied_at = now(), attempts = attempts + 1, last_error = NULL
@@ -187,6 +174,20 @@ impl Worker {
                    WHERE id = $1"#,
                 id,
                 reason
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Each campaign's total moves once per batch, in slug order, last of all: the hot
+        // campaign row stays locked only while the batch commits.
+        for (campaign, (raised, count)) in &totals {
+            sqlx::query!(
+                r#"UPDATE campaigns
+                   SET raised_amount = raised_amount + $2, donation_count = donation_count + $3
+                   WHERE slug = $1"#,
+                campaign,
+                raised,
+                count
             )
             .execute(&mut *tx)
             .await?;
