@@ -38,7 +38,14 @@ struct Service {
 }
 
 fn start(dir: &Path) -> Service {
-    let mut child = quickdonate(dir).spawn().expect("the binary starts");
+    start_with(dir, &[])
+}
+
+fn start_with(dir: &Path, env: &[(&str, &str)]) -> Service {
+    let mut child = quickdonate(dir)
+        .envs(env.iter().copied())
+        .spawn()
+        .expect("the binary starts");
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let mut startup_log = String::new();
     let mut address = None;
@@ -231,4 +238,86 @@ fn migrate_runs_the_migrations_alone_and_stops_its_postgres() {
             .join(".quickdonate/pgdata/postmaster.pid")
             .exists()
     );
+}
+
+#[tokio::test]
+async fn an_event_stored_before_the_process_is_killed_is_applied_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let path = dir.path().to_owned();
+
+    // An instance that takes webhooks but does not apply them, killed outright after the 2xx.
+    let mut service = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || start_with(&path, &[("APPLY_EVENTS", "false")])
+    })
+    .await
+    .unwrap();
+    let created: Value = http
+        .post(format!(
+            "{}/v1/campaigns/kashmir/donations",
+            service.address
+        ))
+        .json(&donation_body())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (id, pi) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["payment_intent_id"].as_str().unwrap().to_owned(),
+    );
+    let paid: Value = http
+        .post(format!(
+            "{}/v1/simulator/payment_intents/{pi}/succeed",
+            service.address
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paid["events"][0]["delivery_status"], 200, "{paid}");
+    service.child.kill().unwrap(); // SIGKILL: no shutdown of any kind
+    service.child.wait().unwrap();
+
+    // The next start finds the stored event and applies it.
+    let service = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || start(&path)
+    })
+    .await
+    .unwrap();
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        let donation: Value = http
+            .get(format!("{}/v1/donations/{id}", service.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        status = donation["status"].clone();
+        if status == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "succeeded");
+    tokio::task::spawn_blocking(move || stop(service))
+        .await
+        .unwrap();
+
+    // The killed instance's Postgres was adopted, not started, by the second: stop it here.
+    let pg = quickdonate::db::local::LocalPostgres::start(
+        &path.join(".quickdonate"),
+        None,
+        quickdonate::db::local::Durability::Durable,
+    )
+    .unwrap();
+    pg.stop().unwrap();
 }
