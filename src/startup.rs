@@ -25,7 +25,8 @@ use crate::webhooks::worker::Worker;
 
 /// How long a campaign's page data is kept before it is read again.
 const CAMPAIGN_CACHE_TTL: Duration = Duration::from_secs(1);
-/// Event worker loops per instance: while one waits on the database, the other works.
+/// Event worker loops per instance. Applying is mostly waiting on the database, so several
+/// loops (each on its own batch) keep both it and the service busy; see BENCHMARKS.md.
 const WORKERS: usize = 4;
 
 /// What every handler can reach.
