@@ -169,6 +169,23 @@ pub async fn release(db: &PgPool, key: &IdempotencyKey) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// How long a key is kept. Stripe keeps its own for at least 24 hours; so do we. A request
+/// with an expired key is a new request.
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Deletes keys older than [`RETENTION`] that no request holds; returns how many.
+pub async fn expire(db: &PgPool) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        r#"DELETE FROM idempotency_keys
+           WHERE created_at < now() - make_interval(secs => $1)
+             AND (locked_until IS NULL OR locked_until < now())"#,
+        RETENTION.as_secs_f64()
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
     #[error("the key was used for a different request")]

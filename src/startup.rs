@@ -128,6 +128,7 @@ impl Application {
                 workers.spawn(self.worker.clone().run(stopped.clone()));
             }
         }
+        let housekeeping = tokio::spawn(housekeeping(self.database.pool.clone(), stopped.clone()));
         tracing::info!("listening on http://{address}");
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
@@ -135,8 +136,25 @@ impl Application {
         tracing::info!("shutting down");
         let _ = stop_worker.send(true);
         while workers.join_next().await.is_some() {}
+        let _ = housekeeping.await;
         self.database.close().await;
         served.context("the HTTP server failed")
+    }
+}
+
+/// Hourly upkeep: expired Idempotency-Keys go.
+async fn housekeeping(db: PgPool, mut stop: watch::Receiver<bool>) {
+    let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = every_hour.tick() => {}
+            _ = stop.changed() => return,
+        }
+        match crate::idempotency::expire(&db).await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "expired idempotency keys deleted"),
+            Err(error) => tracing::warn!(%error, "could not delete expired idempotency keys"),
+        }
     }
 }
 

@@ -269,3 +269,37 @@ async fn concurrent_requests_with_one_key_make_one_donation_and_one_payment_inte
     assert_eq!(app.donation_count().await, 1);
     assert_eq!(app.stripe_requests("/v1/payment_intents").await.len(), 1);
 }
+
+#[tokio::test]
+async fn keys_older_than_a_day_expire_and_then_make_a_new_donation() {
+    let app = spawn_app().await;
+    stripe_creates_payment_intents(&app).await;
+    let first: Value = app
+        .post_donation("kashmir", &donation_body(), Some("old-key"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.post_donation("kashmir", &donation_body(), Some("new-key"))
+        .await;
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'old-key'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+
+    assert_eq!(quickdonate::idempotency::expire(&app.db).await.unwrap(), 1);
+    let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM idempotency_keys")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(keys, ["new-key"]);
+    // The donation stays; only the key's memory of the request goes.
+    let again: Value = app
+        .post_donation("kashmir", &donation_body(), Some("old-key"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(again["id"], first["id"]);
+    assert_eq!(app.donation_count().await, 3);
+}
