@@ -28,6 +28,7 @@ const ENV_KEYS: &[&str] = &[
     "CAMPAIGNS_FILE",
     "ALLOWED_ORIGINS",
     "LOG_FORMAT",
+    "CAMPAIGN_CACHE_MS",
     "STRIPE_SECRET_KEY",
     "STRIPE_PUBLISHABLE_KEY",
     "STRIPE_WEBHOOK_SECRET",
@@ -67,6 +68,7 @@ pub struct Settings {
     pub campaigns_file: PathBuf,
     pub allowed_origins: String,
     pub log_format: LogFormat,
+    pub campaign_cache_ms: u64,
     pub stripe_secret_key: Option<SecretString>,
     pub stripe_publishable_key: Option<String>,
     pub stripe_webhook_secret: Option<SecretString>,
@@ -142,6 +144,10 @@ impl Settings {
             (1..=3600).contains(&self.webhook_tolerance_secs),
             "WEBHOOK_TOLERANCE_SECS: must be between 1 and 3600"
         );
+        ensure!(
+            self.campaign_cache_ms <= 60_000,
+            "CAMPAIGN_CACHE_MS: must be at most 60000 (a minute)"
+        );
         validate_statement_descriptor_suffix(&self.statement_descriptor_suffix)?;
         self.allowed_origins()?;
         self.stripe_api_base
@@ -180,6 +186,10 @@ impl Settings {
             .as_ref()
             .map(|url| url.expose_secret())
             .filter(|url| !url.is_empty())
+    }
+
+    pub fn campaign_cache(&self) -> Duration {
+        Duration::from_millis(self.campaign_cache_ms)
     }
 
     pub fn webhook_tolerance(&self) -> Duration {
@@ -336,6 +346,7 @@ mod tests {
         assert!(error_of("fee_fixed_amount = -1").starts_with("FEE_FIXED_AMOUNT:"));
         assert!(error_of("stripe_timeout_secs = 0").starts_with("STRIPE_TIMEOUT_SECS:"));
         assert!(error_of("webhook_tolerance_secs = 0").starts_with("WEBHOOK_TOLERANCE_SECS:"));
+        assert!(error_of("campaign_cache_ms = 60001").starts_with("CAMPAIGN_CACHE_MS:"));
         assert!(error_of(r#"allowed_origins = "not an origin""#).starts_with("ALLOWED_ORIGINS:"));
         assert!(
             error_of(r#"statement_descriptor_suffix = "<b>""#)

@@ -23,8 +23,6 @@ use crate::payments::simulator_api::Simulator;
 use crate::webhooks::signature::Verifier;
 use crate::webhooks::worker::Worker;
 
-/// How long a campaign's page data is kept before it is read again.
-const CAMPAIGN_CACHE_TTL: Duration = Duration::from_secs(1);
 /// Event worker loops per instance. Applying is mostly waiting on the database, so several
 /// loops (each on its own batch) keep both it and the service busy; see BENCHMARKS.md.
 const WORKERS: usize = 4;
@@ -75,7 +73,7 @@ impl Application {
         catalogue::sync(&database.pool, &campaigns).await?;
 
         let wake_worker = Arc::new(Notify::new());
-        let campaigns = Arc::new(CampaignCache::new(CAMPAIGN_CACHE_TTL));
+        let campaigns = Arc::new(CampaignCache::new(settings.campaign_cache()));
         let state = AppState {
             db: database.pool.clone(),
             payments: payments.clone(),

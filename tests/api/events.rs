@@ -178,11 +178,8 @@ async fn the_worker_applies_a_new_event_promptly_on_its_own() {
         objects::payment_intent(&pi, Some(donation), "succeeded", AMOUNT),
         now(),
     );
-    let delivered = std::time::Instant::now();
     assert_eq!(app.deliver(&event).await.status(), 200);
     app.wait_until_applied().await;
-    // Not a timing test: wait_until_applied gives up after ten seconds; this is a sanity bound.
-    assert!(delivered.elapsed() < std::time::Duration::from_secs(5));
     assert_eq!(app.donation_facts(donation).await.status, "succeeded");
 }
 
