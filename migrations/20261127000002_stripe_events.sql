@@ -9,7 +9,7 @@ CREATE TABLE stripe_events (
     created           timestamptz NOT NULL,
     object_id         text,
     payload           jsonb NOT NULL,
-    source            text NOT NULL CHECK (source IN ('webhook', 'backfill', 'simulator')),
+    source            text NOT NULL CHECK (source IN ('webhook', 'backfill')),
     first_received_at timestamptz NOT NULL DEFAULT now(),
     last_received_at  timestamptz NOT NULL DEFAULT now(),
     delivery_count    integer NOT NULL DEFAULT 1,

@@ -187,7 +187,6 @@ async fn payments_for(
                 &base,
                 settings.stripe_timeout(),
                 settings.statement_descriptor_suffix.clone(),
-                true,
             )?;
             // Sign the simulator's events with the configured secret, or one made for this run.
             let secret = settings

@@ -144,11 +144,6 @@ impl LocalPostgres {
         &self.bin_dir
     }
 
-    /// The account Postgres runs as when we are root.
-    pub fn run_as(&self) -> Option<&Account> {
-        self.run_as.as_ref()
-    }
-
     /// Whether this process started the server, and so should stop it.
     pub fn started_here(&self) -> bool {
         self.started_here

@@ -27,7 +27,6 @@ pub struct Payments {
     client: stripe::Client,
     publishable_key: String,
     statement_descriptor_suffix: String,
-    simulated: bool,
 }
 
 /// What a PaymentIntent is created for.
@@ -86,7 +85,6 @@ impl Payments {
         api_base: &str,
         timeout: Duration,
         statement_descriptor_suffix: String,
-        simulated: bool,
     ) -> anyhow::Result<Self> {
         let client = stripe::ClientBuilder::new(secret_key.expose_secret())
             .url(api_base)
@@ -102,7 +100,6 @@ impl Payments {
             client,
             publishable_key,
             statement_descriptor_suffix,
-            simulated,
         })
     }
 
@@ -118,16 +115,11 @@ impl Payments {
             &settings.stripe_api_base,
             settings.stripe_timeout(),
             settings.statement_descriptor_suffix.clone(),
-            false,
         )
     }
 
     pub fn publishable_key(&self) -> &str {
         &self.publishable_key
-    }
-
-    pub fn is_simulated(&self) -> bool {
-        self.simulated
     }
 
     /// Creates the PaymentIntent for a donation. The Idempotency-Key is derived from the

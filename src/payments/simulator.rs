@@ -80,11 +80,6 @@ impl SimulatedStripe {
             .with_state(self.clone())
     }
 
-    /// A stored PaymentIntent, as Stripe would show it.
-    pub fn payment_intent(&self, id: &str) -> Option<Value> {
-        self.lock().payment_intents.get(id).cloned()
-    }
-
     /// The card is charged: the PaymentIntent succeeds, with a charge and its balance
     /// transaction (the fee at 1.5% + 20p). Returns the events Stripe would send.
     pub fn succeed(&self, id: &str) -> Result<Vec<Value>, SimulationError> {

@@ -11,7 +11,6 @@ use time::OffsetDateTime;
 pub enum Source {
     Webhook,
     Backfill,
-    Simulator,
 }
 
 impl Source {
@@ -19,7 +18,6 @@ impl Source {
         match self {
             Self::Webhook => "webhook",
             Self::Backfill => "backfill",
-            Self::Simulator => "simulator",
         }
     }
 }
