@@ -39,7 +39,7 @@ enum Command {
 enum EventsCommand {
     /// The latest events, newest first.
     List {
-        /// Only events whose last attempt to apply failed.
+        /// Only events set aside as failed, and those being retried after an error.
         #[arg(long)]
         failed: bool,
         #[arg(long, default_value_t = 50)]
@@ -47,7 +47,8 @@ enum EventsCommand {
     },
     /// One event in full, with its payload.
     Show { id: String },
-    /// Apply an event again now (applying is idempotent), or every failing one with --failed.
+    /// Apply an event again now (applying is idempotent), or with --failed every event set aside
+    /// as failed or being retried.
     Replay {
         #[arg(required_unless_present = "failed", conflicts_with = "failed")]
         id: Option<String>,
@@ -107,7 +108,7 @@ async fn events(settings: &Settings, db: &PgPool, command: EventsCommand) -> any
         }
         EventsCommand::Replay { id: None, .. } => {
             let queued = admin::replay_failed(db).await?;
-            println!("{queued} failing event(s) queued to be retried now");
+            println!("{queued} failed or failing event(s) queued to be retried now");
         }
         EventsCommand::Backfill { since } => {
             let since = admin::parse_since(&since)?;

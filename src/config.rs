@@ -34,6 +34,7 @@ const ENV_KEYS: &[&str] = &[
     "STRIPE_WEBHOOK_SECRET",
     "WEBHOOK_TOLERANCE_SECS",
     "APPLY_EVENTS",
+    "EVENT_MAX_ATTEMPTS",
     "STRIPE_API_BASE",
     "STRIPE_TIMEOUT_SECS",
     "STATEMENT_DESCRIPTOR_SUFFIX",
@@ -74,6 +75,7 @@ pub struct Settings {
     pub stripe_webhook_secret: Option<SecretString>,
     pub webhook_tolerance_secs: u64,
     pub apply_events: bool,
+    pub event_max_attempts: i32,
     pub stripe_api_base: String,
     pub stripe_timeout_secs: u64,
     pub statement_descriptor_suffix: String,
@@ -143,6 +145,10 @@ impl Settings {
         ensure!(
             (1..=3600).contains(&self.webhook_tolerance_secs),
             "WEBHOOK_TOLERANCE_SECS: must be between 1 and 3600"
+        );
+        ensure!(
+            (1..=100).contains(&self.event_max_attempts),
+            "EVENT_MAX_ATTEMPTS: must be between 1 and 100"
         );
         ensure!(
             self.campaign_cache_ms <= 60_000,
@@ -347,6 +353,7 @@ mod tests {
         assert!(error_of("stripe_timeout_secs = 0").starts_with("STRIPE_TIMEOUT_SECS:"));
         assert!(error_of("webhook_tolerance_secs = 0").starts_with("WEBHOOK_TOLERANCE_SECS:"));
         assert!(error_of("campaign_cache_ms = 60001").starts_with("CAMPAIGN_CACHE_MS:"));
+        assert!(error_of("event_max_attempts = 0").starts_with("EVENT_MAX_ATTEMPTS:"));
         assert!(error_of(r#"allowed_origins = "not an origin""#).starts_with("ALLOWED_ORIGINS:"));
         assert!(
             error_of(r#"statement_descriptor_suffix = "<b>""#)

@@ -86,7 +86,13 @@ impl Application {
             simulator,
             campaigns: campaigns.clone(),
         };
-        let worker = Worker::new(database.pool.clone(), payments, wake_worker, campaigns);
+        let worker = Worker::new(
+            database.pool.clone(),
+            payments,
+            wake_worker,
+            campaigns,
+            settings.event_max_attempts,
+        );
         let router = crate::http::router(state, settings.allowed_origins()?);
         Ok(Self {
             listener,

@@ -167,26 +167,41 @@ impl Payments {
 }
 
 impl Payments {
-    /// A PaymentIntent as Stripe has it now, with its latest charge and that charge's balance
-    /// transaction expanded.
-    pub async fn retrieve_payment_intent(&self, id: &str) -> Result<Value, PaymentError> {
+    /// A payment as Stripe has it now, in one call: the PaymentIntent with its latest charge,
+    /// that charge's balance transaction (the fee) and its refunds expanded.
+    pub async fn retrieve_payment(&self, payment_intent: &str) -> Result<Value, PaymentError> {
         self.get(
-            &format!("/payment_intents/{id}"),
-            &[("expand[]", "latest_charge.balance_transaction")],
+            &format!("/payment_intents/{payment_intent}"),
+            &[
+                ("expand[]", "latest_charge.balance_transaction"),
+                ("expand[]", "latest_charge.refunds"),
+            ],
         )
         .await
     }
 
-    pub async fn retrieve_balance_transaction(&self, id: &str) -> Result<Value, PaymentError> {
-        self.get(&format!("/balance_transactions/{id}"), &[]).await
-    }
-
-    /// Every refund of a charge (a charge has few; Stripe allows at most 100 per page).
+    /// Every refund of a charge, page by page (a charge has few).
     pub async fn list_refunds(&self, charge_id: &str) -> Result<Vec<Value>, PaymentError> {
-        let page = self
-            .get("/refunds", &[("charge", charge_id), ("limit", "100")])
-            .await?;
-        Ok(page["data"].as_array().cloned().unwrap_or_default())
+        let mut refunds = Vec::new();
+        let mut after: Option<String> = None;
+        // Bounded: a charge cannot be refunded in more pieces than its pennies.
+        for _ in 0..1_000 {
+            let mut query = vec![("charge", charge_id), ("limit", "100")];
+            if let Some(after) = &after {
+                query.push(("starting_after", after));
+            }
+            let page = self.get("/refunds", &query).await?;
+            let data = page["data"].as_array().cloned().unwrap_or_default();
+            after = data
+                .last()
+                .and_then(|r| r["id"].as_str())
+                .map(str::to_owned);
+            refunds.extend(data);
+            if !page["has_more"].as_bool().unwrap_or(false) || after.is_none() {
+                break;
+            }
+        }
+        Ok(refunds)
     }
 
     /// One page of events created at or after `since` (unix seconds), newest first as Stripe

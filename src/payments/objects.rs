@@ -3,6 +3,7 @@
 //! never stops an event from applying.
 
 use serde_json::Value;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// A donation's payment status, as the PaymentIntent says.
@@ -39,7 +40,7 @@ impl PaymentStatus {
 
     /// Breaks ties between two states seen at the same second: a payment only moves up.
     /// A failed attempt can be followed by processing or success (the donor tries another
-    /// card); success and cancellation are final.
+    /// card).
     pub fn rank(self) -> i16 {
         match self {
             Self::Pending => 0,
@@ -47,6 +48,11 @@ impl PaymentStatus {
             Self::Processing => 2,
             Self::Succeeded | Self::Canceled => 3,
         }
+    }
+
+    /// A PaymentIntent that succeeded or was canceled never moves again.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Canceled)
     }
 }
 
@@ -57,7 +63,18 @@ pub struct PaymentIntentFacts {
     pub donation_id: Option<Uuid>,
     pub status: PaymentStatus,
     pub amount_received: i64,
+    pub currency: String,
     pub latest_charge: Option<ChargeRef>,
+}
+
+impl PaymentIntentFacts {
+    /// The charge that paid, when the PaymentIntent says it succeeded: its latest charge is
+    /// then the successful one. Before that, the latest charge may be a declined attempt.
+    pub fn paid_by(&self) -> Option<&str> {
+        (self.status == PaymentStatus::Succeeded)
+            .then(|| self.latest_charge.as_ref().map(ChargeRef::id))
+            .flatten()
+    }
 }
 
 /// A charge as an id, or expanded.
@@ -82,12 +99,21 @@ pub struct ChargeFacts {
     pub id: String,
     pub payment_intent: Option<String>,
     pub donation_id: Option<Uuid>,
+    /// Paid and captured: this charge is the one that took the donor's money.
     pub succeeded: bool,
     pub amount_captured: i64,
     pub amount_refunded: i64,
+    pub currency: String,
     pub balance_transaction: Option<BalanceTransactionRef>,
-    /// Refunds the charge carried, when Stripe included them.
+    /// Refunds the charge carried (only when expanded, as our fetch asks), and whether that
+    /// list is all of them.
+    pub refunds: Option<RefundList>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RefundList {
     pub refunds: Vec<RefundFacts>,
+    pub complete: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -96,15 +122,29 @@ pub enum BalanceTransactionRef {
     Object(BalanceTransactionFacts),
 }
 
-/// The fee Stripe took and what the charity receives.
+impl BalanceTransactionRef {
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Id(id) => id,
+            Self::Object(bt) => &bt.id,
+        }
+    }
+}
+
+/// A movement of money in our Stripe balance: a gift received, a dispute's withdrawal or
+/// reinstatement. `amount` and `fee` are in `currency`, the currency Stripe settled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BalanceTransactionFacts {
     pub id: String,
+    pub amount: i64,
     pub fee: i64,
     pub net: i64,
+    pub currency: String,
+    pub reporting_category: Option<String>,
+    pub created: Option<OffsetDateTime>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundFacts {
     pub id: String,
     pub amount: i64,
@@ -118,11 +158,7 @@ impl RefundFacts {
     /// Refund statuses only move up: pending (1), succeeded (2), failed or canceled (3).
     /// A succeeded refund can still fail later; a failed one never comes back.
     pub fn rank(&self) -> i16 {
-        match self.status.as_str() {
-            "succeeded" => 2,
-            "failed" | "canceled" => 3,
-            _ => 1,
-        }
+        refund_rank(&self.status)
     }
 
     /// Money that has left, or is leaving, the charity.
@@ -131,38 +167,102 @@ impl RefundFacts {
     }
 }
 
+pub fn refund_rank(status: &str) -> i16 {
+    match status {
+        "succeeded" => 2,
+        "failed" | "canceled" => 3,
+        _ => 1,
+    }
+}
+
+/// A dispute's status, every one Stripe documents, and room for one it adds later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisputeStatus {
+    /// An inquiry (`warning_*`): the bank asks questions; no money has moved.
+    WarningNeedsResponse,
+    WarningUnderReview,
+    WarningClosed,
+    /// Stopped before it became a chargeback.
+    Prevented,
+    /// A chargeback: the money is withdrawn and evidence is due.
+    NeedsResponse,
+    UnderReview,
+    Won,
+    Lost,
+    /// A status we do not know: treated as open, never as won.
+    Unknown(String),
+}
+
+impl DisputeStatus {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "warning_needs_response" => Self::WarningNeedsResponse,
+            "warning_under_review" => Self::WarningUnderReview,
+            "warning_closed" => Self::WarningClosed,
+            "prevented" => Self::Prevented,
+            "needs_response" => Self::NeedsResponse,
+            "under_review" => Self::UnderReview,
+            "won" => Self::Won,
+            "lost" => Self::Lost,
+            other => Self::Unknown(other.to_owned()),
+        }
+    }
+
+    /// Stripe's own word for it, as stored.
+    pub fn as_stripe(&self) -> &str {
+        match self {
+            Self::WarningNeedsResponse => "warning_needs_response",
+            Self::WarningUnderReview => "warning_under_review",
+            Self::WarningClosed => "warning_closed",
+            Self::Prevented => "prevented",
+            Self::NeedsResponse => "needs_response",
+            Self::UnderReview => "under_review",
+            Self::Won => "won",
+            Self::Lost => "lost",
+            Self::Unknown(other) => other,
+        }
+    }
+
+    /// How far along a dispute is. A status only gives way to one of a higher rank, or of the
+    /// same rank seen later: an inquiry to a closed inquiry, any inquiry to a chargeback (so a
+    /// closed inquiry never masks the chargeback it escalated to), a chargeback to its review
+    /// and its outcome. An unknown status ranks as an open chargeback.
+    pub fn rank(&self) -> i16 {
+        match self {
+            Self::WarningNeedsResponse => 1,
+            Self::WarningUnderReview => 2,
+            Self::WarningClosed | Self::Prevented => 3,
+            Self::NeedsResponse | Self::Unknown(_) => 4,
+            Self::UnderReview => 5,
+            Self::Won | Self::Lost => 6,
+        }
+    }
+
+    /// The word the API shows.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Self::WarningNeedsResponse | Self::WarningUnderReview => "inquiry",
+            Self::WarningClosed => "inquiry_closed",
+            Self::Prevented => "prevented",
+            Self::NeedsResponse => "needs_response",
+            Self::UnderReview => "under_review",
+            Self::Won => "won",
+            Self::Lost => "lost",
+            Self::Unknown(_) => "open",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DisputeFacts {
     pub id: String,
     pub amount: i64,
     pub currency: String,
-    pub status: String,
+    pub status: DisputeStatus,
     pub charge: Option<String>,
     pub payment_intent: Option<String>,
-    pub balance_transaction_count: i32,
-    /// Stripe's dispute fees, net of any returned.
-    pub fee: i64,
-}
-
-impl DisputeFacts {
-    pub fn rank(&self) -> i16 {
-        match self.status.as_str() {
-            "warning_needs_response" | "needs_response" => 1,
-            "warning_under_review" | "under_review" => 2,
-            _ => 3,
-        }
-    }
-}
-
-/// A Stripe dispute status in our four words. An inquiry (`warning_*`) reads as the dispute it
-/// may become; one closed without escalation, or prevented, as won.
-pub fn dispute_status_word(status: &str) -> &'static str {
-    match status {
-        "warning_needs_response" | "needs_response" => "needs_response",
-        "warning_under_review" | "under_review" => "under_review",
-        "lost" => "lost",
-        _ => "won",
-    }
+    /// The money it moved so far: a withdrawal, then perhaps a reinstatement.
+    pub balance_transactions: Vec<BalanceTransactionFacts>,
 }
 
 fn str_of(v: &Value, key: &str) -> Option<String> {
@@ -193,6 +293,12 @@ fn required_id(v: &Value) -> Result<String, String> {
     str_of(v, "id").ok_or_else(|| "the object has no id".to_owned())
 }
 
+fn currency_of(v: &Value) -> String {
+    str_of(v, "currency")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
 pub fn payment_intent(v: &Value) -> Result<PaymentIntentFacts, String> {
     let status = match v.get("status").and_then(Value::as_str) {
         Some("succeeded") => PaymentStatus::Succeeded,
@@ -215,6 +321,7 @@ pub fn payment_intent(v: &Value) -> Result<PaymentIntentFacts, String> {
         donation_id: donation_id_of(v),
         status,
         amount_received: int_of(v, "amount_received"),
+        currency: currency_of(v),
         latest_charge,
     })
 }
@@ -227,13 +334,21 @@ pub fn charge(v: &Value) -> Result<ChargeFacts, String> {
         }
         _ => None,
     };
-    let refunds = v
-        .get("refunds")
-        .and_then(|r| r.get("data"))
-        .and_then(Value::as_array)
-        .map(|list| list.iter().map(refund).collect::<Result<Vec<_>, _>>())
-        .transpose()?
-        .unwrap_or_default();
+    let refunds = match v.get("refunds") {
+        Some(list @ Value::Object(_)) => {
+            let refunds = list
+                .get("data")
+                .and_then(Value::as_array)
+                .map(|items| items.iter().map(refund).collect::<Result<Vec<_>, _>>())
+                .transpose()?
+                .unwrap_or_default();
+            Some(RefundList {
+                refunds,
+                complete: !list["has_more"].as_bool().unwrap_or(false),
+            })
+        }
+        _ => None,
+    };
     Ok(ChargeFacts {
         id: required_id(v)?,
         payment_intent: id_of(v, "payment_intent"),
@@ -241,6 +356,7 @@ pub fn charge(v: &Value) -> Result<ChargeFacts, String> {
         succeeded: v["status"] == "succeeded" && v["captured"] != Value::Bool(false),
         amount_captured: int_of(v, "amount_captured"),
         amount_refunded: int_of(v, "amount_refunded"),
+        currency: currency_of(v),
         balance_transaction,
         refunds,
     })
@@ -249,8 +365,15 @@ pub fn charge(v: &Value) -> Result<ChargeFacts, String> {
 pub fn balance_transaction(v: &Value) -> Result<BalanceTransactionFacts, String> {
     Ok(BalanceTransactionFacts {
         id: required_id(v)?,
+        amount: int_of(v, "amount"),
         fee: int_of(v, "fee"),
         net: int_of(v, "net"),
+        currency: currency_of(v),
+        reporting_category: str_of(v, "reporting_category"),
+        created: v
+            .get("created")
+            .and_then(Value::as_i64)
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
     })
 }
 
@@ -258,7 +381,7 @@ pub fn refund(v: &Value) -> Result<RefundFacts, String> {
     Ok(RefundFacts {
         id: required_id(v)?,
         amount: int_of(v, "amount"),
-        currency: str_of(v, "currency").unwrap_or_default(),
+        currency: currency_of(v),
         status: str_of(v, "status").unwrap_or_else(|| "pending".to_owned()),
         charge: id_of(v, "charge"),
         payment_intent: id_of(v, "payment_intent"),
@@ -266,19 +389,110 @@ pub fn refund(v: &Value) -> Result<RefundFacts, String> {
 }
 
 pub fn dispute(v: &Value) -> Result<DisputeFacts, String> {
-    let transactions = v
+    let balance_transactions = v
         .get("balance_transactions")
         .and_then(Value::as_array)
-        .cloned()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|t| t.is_object())
+                .map(balance_transaction)
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
         .unwrap_or_default();
     Ok(DisputeFacts {
         id: required_id(v)?,
         amount: int_of(v, "amount"),
-        currency: str_of(v, "currency").unwrap_or_default(),
-        status: str_of(v, "status").ok_or("the dispute has no status")?,
+        currency: currency_of(v),
+        status: DisputeStatus::parse(
+            v.get("status")
+                .and_then(Value::as_str)
+                .ok_or("the dispute has no status")?,
+        ),
         charge: id_of(v, "charge"),
         payment_intent: id_of(v, "payment_intent"),
-        balance_transaction_count: i32::try_from(transactions.len()).unwrap_or(i32::MAX),
-        fee: transactions.iter().map(|t| int_of(t, "fee")).sum(),
+        balance_transactions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [&str; 8] = [
+        "warning_needs_response",
+        "warning_under_review",
+        "warning_closed",
+        "prevented",
+        "needs_response",
+        "under_review",
+        "won",
+        "lost",
+    ];
+
+    #[test]
+    fn every_dispute_status_stripe_documents_is_mapped_explicitly() {
+        for status in ALL {
+            let parsed = DisputeStatus::parse(status);
+            assert!(!matches!(parsed, DisputeStatus::Unknown(_)), "{status}");
+            assert_eq!(parsed.as_stripe(), status);
+        }
+        assert_eq!(
+            DisputeStatus::parse("warning_needs_response").word(),
+            "inquiry"
+        );
+        assert_eq!(
+            DisputeStatus::parse("warning_closed").word(),
+            "inquiry_closed"
+        );
+        assert_eq!(
+            DisputeStatus::parse("needs_response").word(),
+            "needs_response"
+        );
+    }
+
+    #[test]
+    fn an_inquiry_that_escalates_outranks_every_inquiry_status() {
+        let chargeback = DisputeStatus::NeedsResponse.rank();
+        for inquiry in [
+            "warning_needs_response",
+            "warning_under_review",
+            "warning_closed",
+        ] {
+            assert!(
+                DisputeStatus::parse(inquiry).rank() < chargeback,
+                "{inquiry}"
+            );
+        }
+        assert!(DisputeStatus::UnderReview.rank() > chargeback);
+        assert!(DisputeStatus::Won.rank() > DisputeStatus::UnderReview.rank());
+    }
+
+    #[test]
+    fn a_dispute_status_we_do_not_know_is_open_never_won() {
+        let unknown = DisputeStatus::parse("arbitration");
+        assert_eq!(unknown.word(), "open");
+        assert_eq!(unknown.as_stripe(), "arbitration");
+        assert!(unknown.rank() < DisputeStatus::Won.rank());
+        assert!(unknown.rank() > DisputeStatus::WarningClosed.rank());
+    }
+
+    #[test]
+    fn only_a_succeeded_payment_intent_names_the_charge_that_paid() {
+        let failed = payment_intent(&serde_json::json!({
+            "id": "pi_1", "status": "requires_payment_method", "latest_charge": "ch_declined",
+            "last_payment_error": {"code": "card_declined"}, "amount_received": 0, "currency": "gbp"
+        }))
+        .unwrap();
+        assert_eq!(failed.status, PaymentStatus::Failed);
+        assert_eq!(failed.paid_by(), None);
+        let paid = payment_intent(&serde_json::json!({
+            "id": "pi_1", "status": "succeeded", "latest_charge": "ch_paid",
+            "amount_received": 2500, "currency": "GBP"
+        }))
+        .unwrap();
+        assert_eq!(paid.paid_by(), Some("ch_paid"));
+        assert_eq!(paid.currency, "gbp");
+    }
 }

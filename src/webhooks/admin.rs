@@ -14,12 +14,13 @@ use crate::payments::Payments;
 /// How far back Stripe's events API reaches.
 const STRIPE_KEEPS: Duration = Duration::from_secs(30 * 86_400);
 
-/// The latest events, newest first, as a table; only failing ones if `failed_only`.
+/// The latest events, newest first, as a table. With `failed_only`, the events set aside as
+/// `failed` and those still being retried after an error.
 pub async fn list(db: &PgPool, failed_only: bool, limit: i64) -> anyhow::Result<String> {
     let rows = sqlx::query!(
         r#"SELECT id, type AS kind, state, attempts, delivery_count, last_error, first_received_at
            FROM stripe_events
-           WHERE NOT $1 OR (state = 'pending' AND last_error IS NOT NULL)
+           WHERE NOT $1 OR state = 'failed' OR (state = 'pending' AND last_error IS NOT NULL)
            ORDER BY first_received_at DESC, id
            LIMIT $2"#,
         failed_only,
@@ -59,13 +60,17 @@ pub async fn list(db: &PgPool, failed_only: bool, limit: i64) -> anyhow::Result<
     Ok(out)
 }
 
-/// One event in full: its record and its payload.
+/// One event in full: its record, the donation it belongs to (and why that donation is
+/// flagged, if it is), and its payload.
 pub async fn show(db: &PgPool, id: &str) -> anyhow::Result<String> {
     let row = sqlx::query!(
-        r#"SELECT id, type AS kind, state, source, livemode, api_version, created, object_id,
-                  attempts, delivery_count, last_error, first_received_at, last_received_at,
-                  applied_at, payload
-           FROM stripe_events WHERE id = $1"#,
+        r#"SELECT e.id, e.type AS kind, e.state, e.source, e.livemode, e.api_version, e.created,
+                  e.object_id, e.object_key, e.attempts, e.delivery_count, e.last_error,
+                  e.first_received_at, e.last_received_at, e.applied_at, e.payload,
+                  d.id AS "donation_id?", d.status AS "donation_status?", d.flag
+           FROM stripe_events e
+           LEFT JOIN donations d ON d.payment_intent_id = e.object_key
+           WHERE e.id = $1"#,
         id
     )
     .fetch_optional(db)
@@ -98,15 +103,24 @@ pub async fn show(db: &PgPool, id: &str) -> anyhow::Result<String> {
     if let Some(error) = &row.last_error {
         writeln!(out, "last error:      {error}")?;
     }
+    if let (Some(donation), Some(status)) = (row.donation_id, &row.donation_status) {
+        writeln!(out, "donation:        {donation} ({status})")?;
+    }
+    if let Some(flag) = &row.flag {
+        writeln!(out, "FLAGGED:         {flag}")?;
+    }
     writeln!(out, "payload:")?;
-    write!(out, "{}", serde_json::to_string_pretty(&row.payload)?)?;
+    // Pretty, when it parses; as received, when it does not.
+    let pretty = serde_json::from_str::<serde_json::Value>(&row.payload)
+        .and_then(|payload| serde_json::to_string_pretty(&payload));
+    write!(out, "{}", pretty.unwrap_or(row.payload))?;
     Ok(out)
 }
 
 /// Queues an event to be applied again now: applying is idempotent, so a replay of an applied
-/// event changes nothing, and one of a failing event retries it at once. Ignored events of a
-/// type we apply are queued too (one ignored as not ours may be ours after a data fix); an
-/// event of the other mode never is.
+/// event changes nothing, and one of a failing or set-aside (`failed`) event retries it at
+/// once. Ignored events of a type we apply are queued too (one ignored as not ours may be ours
+/// after a data fix); an event of the other mode never is.
 pub async fn replay(db: &PgPool, id: &str, livemode: bool) -> anyhow::Result<()> {
     let row = sqlx::query!(
         "SELECT type AS kind, livemode FROM stripe_events WHERE id = $1",
@@ -126,7 +140,8 @@ pub async fn replay(db: &PgPool, id: &str, livemode: bool) -> anyhow::Result<()>
     );
     sqlx::query!(
         r#"UPDATE stripe_events
-           SET state = 'pending', next_attempt_at = now(), attempts = 0, last_error = NULL
+           SET state = 'pending', next_attempt_at = now(), attempts = 0, last_error = NULL,
+               claimed_by = NULL, claimed_until = NULL
            WHERE id = $1"#,
         id
     )
@@ -135,11 +150,14 @@ pub async fn replay(db: &PgPool, id: &str, livemode: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Queues every failing event to be retried now; returns how many.
+/// Queues every event set aside as `failed`, and every one still being retried, to be tried
+/// again now, from a clean count; returns how many.
 pub async fn replay_failed(db: &PgPool) -> anyhow::Result<u64> {
     let done = sqlx::query!(
-        r#"UPDATE stripe_events SET next_attempt_at = now()
-           WHERE state = 'pending' AND last_error IS NOT NULL"#
+        r#"UPDATE stripe_events
+           SET state = 'pending', next_attempt_at = now(), attempts = 0
+           WHERE state = 'failed'
+              OR (state = 'pending' AND last_error IS NOT NULL AND claimed_by IS NULL)"#
     )
     .execute(db)
     .await?;

@@ -1,581 +1,679 @@
-//! Applying a Stripe event to its donation.
+//! Applying a batch's payments to their donations, in one short transaction.
 //!
 //! Every Stripe object adds facts to a donation, and every fact only moves one way: a payment
-//! status moves to a later Stripe time (ties broken by rank), the amount received and the fee
-//! are set once known, each refund and dispute moves up its own status rank. So the donation
-//! ends the same whatever order the events come in and however often each comes. Where an
-//! event refers to something we lack (a PaymentIntent we cannot place, a fee we have not seen,
-//! refunds we have not heard of) or carries an older picture than ours, we fetch the current
-//! object from Stripe.
+//! status moves to a later Stripe time (ties broken by rank; success and cancellation are
+//! final), the amount received only grows, the charge is the one that paid, the fee is set
+//! once known, each refund and dispute moves up its own status rank, and a balance
+//! transaction, once seen, is kept. So a donation ends the same whatever order its events
+//! come in, however often each comes, and however they are split into batches.
 //!
-//! The donation's row is locked while its event is applied, so two events for the same
-//! payment never apply at once, on this instance or any other.
+//! A payment's events are merged together, in memory, against its donation's row locked as
+//! it is now; then each changed row is written once. Donations are locked in id order, so two
+//! transactions never wait on each other in a circle. Nothing here calls Stripe: whatever a
+//! payment needed from Stripe was fetched before the transaction began.
 
-use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::plan::{Facts, Payment};
 use crate::payments::objects::{
-    self, BalanceTransactionRef, ChargeFacts, ChargeRef, DisputeFacts, PaymentStatus, RefundFacts,
+    BalanceTransactionFacts, BalanceTransactionRef, ChargeFacts, ChargeRef, DisputeFacts,
+    DisputeStatus, PaymentIntentFacts, PaymentStatus, RefundFacts,
 };
-use crate::payments::{PaymentError, Payments};
 
-/// What became of an event.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Applied; the campaign's total moves by this much when the transaction commits.
-    Applied(Option<CampaignDelta>),
-    /// Not for us: the reason is kept on the event.
-    Ignored(String),
+/// A payment as Stripe had it when we fetched it, and when that was (our clock).
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub intent: PaymentIntentFacts,
+    pub at: OffsetDateTime,
 }
 
-/// How much a campaign's total and count move. The worker adds up a batch's changes and
-/// writes each campaign once, so the hot campaign row is locked only briefly at the end.
+/// What a batch's transaction changed beyond the donations.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// How much each campaign's total and count move, by slug (written last, in slug order).
+    pub campaigns: BTreeMap<String, (i64, i64)>,
+    /// Payments whose PaymentIntent was linked to its donation by this batch.
+    pub linked: Vec<String>,
+    /// Donations newly flagged for an operator, and why.
+    pub flagged: Vec<(Uuid, String)>,
+}
+
+/// A donation's Stripe facts and what derives from them, as its row holds them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CampaignDelta {
-    pub campaign: String,
-    pub raised: i64,
-    pub count: i64,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    #[error("unreadable {0}")]
-    Unreadable(String),
-    #[error("fetching from Stripe: {error}: {}", source_text(error))]
-    Stripe {
-        #[from]
-        error: PaymentError,
-    },
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-}
-
-fn source_text(error: &PaymentError) -> String {
-    std::error::Error::source(error)
-        .map(ToString::to_string)
-        .unwrap_or_default()
-}
-
-fn unreadable(what: &str) -> impl FnOnce(String) -> ApplyError + '_ {
-    move |e| ApplyError::Unreadable(format!("{what}: {e}"))
-}
-
-/// Applies one event (`kind`, created at `created`, describing `object`) inside `tx`.
-pub async fn apply(
-    tx: &mut PgConnection,
-    payments: &Payments,
-    kind: &str,
-    created: OffsetDateTime,
-    object: &Value,
-) -> Result<Outcome, ApplyError> {
-    // What the merge leaves of the payment, if it ran; and whether refunds or disputes
-    // changed, so that their sums must be counted again.
-    let mut merged: Option<Merged> = None;
-    let mut recount = false;
-    let located = if kind.starts_with("payment_intent.") {
-        let intent = objects::payment_intent(object).map_err(unreadable("PaymentIntent"))?;
-        let place = Place {
-            donation_id: intent.donation_id,
-            payment_intent: Some(&intent.id),
-            charge: None,
-        };
-        let located = locate(tx, payments, place).await?;
-        if let Located::Donation(current) = &located {
-            let (intent, at) = if current.payment_status_at.is_some_and(|at| created < at) {
-                // An older picture than ours: take Stripe's current one instead.
-                let fetched = payments.retrieve_payment_intent(&intent.id).await?;
-                let fetched =
-                    objects::payment_intent(&fetched).map_err(unreadable("PaymentIntent"))?;
-                (fetched, OffsetDateTime::now_utc())
-            } else {
-                (intent, created)
-            };
-            let charge = intent.latest_charge.as_ref().map(ChargeRef::id);
-            let row = merge_payment(
-                tx,
-                current,
-                Some(intent.status),
-                at,
-                intent.amount_received,
-                charge,
-            )
-            .await?;
-            if let Some(ChargeRef::Object(charge)) = &intent.latest_charge {
-                let (row, refunds) = merge_charge(tx, payments, &row.current(), charge, at).await?;
-                recount |= refunds;
-                merged = Some(row);
-            } else {
-                merged = Some(row);
-            }
-        }
-        located
-    } else if kind.starts_with("charge.dispute.") {
-        let dispute = objects::dispute(object).map_err(unreadable("dispute"))?;
-        let place = Place {
-            donation_id: None,
-            payment_intent: dispute.payment_intent.as_deref(),
-            charge: dispute.charge.as_deref(),
-        };
-        let located = locate(tx, payments, place).await?;
-        if let Located::Donation(current) = &located {
-            upsert_dispute(tx, current.id, &dispute).await?;
-            recount = true;
-        }
-        located
-    } else if kind.starts_with("refund.") || kind == "charge.refund.updated" {
-        let refund = objects::refund(object).map_err(unreadable("refund"))?;
-        let place = Place {
-            donation_id: None,
-            payment_intent: refund.payment_intent.as_deref(),
-            charge: refund.charge.as_deref(),
-        };
-        let located = locate(tx, payments, place).await?;
-        if let Located::Donation(current) = &located {
-            upsert_refund(tx, current.id, &refund).await?;
-            recount = true;
-        }
-        located
-    } else if kind.starts_with("charge.") {
-        let charge = objects::charge(object).map_err(unreadable("charge"))?;
-        let place = Place {
-            donation_id: charge.donation_id,
-            payment_intent: charge.payment_intent.as_deref(),
-            charge: Some(&charge.id),
-        };
-        let located = locate(tx, payments, place).await?;
-        if let Located::Donation(current) = &located {
-            let (row, refunds) = merge_charge(tx, payments, current, &charge, created).await?;
-            recount |= refunds;
-            merged = Some(row);
-        }
-        located
-    } else {
-        return Ok(Outcome::Ignored(format!("{kind} is not a type we apply")));
-    };
-
-    match located {
-        Located::Donation(current) => {
-            let delta = match merged {
-                Some(row) if !recount => settle_payment(tx, current.id, row).await?,
-                _ => settle(tx, current.id).await?,
-            };
-            Ok(Outcome::Applied(delta))
-        }
-        Located::NotOurs(reason) => Ok(Outcome::Ignored(reason)),
-    }
-}
-
-/// What an object says about which donation it belongs to.
-#[derive(Debug, Clone, Copy)]
-struct Place<'a> {
-    donation_id: Option<Uuid>,
-    payment_intent: Option<&'a str>,
-    charge: Option<&'a str>,
-}
-
-enum Located {
-    /// Found, and its row locked for the rest of the transaction.
-    Donation(Current),
-    NotOurs(String),
-}
-
-/// Finds and locks the donation an object belongs to: by the donation id in its metadata, by
-/// its PaymentIntent, by its charge; failing those, by the metadata of the PaymentIntent as
-/// Stripe has it now.
-async fn locate(
-    tx: &mut PgConnection,
-    payments: &Payments,
-    place: Place<'_>,
-) -> Result<Located, ApplyError> {
-    if let Some(id) = place.donation_id {
-        let row = sqlx::query_as!(
-            Current,
-            r#"SELECT id, payment_intent_id, payment_status, payment_status_at, fee
-               FROM donations WHERE id = $1 FOR UPDATE"#,
-            id
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = row {
-            return match (&row.payment_intent_id, place.payment_intent) {
-                (Some(ours), Some(theirs)) if ours != theirs => Ok(Located::NotOurs(format!(
-                    "donation {id} belongs to PaymentIntent {ours}, not {theirs}"
-                ))),
-                (None, Some(theirs)) => {
-                    // The webhook beat the create flow's own update; record the link now.
-                    sqlx::query!(
-                        "UPDATE donations SET payment_intent_id = $2 WHERE id = $1",
-                        id,
-                        theirs
-                    )
-                    .execute(&mut *tx)
-                    .await?;
-                    Ok(Located::Donation(row))
-                }
-                _ => Ok(Located::Donation(row)),
-            };
-        }
-    }
-    if let Some(intent) = place.payment_intent {
-        let row = sqlx::query_as!(
-            Current,
-            r#"SELECT id, payment_intent_id, payment_status, payment_status_at, fee
-               FROM donations WHERE payment_intent_id = $1 FOR UPDATE"#,
-            intent
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = row {
-            return Ok(Located::Donation(row));
-        }
-    }
-    if let Some(charge) = place.charge {
-        let row = sqlx::query_as!(
-            Current,
-            r#"SELECT id, payment_intent_id, payment_status, payment_status_at, fee
-               FROM donations WHERE charge_id = $1 FOR UPDATE"#,
-            charge
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = row {
-            return Ok(Located::Donation(row));
-        }
-    }
-    if let (Some(intent), None) = (place.payment_intent, place.donation_id) {
-        let current = payments.retrieve_payment_intent(intent).await?;
-        let current = objects::payment_intent(&current).map_err(unreadable("PaymentIntent"))?;
-        if let Some(donation_id) = current.donation_id {
-            let place = Place {
-                donation_id: Some(donation_id),
-                ..place
-            };
-            return Box::pin(locate(tx, payments, place)).await;
-        }
-    }
-    Ok(Located::NotOurs(
-        "not a quickdonate payment (no donation of ours matches)".to_owned(),
-    ))
-}
-
-/// The Stripe facts of a donation that merging compares against, read as its row is locked.
-struct Current {
-    id: Uuid,
-    payment_intent_id: Option<String>,
-    payment_status: String,
-    payment_status_at: Option<OffsetDateTime>,
-    fee: Option<i64>,
-}
-
-impl Current {
-    fn status(&self) -> PaymentStatus {
-        PaymentStatus::parse(&self.payment_status).unwrap_or(PaymentStatus::Pending)
-    }
-}
-
-/// The donation as a merge leaves it: what settling it needs.
-struct Merged {
+struct Row {
     id: Uuid,
     campaign: String,
     amount: i64,
     total_amount: i64,
+    currency: String,
     status: String,
+    payment_intent_id: Option<String>,
     payment_status: String,
     payment_status_at: Option<OffsetDateTime>,
+    charge_id: Option<String>,
+    amount_received: i64,
+    received_currency: Option<String>,
+    balance_transaction_id: Option<String>,
     fee: Option<i64>,
-    counted_amount: i64,
+    net: Option<i64>,
+    settlement_currency: Option<String>,
     refunded_amount: i64,
+    dispute_status: Option<String>,
     dispute_lost_amount: i64,
+    dispute_fee: i64,
+    counted_amount: i64,
+    flag: Option<String>,
+    stripe_synced_at: Option<OffsetDateTime>,
 }
 
-impl Merged {
-    fn current(&self) -> Current {
-        Current {
-            id: self.id,
-            payment_intent_id: None,
-            payment_status: self.payment_status.clone(),
-            payment_status_at: self.payment_status_at,
-            fee: self.fee,
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refund {
+    donation_id: Uuid,
+    amount: i64,
+    currency: String,
+    status: String,
+    rank: i16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Dispute {
+    donation_id: Uuid,
+    amount: i64,
+    currency: String,
+    status: String,
+    rank: i16,
+    at: Option<OffsetDateTime>,
+}
+
+/// Everything the batch's donations hold, and what the merge adds.
+struct State {
+    rows: BTreeMap<Uuid, Row>,
+    refunds: BTreeMap<String, Refund>,
+    disputes: BTreeMap<String, Dispute>,
+    /// Dispute balance transactions: the fee of each, by id, and its donation.
+    dispute_transactions: HashMap<String, (Uuid, i64)>,
+    changed_refunds: HashSet<String>,
+    changed_disputes: HashSet<String>,
+    new_transactions: Vec<(String, Uuid, BalanceTransactionFacts)>,
+    linked: Vec<String>,
+}
+
+/// Merges `payments` (each with what was fetched for it) into their donations inside `tx`.
+pub async fn apply(
+    tx: &mut PgConnection,
+    payments: &[(&Payment, Option<&Fetched>)],
+) -> sqlx::Result<Applied> {
+    let mut ids: Vec<Uuid> = payments.iter().map(|(p, _)| p.donation).collect();
+    ids.sort();
+    ids.dedup();
+    let mut state = State::load(tx, &ids).await?;
+    let before = state.rows.clone();
+
+    for (payment, fetched) in payments {
+        for event in &payment.events {
+            state.merge(payment.donation, &event.facts, event.created, false);
+        }
+        if let Some(fetched) = fetched {
+            let facts = Facts::PaymentIntent(fetched.intent.clone());
+            state.merge(payment.donation, &facts, fetched.at, true);
+            if let Some(row) = state.rows.get_mut(&payment.donation) {
+                row.stripe_synced_at = Some(fetched.at);
+            }
         }
     }
-}
 
-/// Whether `status` as of `at` is later than the payment status we hold. Success and
-/// cancellation are final: nothing Stripe sends afterwards undoes them.
-fn is_later(current: &Current, status: PaymentStatus, at: OffsetDateTime) -> bool {
-    let Some(held_at) = current.payment_status_at else {
-        return true;
+    let mut applied = Applied {
+        linked: std::mem::take(&mut state.linked),
+        ..Applied::default()
     };
-    let held = current.status();
-    let final_already = held.rank() == PaymentStatus::Succeeded.rank();
-    !final_already && (at, status.rank()) > (held_at, held.rank())
-}
-
-/// Merges what a PaymentIntent or charge says of the payment, in one statement: the status
-/// (if later than ours), the amount received (the most seen), the charge (the first seen).
-async fn merge_payment(
-    tx: &mut PgConnection,
-    current: &Current,
-    status: Option<PaymentStatus>,
-    at: OffsetDateTime,
-    amount_received: i64,
-    charge_id: Option<&str>,
-) -> sqlx::Result<Merged> {
-    let status = status.filter(|s| is_later(current, *s, at));
-    sqlx::query_as!(
-        Merged,
-        r#"UPDATE donations
-           SET payment_status = COALESCE($2, payment_status),
-               payment_status_at = CASE WHEN $2::text IS NULL THEN payment_status_at ELSE $3 END,
-               amount_received = GREATEST(amount_received, $4),
-               charge_id = COALESCE(charge_id, $5),
-               updated_at = now()
-           WHERE id = $1
-           RETURNING id, campaign, amount, total_amount, status, payment_status,
-                     payment_status_at, fee, counted_amount, refunded_amount, dispute_lost_amount"#,
-        current.id,
-        status.map(PaymentStatus::as_str),
-        at,
-        amount_received,
-        charge_id
-    )
-    .fetch_one(&mut *tx)
-    .await
-}
-
-/// Merges a charge: the payment, the fee once it exists, and refunds. Returns the merged row
-/// and whether refunds were written.
-async fn merge_charge(
-    tx: &mut PgConnection,
-    payments: &Payments,
-    current: &Current,
-    charge: &ChargeFacts,
-    at: OffsetDateTime,
-) -> Result<(Merged, bool), ApplyError> {
-    let id = current.id;
-    let status = charge.succeeded.then_some(PaymentStatus::Succeeded);
-    let received = if charge.succeeded {
-        charge.amount_captured
-    } else {
-        0
-    };
-    let merged = merge_payment(tx, current, status, at, received, Some(&charge.id)).await?;
-
-    // The fee: from the balance transaction, once it exists.
-    if current.fee.is_none() {
-        let transaction = match &charge.balance_transaction {
-            Some(BalanceTransactionRef::Object(bt)) => Some(bt.clone()),
-            Some(BalanceTransactionRef::Id(bt)) => {
-                let fetched = payments.retrieve_balance_transaction(bt).await?;
-                Some(
-                    objects::balance_transaction(&fetched)
-                        .map_err(unreadable("balance transaction"))?,
-                )
+    let settled: Vec<Row> = before
+        .values()
+        .map(|old| {
+            let mut row = state.rows[&old.id].clone();
+            state.settle(&mut row);
+            if row.flag.is_some() && old.flag.is_none() {
+                applied
+                    .flagged
+                    .push((row.id, row.flag.clone().unwrap_or_default()));
             }
-            None => None,
+            if row.counted_amount != old.counted_amount {
+                let total = applied.campaigns.entry(row.campaign.clone()).or_default();
+                total.0 += row.counted_amount - old.counted_amount;
+                total.1 += i64::from(row.counted_amount > 0) - i64::from(old.counted_amount > 0);
+            }
+            row
+        })
+        .filter(|row| *row != before[&row.id])
+        .collect();
+
+    write_rows(tx, &settled).await?;
+    state.write_children(tx).await?;
+    applied
+        .campaigns
+        .retain(|_, (raised, count)| *raised != 0 || *count != 0);
+    Ok(applied)
+}
+
+impl State {
+    async fn load(tx: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Self> {
+        let rows = sqlx::query_as!(
+            Row,
+            r#"SELECT id, campaign, amount, total_amount, currency, status, payment_intent_id,
+                      payment_status, payment_status_at, charge_id, amount_received,
+                      received_currency, balance_transaction_id, fee, net, settlement_currency,
+                      refunded_amount, dispute_status, dispute_lost_amount, dispute_fee,
+                      counted_amount, flag, stripe_synced_at
+               FROM donations WHERE id = ANY($1) ORDER BY id FOR UPDATE"#,
+            ids
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let refunds = sqlx::query!(
+            r#"SELECT id, donation_id, amount, currency, status, status_rank
+               FROM refunds WHERE donation_id = ANY($1)"#,
+            ids
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let disputes = sqlx::query!(
+            r#"SELECT id, donation_id, amount, currency, status, status_rank, status_at
+               FROM disputes WHERE donation_id = ANY($1)"#,
+            ids
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let transactions = sqlx::query!(
+            r#"SELECT id, donation_id, fee FROM dispute_balance_transactions
+               WHERE donation_id = ANY($1)"#,
+            ids
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(Self {
+            rows: rows.into_iter().map(|r| (r.id, r)).collect(),
+            refunds: refunds
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.id,
+                        Refund {
+                            donation_id: r.donation_id,
+                            amount: r.amount,
+                            currency: r.currency,
+                            status: r.status,
+                            rank: r.status_rank,
+                        },
+                    )
+                })
+                .collect(),
+            disputes: disputes
+                .into_iter()
+                .map(|d| {
+                    (
+                        d.id,
+                        Dispute {
+                            donation_id: d.donation_id,
+                            amount: d.amount,
+                            currency: d.currency,
+                            status: d.status,
+                            rank: d.status_rank,
+                            at: d.status_at,
+                        },
+                    )
+                })
+                .collect(),
+            dispute_transactions: transactions
+                .into_iter()
+                .map(|t| (t.id, (t.donation_id, t.fee)))
+                .collect(),
+            changed_refunds: HashSet::new(),
+            changed_disputes: HashSet::new(),
+            new_transactions: Vec::new(),
+            linked: Vec::new(),
+        })
+    }
+
+    /// Adds what `facts` (as of `at`) say to donation `id`. A fetched snapshot is Stripe's
+    /// current one, but its time is our clock's, so only a final payment status is taken
+    /// from it; everything else it says only ever moves forward anyway.
+    fn merge(&mut self, id: Uuid, facts: &Facts, at: OffsetDateTime, fetched: bool) {
+        match facts {
+            Facts::PaymentIntent(intent) => {
+                let Some(row) = self.rows.get_mut(&id) else {
+                    return;
+                };
+                if !fetched || intent.status.is_final() {
+                    merge_status(row, intent.status, at);
+                }
+                if intent.status == PaymentStatus::Succeeded {
+                    merge_received(row, intent.amount_received, &intent.currency);
+                }
+                if let Some(charge) = intent.paid_by() {
+                    row.charge_id = Some(charge.to_owned());
+                }
+                self.link(id, &intent.id);
+                if let Some(ChargeRef::Object(charge)) = &intent.latest_charge {
+                    self.merge_charge(id, charge, at);
+                }
+            }
+            Facts::Charge(charge) => self.merge_charge(id, charge, at),
+            Facts::Refund(refund) => self.merge_refund(id, refund),
+            Facts::Dispute(dispute) => self.merge_dispute(id, dispute, at),
+        }
+    }
+
+    fn merge_charge(&mut self, id: Uuid, charge: &ChargeFacts, at: OffsetDateTime) {
+        let Some(row) = self.rows.get_mut(&id) else {
+            return;
         };
-        if let Some(bt) = transaction {
+        // A declined attempt's charge says nothing about the payment: the PaymentIntent's
+        // own events do. Only the charge that paid is recorded.
+        if charge.succeeded {
+            merge_status(row, PaymentStatus::Succeeded, at);
+            merge_received(row, charge.amount_captured, &charge.currency);
+            row.charge_id = Some(charge.id.clone());
+            if row.balance_transaction_id.is_none()
+                && let Some(BalanceTransactionRef::Object(bt)) = &charge.balance_transaction
+            {
+                row.balance_transaction_id = Some(bt.id.clone());
+                row.fee = Some(bt.fee);
+                row.net = Some(bt.net);
+                row.settlement_currency = Some(bt.currency.clone());
+            }
+        }
+        if let Some(intent) = &charge.payment_intent {
+            self.link(id, intent);
+        }
+        for refund in charge.refunds.iter().flat_map(|list| &list.refunds) {
+            self.merge_refund(id, refund);
+        }
+    }
+
+    /// Records the PaymentIntent of a donation that had none: the create flow's own write of
+    /// it was lost, and an event named the donation.
+    fn link(&mut self, id: Uuid, intent: &str) {
+        if let Some(row) = self.rows.get_mut(&id)
+            && row.payment_intent_id.is_none()
+        {
+            row.payment_intent_id = Some(intent.to_owned());
+            self.linked.push(intent.to_owned());
+        }
+    }
+
+    fn merge_refund(&mut self, id: Uuid, refund: &RefundFacts) {
+        let rank = refund.rank();
+        match self.refunds.get_mut(&refund.id) {
+            Some(held) if held.rank >= rank => return,
+            Some(held) => {
+                held.status = refund.status.clone();
+                held.rank = rank;
+            }
+            None => {
+                self.refunds.insert(
+                    refund.id.clone(),
+                    Refund {
+                        donation_id: id,
+                        amount: refund.amount,
+                        currency: refund.currency.clone(),
+                        status: refund.status.clone(),
+                        rank,
+                    },
+                );
+            }
+        }
+        self.changed_refunds.insert(refund.id.clone());
+    }
+
+    fn merge_dispute(&mut self, id: Uuid, dispute: &DisputeFacts, at: OffsetDateTime) {
+        for bt in &dispute.balance_transactions {
+            if !self.dispute_transactions.contains_key(&bt.id) {
+                self.dispute_transactions
+                    .insert(bt.id.clone(), (id, bt.fee));
+                self.new_transactions
+                    .push((dispute.id.clone(), id, bt.clone()));
+            }
+        }
+        let rank = dispute.status.rank();
+        let newer = match self.disputes.get(&dispute.id) {
+            Some(held) => (rank, Some(at)) > (held.rank, held.at),
+            None => true,
+        };
+        if newer {
+            self.disputes.insert(
+                dispute.id.clone(),
+                Dispute {
+                    donation_id: id,
+                    amount: dispute.amount,
+                    currency: dispute.currency.clone(),
+                    status: dispute.status.as_stripe().to_owned(),
+                    rank,
+                    at: Some(at),
+                },
+            );
+            self.changed_disputes.insert(dispute.id.clone());
+        }
+    }
+
+    /// Derives the donation's status, sums and what it counts for its campaign from its
+    /// payment, refunds and disputes.
+    fn settle(&self, row: &mut Row) {
+        row.refunded_amount = self
+            .refunds
+            .values()
+            .filter(|r| r.donation_id == row.id && r.rank < 3)
+            .map(|r| r.amount)
+            .sum();
+        let disputes: Vec<&Dispute> = self
+            .disputes
+            .values()
+            .filter(|d| d.donation_id == row.id)
+            .collect();
+        row.dispute_status = disputes
+            .iter()
+            .max_by_key(|d| (d.rank, d.at))
+            .map(|d| DisputeStatus::parse(&d.status).word().to_owned());
+        row.dispute_lost_amount = disputes
+            .iter()
+            .filter(|d| d.status == "lost")
+            .map(|d| d.amount)
+            .sum();
+        row.dispute_fee = self
+            .dispute_transactions
+            .values()
+            .filter(|(donation, _)| *donation == row.id)
+            .map(|(_, fee)| fee)
+            .sum();
+
+        let succeeded = row.payment_status == PaymentStatus::Succeeded.as_str();
+        let received = if row.received_currency.as_deref() == Some(row.currency.as_str()) {
+            row.amount_received
+        } else {
+            0
+        };
+        row.counted_amount = if succeeded {
+            counted_amount(
+                row.amount,
+                row.total_amount,
+                received,
+                row.refunded_amount,
+                row.dispute_lost_amount,
+            )
+        } else {
+            0
+        };
+        let paid = if row.amount_received > 0 {
+            row.amount_received
+        } else {
+            row.total_amount
+        };
+        row.status = if succeeded && row.refunded_amount >= paid {
+            "refunded".to_owned()
+        } else {
+            row.payment_status.clone()
+        };
+        // Said anew each time: the amount received only grows, so a shortfall that a later
+        // snapshot makes good stops being one.
+        row.flag = (succeeded && received != row.total_amount).then(|| {
+            format!(
+                "Stripe received {} {} for a donation of {} {}; the campaign counts only what was received",
+                row.amount_received,
+                row.received_currency.as_deref().unwrap_or("(no currency)"),
+                row.total_amount,
+                row.currency
+            )
+        });
+    }
+
+    async fn write_children(&self, tx: &mut PgConnection) -> sqlx::Result<()> {
+        if !self.changed_refunds.is_empty() {
+            let refunds: Vec<(&String, &Refund)> = self
+                .refunds
+                .iter()
+                .filter(|(id, _)| self.changed_refunds.contains(*id))
+                .collect();
             sqlx::query!(
-                r#"UPDATE donations SET balance_transaction_id = $2, fee = $3, net = $4
-                   WHERE id = $1"#,
-                id,
-                bt.id,
-                bt.fee,
-                bt.net
+                r#"INSERT INTO refunds (id, donation_id, amount, currency, status, status_rank)
+                   SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::text[],
+                                        $5::text[], $6::smallint[])
+                   ON CONFLICT (id) DO UPDATE
+                       SET status = EXCLUDED.status, status_rank = EXCLUDED.status_rank,
+                           updated_at = now()"#,
+                &refunds
+                    .iter()
+                    .map(|(id, _)| (*id).clone())
+                    .collect::<Vec<_>>(),
+                &refunds
+                    .iter()
+                    .map(|(_, r)| r.donation_id)
+                    .collect::<Vec<_>>(),
+                &refunds.iter().map(|(_, r)| r.amount).collect::<Vec<_>>(),
+                &refunds
+                    .iter()
+                    .map(|(_, r)| r.currency.clone())
+                    .collect::<Vec<_>>(),
+                &refunds
+                    .iter()
+                    .map(|(_, r)| r.status.clone())
+                    .collect::<Vec<_>>(),
+                &refunds.iter().map(|(_, r)| r.rank).collect::<Vec<_>>(),
             )
             .execute(&mut *tx)
             .await?;
         }
-    }
-
-    // Refunds: those the charge carries, then, if it says more was refunded than we know of
-    // (a refund from the dashboard, or its events still to come), all of them from Stripe.
-    let mut refunds = false;
-    for refund in &charge.refunds {
-        upsert_refund(tx, id, refund).await?;
-        refunds = true;
-    }
-    if charge.amount_refunded > 0 && charge.amount_refunded > refunded_amount(tx, id).await? {
-        for refund in payments.list_refunds(&charge.id).await? {
-            let refund = objects::refund(&refund).map_err(unreadable("refund"))?;
-            upsert_refund(tx, id, &refund).await?;
-            refunds = true;
+        if !self.changed_disputes.is_empty() {
+            let disputes: Vec<(&String, &Dispute)> = self
+                .disputes
+                .iter()
+                .filter(|(id, _)| self.changed_disputes.contains(*id))
+                .collect();
+            sqlx::query!(
+                r#"INSERT INTO disputes (id, donation_id, amount, currency, status, status_rank,
+                                         status_at)
+                   SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::text[],
+                                        $5::text[], $6::smallint[], $7::timestamptz[])
+                   ON CONFLICT (id) DO UPDATE
+                       SET amount = EXCLUDED.amount, status = EXCLUDED.status,
+                           status_rank = EXCLUDED.status_rank, status_at = EXCLUDED.status_at,
+                           updated_at = now()"#,
+                &disputes
+                    .iter()
+                    .map(|(id, _)| (*id).clone())
+                    .collect::<Vec<_>>(),
+                &disputes
+                    .iter()
+                    .map(|(_, d)| d.donation_id)
+                    .collect::<Vec<_>>(),
+                &disputes.iter().map(|(_, d)| d.amount).collect::<Vec<_>>(),
+                &disputes
+                    .iter()
+                    .map(|(_, d)| d.currency.clone())
+                    .collect::<Vec<_>>(),
+                &disputes
+                    .iter()
+                    .map(|(_, d)| d.status.clone())
+                    .collect::<Vec<_>>(),
+                &disputes.iter().map(|(_, d)| d.rank).collect::<Vec<_>>(),
+                &disputes.iter().map(|(_, d)| d.at).collect::<Vec<_>>()
+                    as &[Option<OffsetDateTime>],
+            )
+            .execute(&mut *tx)
+            .await?;
         }
+        if !self.new_transactions.is_empty() {
+            let t = &self.new_transactions;
+            sqlx::query!(
+                r#"INSERT INTO dispute_balance_transactions
+                       (id, dispute_id, donation_id, amount, fee, net, currency,
+                        reporting_category, created)
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bigint[],
+                                        $5::bigint[], $6::bigint[], $7::text[], $8::text[],
+                                        $9::timestamptz[])
+                   ON CONFLICT (id) DO NOTHING"#,
+                &t.iter().map(|(_, _, bt)| bt.id.clone()).collect::<Vec<_>>(),
+                &t.iter()
+                    .map(|(dispute, _, _)| dispute.clone())
+                    .collect::<Vec<_>>(),
+                &t.iter()
+                    .map(|(_, donation, _)| *donation)
+                    .collect::<Vec<_>>(),
+                &t.iter().map(|(_, _, bt)| bt.amount).collect::<Vec<_>>(),
+                &t.iter().map(|(_, _, bt)| bt.fee).collect::<Vec<_>>(),
+                &t.iter().map(|(_, _, bt)| bt.net).collect::<Vec<_>>(),
+                &t.iter()
+                    .map(|(_, _, bt)| bt.currency.clone())
+                    .collect::<Vec<_>>(),
+                &t.iter()
+                    .map(|(_, _, bt)| bt.reporting_category.clone())
+                    .collect::<Vec<_>>() as &[Option<String>],
+                &t.iter().map(|(_, _, bt)| bt.created).collect::<Vec<_>>()
+                    as &[Option<OffsetDateTime>],
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
     }
-    Ok((merged, refunds))
 }
 
-async fn refunded_amount(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<i64> {
-    sqlx::query_scalar!(
-        r#"SELECT coalesce(sum(amount), 0)::bigint AS "sum!" FROM refunds
-           WHERE donation_id = $1 AND status_rank < 3"#,
-        id
-    )
-    .fetch_one(&mut *tx)
-    .await
+/// Takes `status` as of `at` if it is later than the payment status the row holds. Success
+/// and cancellation are final: nothing Stripe sends afterwards undoes them, and nothing sent
+/// before can outrank them, whatever the clocks say.
+fn merge_status(row: &mut Row, status: PaymentStatus, at: OffsetDateTime) {
+    let held = PaymentStatus::parse(&row.payment_status).unwrap_or(PaymentStatus::Pending);
+    let later = match row.payment_status_at {
+        None => true,
+        Some(held_at) => {
+            !held.is_final() && (status.is_final() || (at, status.rank()) > (held_at, held.rank()))
+        }
+    };
+    if later {
+        row.payment_status = status.as_str().to_owned();
+        row.payment_status_at = Some(at);
+    }
 }
 
-async fn upsert_refund(
-    tx: &mut PgConnection,
-    donation_id: Uuid,
-    refund: &RefundFacts,
-) -> sqlx::Result<()> {
+/// The most Stripe says it received, in the currency it says.
+fn merge_received(row: &mut Row, amount: i64, currency: &str) {
+    if amount > row.amount_received {
+        row.amount_received = amount;
+        row.received_currency = Some(currency.to_owned());
+    } else if row.received_currency.is_none() && !currency.is_empty() {
+        row.received_currency = Some(currency.to_owned());
+    }
+}
+
+/// Writes every changed donation in one statement.
+async fn write_rows(tx: &mut PgConnection, rows: &[Row]) -> sqlx::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     sqlx::query!(
-        r#"INSERT INTO refunds (id, donation_id, amount, currency, status, status_rank)
-           VALUES ($1, $2, $3, $4, $5, $6)
-           ON CONFLICT (id) DO UPDATE
-               SET status = EXCLUDED.status, status_rank = EXCLUDED.status_rank, updated_at = now()
-               WHERE refunds.status_rank < EXCLUDED.status_rank"#,
-        refund.id,
-        donation_id,
-        refund.amount,
-        refund.currency,
-        refund.status,
-        refund.rank()
+        r#"UPDATE donations d
+           SET status = u.status, payment_intent_id = u.payment_intent_id,
+               payment_status = u.payment_status, payment_status_at = u.payment_status_at,
+               charge_id = u.charge_id, amount_received = u.amount_received,
+               received_currency = u.received_currency,
+               balance_transaction_id = u.balance_transaction_id, fee = u.fee, net = u.net,
+               settlement_currency = u.settlement_currency,
+               refunded_amount = u.refunded_amount, dispute_status = u.dispute_status,
+               dispute_lost_amount = u.dispute_lost_amount, dispute_fee = u.dispute_fee,
+               counted_amount = u.counted_amount, flag = u.flag,
+               stripe_synced_at = u.stripe_synced_at, updated_at = now()
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                       $6::text[], $7::bigint[], $8::text[], $9::text[], $10::bigint[],
+                       $11::bigint[], $12::text[], $13::bigint[], $14::text[], $15::bigint[],
+                       $16::bigint[], $17::bigint[], $18::text[], $19::timestamptz[])
+               AS u(id, status, payment_intent_id, payment_status, payment_status_at,
+                    charge_id, amount_received, received_currency, balance_transaction_id,
+                    fee, net, settlement_currency, refunded_amount, dispute_status,
+                    dispute_lost_amount, dispute_fee, counted_amount, flag, stripe_synced_at)
+           WHERE d.id = u.id"#,
+        &rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+        &rows.iter().map(|r| r.status.clone()).collect::<Vec<_>>(),
+        &rows
+            .iter()
+            .map(|r| r.payment_intent_id.clone())
+            .collect::<Vec<_>>() as &[Option<String>],
+        &rows
+            .iter()
+            .map(|r| r.payment_status.clone())
+            .collect::<Vec<_>>(),
+        &rows.iter().map(|r| r.payment_status_at).collect::<Vec<_>>()
+            as &[Option<OffsetDateTime>],
+        &rows.iter().map(|r| r.charge_id.clone()).collect::<Vec<_>>() as &[Option<String>],
+        &rows.iter().map(|r| r.amount_received).collect::<Vec<_>>(),
+        &rows
+            .iter()
+            .map(|r| r.received_currency.clone())
+            .collect::<Vec<_>>() as &[Option<String>],
+        &rows
+            .iter()
+            .map(|r| r.balance_transaction_id.clone())
+            .collect::<Vec<_>>() as &[Option<String>],
+        &rows.iter().map(|r| r.fee).collect::<Vec<_>>() as &[Option<i64>],
+        &rows.iter().map(|r| r.net).collect::<Vec<_>>() as &[Option<i64>],
+        &rows
+            .iter()
+            .map(|r| r.settlement_currency.clone())
+            .collect::<Vec<_>>() as &[Option<String>],
+        &rows.iter().map(|r| r.refunded_amount).collect::<Vec<_>>(),
+        &rows
+            .iter()
+            .map(|r| r.dispute_status.clone())
+            .collect::<Vec<_>>() as &[Option<String>],
+        &rows
+            .iter()
+            .map(|r| r.dispute_lost_amount)
+            .collect::<Vec<_>>(),
+        &rows.iter().map(|r| r.dispute_fee).collect::<Vec<_>>(),
+        &rows.iter().map(|r| r.counted_amount).collect::<Vec<_>>(),
+        &rows.iter().map(|r| r.flag.clone()).collect::<Vec<_>>() as &[Option<String>],
+        &rows.iter().map(|r| r.stripe_synced_at).collect::<Vec<_>>() as &[Option<OffsetDateTime>],
     )
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
-async fn upsert_dispute(
+/// Moves each campaign's total and count, in slug order, last in the transaction: the hot
+/// campaign row stays locked only while the batch commits.
+pub async fn move_totals(
     tx: &mut PgConnection,
-    donation_id: Uuid,
-    dispute: &DisputeFacts,
+    campaigns: &BTreeMap<String, (i64, i64)>,
 ) -> sqlx::Result<()> {
-    sqlx::query!(
-        r#"INSERT INTO disputes (id, donation_id, amount, currency, status, status_rank,
-                                 balance_transaction_count, fee)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-           ON CONFLICT (id) DO UPDATE
-               SET amount = EXCLUDED.amount, status = EXCLUDED.status,
-                   status_rank = EXCLUDED.status_rank,
-                   balance_transaction_count = EXCLUDED.balance_transaction_count,
-                   fee = EXCLUDED.fee, updated_at = now()
-               WHERE (disputes.status_rank, disputes.balance_transaction_count)
-                   < (EXCLUDED.status_rank, EXCLUDED.balance_transaction_count)"#,
-        dispute.id,
-        donation_id,
-        dispute.amount,
-        dispute.currency,
-        dispute.status,
-        dispute.rank(),
-        dispute.balance_transaction_count,
-        dispute.fee
-    )
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-/// After a change to the payment alone: the refunds and disputes are as stored, so derive the
-/// status and the counted amount from the merged row, and write them if they moved.
-async fn settle_payment(
-    tx: &mut PgConnection,
-    id: Uuid,
-    row: Merged,
-) -> sqlx::Result<Option<CampaignDelta>> {
-    let (status, counted) = derive(
-        &row.payment_status,
-        row.amount,
-        row.total_amount,
-        row.refunded_amount,
-        row.dispute_lost_amount,
-    );
-    if status != row.status || counted != row.counted_amount {
+    for (campaign, (raised, count)) in campaigns {
         sqlx::query!(
-            "UPDATE donations SET status = $2, counted_amount = $3 WHERE id = $1",
-            id,
-            status,
-            counted
+            r#"UPDATE campaigns
+               SET raised_amount = raised_amount + $2, donation_count = donation_count + $3
+               WHERE slug = $1"#,
+            campaign,
+            raised,
+            count
         )
         .execute(&mut *tx)
         .await?;
     }
-    Ok(delta(row.campaign, row.counted_amount, counted))
+    Ok(())
 }
 
-/// After a change to refunds or disputes: count them again, then derive as above.
-async fn settle(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<CampaignDelta>> {
-    let row = sqlx::query!(
-        r#"SELECT d.campaign, d.amount, d.total_amount, d.payment_status, d.counted_amount,
-                  coalesce((SELECT sum(r.amount) FROM refunds r
-                            WHERE r.donation_id = d.id AND r.status_rank < 3), 0)::bigint
-                      AS "refunded!",
-                  (SELECT x.status FROM disputes x WHERE x.donation_id = d.id
-                   ORDER BY x.status_rank DESC, x.updated_at DESC LIMIT 1) AS dispute,
-                  coalesce((SELECT sum(x.amount) FROM disputes x
-                            WHERE x.donation_id = d.id AND x.status = 'lost'), 0)::bigint
-                      AS "lost!",
-                  coalesce((SELECT sum(x.fee) FROM disputes x WHERE x.donation_id = d.id), 0)::bigint
-                      AS "dispute_fee!"
-           FROM donations d WHERE d.id = $1"#,
-        id
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    let (status, counted) = derive(
-        &row.payment_status,
-        row.amount,
-        row.total_amount,
-        row.refunded,
-        row.lost,
-    );
-    sqlx::query!(
-        r#"UPDATE donations
-           SET status = $2, refunded_amount = $3, dispute_status = $4, dispute_lost_amount = $5,
-               dispute_fee = $6, counted_amount = $7, updated_at = now()
-           WHERE id = $1"#,
-        id,
-        status,
-        row.refunded,
-        row.dispute.as_deref().map(objects::dispute_status_word),
-        row.lost,
-        row.dispute_fee,
-        counted
-    )
-    .execute(&mut *tx)
-    .await?;
-    Ok(delta(row.campaign, row.counted_amount, counted))
-}
-
-/// A donation's status and what it adds to its campaign, from its payment status and sums.
-fn derive(
-    payment_status: &str,
+/// What a succeeded gift adds to its campaign: what Stripe received of it (in the gift's
+/// currency), less what was refunded or lost to a dispute, and never more than the gift
+/// itself or below zero. The fee cover pays Stripe, so it is never counted, and a refund or a
+/// shortfall takes from it first.
+pub fn counted_amount(
     amount: i64,
     total_amount: i64,
+    received: i64,
     refunded: i64,
     lost: i64,
-) -> (&str, i64) {
-    let succeeded = payment_status == PaymentStatus::Succeeded.as_str();
-    let status = if succeeded && refunded >= total_amount {
-        "refunded"
-    } else {
-        payment_status
-    };
-    let counted = if succeeded {
-        counted_amount(amount, total_amount, refunded, lost)
-    } else {
-        0
-    };
-    (status, counted)
-}
-
-fn delta(campaign: String, before: i64, after: i64) -> Option<CampaignDelta> {
-    (after != before).then(|| CampaignDelta {
-        campaign,
-        raised: after - before,
-        count: i64::from(after > 0) - i64::from(before > 0),
-    })
-}
-
-/// What a succeeded gift adds to its campaign: the gift itself, less what was refunded or lost
-/// to a dispute beyond the donor's fee cover, never below zero. The fee cover pays Stripe, so
-/// it is never counted, and a refund takes from it first.
-pub fn counted_amount(amount: i64, total_amount: i64, refunded: i64, lost: i64) -> i64 {
-    (total_amount - refunded - lost).min(amount).max(0)
+) -> i64 {
+    (received.min(total_amount) - refunded - lost)
+        .min(amount)
+        .max(0)
 }
 
 #[cfg(test)]
@@ -584,16 +682,31 @@ mod tests {
 
     #[test]
     fn the_campaign_counts_the_gift_not_the_fee_cover() {
-        assert_eq!(counted_amount(1000, 1036, 0, 0), 1000);
-        assert_eq!(counted_amount(1000, 1000, 0, 0), 1000);
+        assert_eq!(counted_amount(1000, 1036, 1036, 0, 0), 1000);
+        assert_eq!(counted_amount(1000, 1000, 1000, 0, 0), 1000);
     }
 
     #[test]
     fn refunds_and_lost_disputes_come_off_the_fee_cover_first() {
-        assert_eq!(counted_amount(1000, 1036, 36, 0), 1000);
-        assert_eq!(counted_amount(1000, 1036, 536, 0), 500);
-        assert_eq!(counted_amount(1000, 1036, 0, 1036), 0);
-        assert_eq!(counted_amount(1000, 1036, 500, 536), 0);
-        assert_eq!(counted_amount(1000, 1036, 2000, 0), 0, "never below zero");
+        assert_eq!(counted_amount(1000, 1036, 1036, 36, 0), 1000);
+        assert_eq!(counted_amount(1000, 1036, 1036, 536, 0), 500);
+        assert_eq!(counted_amount(1000, 1036, 1036, 0, 1036), 0);
+        assert_eq!(counted_amount(1000, 1036, 1036, 500, 536), 0);
+        assert_eq!(
+            counted_amount(1000, 1036, 1036, 2000, 0),
+            0,
+            "never below zero"
+        );
+    }
+
+    #[test]
+    fn only_what_stripe_received_counts() {
+        assert_eq!(counted_amount(1000, 1036, 800, 0, 0), 800);
+        assert_eq!(counted_amount(1000, 1036, 0, 0, 0), 0);
+        assert_eq!(
+            counted_amount(1000, 1036, 5000, 0, 0),
+            1000,
+            "never more than the gift"
+        );
     }
 }

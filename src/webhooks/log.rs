@@ -31,7 +31,9 @@ pub struct Event {
     pub livemode: bool,
     pub created: OffsetDateTime,
     pub object_id: Option<String>,
-    /// The event's JSON text, stored as jsonb.
+    /// What the worker groups the event by: see [`object_key`].
+    pub object_key: Option<String>,
+    /// The event's JSON text exactly as Stripe signed it.
     pub payload: String,
 }
 
@@ -59,11 +61,49 @@ struct Data<'a> {
     object: ObjectHead<'a>,
 }
 
-/// Any JSON object; only its id is read.
+/// The event's object; only what names it and the payment it belongs to is read.
 #[derive(Deserialize)]
 struct ObjectHead<'a> {
     #[serde(borrow)]
     id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    object: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    payment_intent: Option<IdOrObject<'a>>,
+    #[serde(borrow, default)]
+    charge: Option<IdOrObject<'a>>,
+}
+
+/// A reference to another object: its id, or the object expanded.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IdOrObject<'a> {
+    Id(#[serde(borrow)] Cow<'a, str>),
+    Object {
+        #[serde(borrow)]
+        id: Cow<'a, str>,
+    },
+}
+
+impl IdOrObject<'_> {
+    fn into_id(self) -> String {
+        match self {
+            Self::Id(id) | Self::Object { id } => id.into_owned(),
+        }
+    }
+}
+
+/// What an object's events are grouped by: the PaymentIntent for a PaymentIntent and for the
+/// charges, refunds and disputes of one; failing that the charge; failing that the object. All
+/// the events of one payment share a key, so one worker merges them together.
+fn object_key(head: ObjectHead<'_>) -> Option<String> {
+    if head.object.as_deref() == Some("payment_intent") {
+        return head.id.map(Cow::into_owned);
+    }
+    head.payment_intent
+        .map(IdOrObject::into_id)
+        .or_else(|| head.charge.map(IdOrObject::into_id))
+        .or_else(|| head.id.map(Cow::into_owned))
 }
 
 impl Event {
@@ -73,13 +113,15 @@ impl Event {
         if envelope.object != "event" || !envelope.id.starts_with("evt_") {
             return None;
         }
+        let object_id = envelope.data.object.id.as_deref().map(str::to_owned);
         Some(Self {
             id: envelope.id.into_owned(),
             kind: envelope.kind.into_owned(),
             api_version: envelope.api_version.map(Cow::into_owned),
             livemode: envelope.livemode,
             created: OffsetDateTime::from_unix_timestamp(envelope.created).ok()?,
-            object_id: envelope.data.object.id.map(Cow::into_owned),
+            object_id,
+            object_key: object_key(envelope.data.object),
             payload: String::from_utf8(json.to_vec()).ok()?,
         })
     }
@@ -108,8 +150,8 @@ pub async fn record(
     };
     let new = sqlx::query_scalar!(
         r#"INSERT INTO stripe_events (id, type, api_version, livemode, created, object_id,
-                                      payload, source, state, last_error)
-           VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10)
+                                      object_key, payload, source, state, last_error)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
            ON CONFLICT (id) DO UPDATE
                SET last_received_at = now(),
                    delivery_count = stripe_events.delivery_count + 1
@@ -121,6 +163,7 @@ pub async fn record(
         event.livemode,
         event.created,
         event.object_id,
+        event.object_key,
         event.payload,
         source.as_str(),
         state,

@@ -4,6 +4,8 @@
 pub mod admin;
 pub mod apply;
 pub mod log;
+pub mod plan;
+pub mod queue;
 pub mod signature;
 pub mod worker;
 

@@ -1,27 +1,49 @@
-//! The worker: applies stored events in the background, in batches, each event in a savepoint
-//! of its own so that one failure does not hold up the rest. Failures are retried with
-//! back-off, and the last error is kept on the event. Several instances may share a database:
-//! events are claimed with `FOR UPDATE SKIP LOCKED`, so each is applied once.
+//! The worker: applies stored events in the background, a batch at a time, in three steps.
+//!
+//! 1. **Claim** due events for a while (a lease written in one short transaction), never two
+//!    workers on one payment ([`queue`]).
+//! 2. **Plan and fetch**, holding nothing in the database: read the events' facts, find their
+//!    donations, and fetch from Stripe what a payment refers to and lacks ([`plan`]), at most
+//!    once per payment and with a few calls in flight at once. A slow or failing Stripe delays
+//!    only the events that need it; redeliveries, donation creation and readiness never wait
+//!    on it.
+//! 3. **Apply** everything in one short transaction ([`apply`]), with each event's outcome and
+//!    the campaigns' totals. A deadlock or serialization failure is retried at once. Any other
+//!    failure is kept to its payment: the batch is applied again one payment per transaction,
+//!    and the failing payment's events are retried with back-off, then set aside as `failed`
+//!    (a dead letter) if the event itself is at fault. Several instances may share a database.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{Acquire, PgPool};
-use tokio::sync::{Notify, watch};
+use sqlx::PgPool;
+use tokio::sync::{Notify, Semaphore, watch};
+use uuid::Uuid;
 
-use super::apply::{self, Outcome};
+use super::apply::{self, Applied, Fetched};
+use super::plan::{self, Need, Payment, Plan};
+use super::queue::{self, Claim, Failure, Outcomes};
 use crate::campaigns::cache::CampaignCache;
-use crate::payments::Payments;
+use crate::payments::objects::{self, BalanceTransactionRef, ChargeRef};
+use crate::payments::{PaymentError, Payments};
 
-/// Events claimed in one transaction.
+/// Events claimed at once.
 const BATCH: i64 = 200;
+/// How long a claim lasts: longer than a batch can take (fetching stops starting new calls
+/// after `FETCH_BUDGET`, and each call is bounded by Stripe's timeout and its retries).
+const LEASE: Duration = Duration::from_secs(300);
+/// How long a batch may spend fetching from Stripe; payments not fetched by then are released
+/// to be tried again at once.
+const FETCH_BUDGET: Duration = Duration::from_secs(60);
+/// Stripe calls in flight at once from one instance's workers.
+const FETCHES_IN_FLIGHT: usize = 8;
 /// How often an idle worker looks for events another instance stored.
 const POLL: Duration = Duration::from_millis(250);
 /// The longest an idle worker waits while the database is unreachable.
 const MAX_PAUSE: Duration = Duration::from_secs(30);
-/// The longest wait between two attempts at a failing event.
-const MAX_BACKOFF_SECS: f64 = 3600.0;
+/// How often a transaction that deadlocked or failed to serialize is tried again at once.
+const TRANSIENT_RETRIES: u32 = 5;
 
 #[derive(Clone)]
 pub struct Worker {
@@ -29,20 +51,26 @@ pub struct Worker {
     payments: Payments,
     wake: Arc<Notify>,
     campaigns: Arc<CampaignCache>,
+    fetches: Arc<Semaphore>,
+    max_attempts: i32,
 }
 
 impl Worker {
+    /// A worker setting aside an event whose own fault has failed it `max_attempts` times.
     pub fn new(
         db: PgPool,
         payments: Payments,
         wake: Arc<Notify>,
         campaigns: Arc<CampaignCache>,
+        max_attempts: i32,
     ) -> Self {
         Self {
             db,
             payments,
             wake,
             campaigns,
+            fetches: Arc::new(Semaphore::new(FETCHES_IN_FLIGHT)),
+            max_attempts,
         }
     }
 
@@ -74,140 +102,325 @@ impl Worker {
         tracing::info!("the event worker stopped");
     }
 
-    /// Applies one batch of due events; returns how many it took. The batch is first applied
-    /// in one plain transaction; if any event fails, that is rolled back and the batch applied
-    /// again with each event in a savepoint of its own, so the failure is kept to its event.
+    /// Claims, plans, fetches and applies one batch of due events; returns how many it took.
     pub async fn apply_due(&self) -> sqlx::Result<usize> {
-        match self.apply_batch(false).await {
-            Ok(taken) => Ok(taken),
-            Err(BatchError::EventFailed) => match self.apply_batch(true).await {
-                Ok(taken) => Ok(taken),
-                Err(BatchError::Database(error)) => Err(error),
-                Err(BatchError::EventFailed) => unreachable!("isolated failures are recorded"),
-            },
-            Err(BatchError::Database(error)) => Err(error),
+        let claim = queue::claim(&self.db, BATCH, LEASE).await?;
+        if claim.events.is_empty() {
+            return Ok(0);
         }
+        let taken = claim.events.len();
+        if let Err(error) = self.work(&claim).await {
+            // Let another attempt have the events at once rather than when the claim runs out.
+            let ids: Vec<String> = claim.events.iter().map(|e| e.id.clone()).collect();
+            if let Ok(mut conn) = self.db.acquire().await {
+                let _ = queue::release(&mut conn, claim.token, &ids).await;
+            }
+            return Err(error);
+        }
+        Ok(taken)
     }
 
-    async fn apply_batch(&self, isolate: bool) -> Result<usize, BatchError> {
-        let mut tx = self.db.begin().await?;
-        let due = sqlx::query!(
-            r#"SELECT id, type AS kind, created, payload, attempts FROM stripe_events
-               WHERE state = 'pending' AND next_attempt_at <= now()
-               ORDER BY next_attempt_at, created, id
-               LIMIT $1
-               FOR UPDATE SKIP LOCKED"#,
-            BATCH
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+    async fn work(&self, claim: &Claim) -> sqlx::Result<()> {
+        let plan = plan::plan(&self.db, &claim.events).await?;
+        let fetched = self.fetch(&plan).await;
 
-        let mut applied = Vec::new();
-        let mut ignored = Vec::new();
-        let mut totals: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-        for event in &due {
-            let object = &event.payload["data"]["object"];
-            let result = if isolate {
-                let mut savepoint = tx.begin().await?;
-                let result = apply::apply(
-                    &mut savepoint,
-                    &self.payments,
-                    &event.kind,
-                    event.created,
-                    object,
-                )
-                .await;
-                if result.is_ok() {
-                    savepoint.commit().await?;
-                } else {
-                    savepoint.rollback().await?;
-                }
-                result
-            } else {
-                apply::apply(&mut tx, &self.payments, &event.kind, event.created, object).await
-            };
-            match result {
-                Ok(Outcome::Applied(delta)) => {
-                    applied.push(event.id.clone());
-                    if let Some(delta) = delta {
-                        let total = totals.entry(delta.campaign).or_default();
-                        total.0 += delta.raised;
-                        total.1 += delta.count;
-                    }
-                }
-                Ok(Outcome::Ignored(reason)) => ignored.push((event.id.clone(), reason)),
-                Err(_) if !isolate => {
-                    tx.rollback().await?;
-                    return Err(BatchError::EventFailed);
-                }
-                Err(error) => {
-                    let backoff = 2f64.powi(event.attempts.min(12)).min(MAX_BACKOFF_SECS);
-                    tracing::warn!(event_id = %event.id, kind = %event.kind, attempts = event.attempts + 1,
-                        retry_in_secs = backoff, error = %error, "could not apply an event");
-                    sqlx::query!(
-                        r#"UPDATE stripe_events
-                           SET attempts = attempts + 1, last_error = $2,
-                               next_attempt_at = now() + make_interval(secs => $3)
-                           WHERE id = $1"#,
-                        event.id,
-                        error.to_string(),
-                        backoff
-                    )
-                    .execute(&mut *tx)
-                    .await?;
+        // Outcomes not tied to a payment we apply.
+        let mut general = Outcomes {
+            ignored: plan.ignored.clone(),
+            ..Outcomes::default()
+        };
+        for (id, error) in &plan.unreadable {
+            tracing::warn!(event_id = %id, %error, "an event cannot be read");
+            general.failed.push(Failure {
+                id: id.clone(),
+                error: error.clone(),
+                poison: true,
+            });
+        }
+        // Each payment, with what was fetched for it and its events' outcomes.
+        let mut work: Vec<(&Payment, Option<&Fetched>, Outcomes)> = Vec::new();
+        for (key, payment) in &plan.payments {
+            match fetched.get(key) {
+                Some(Fetch::Deferred) => general
+                    .released
+                    .extend(payment.events.iter().map(|e| e.id.clone())),
+                found => {
+                    let result = match found {
+                        Some(Fetch::Done(result)) => Some(result),
+                        _ => None,
+                    };
+                    let outcomes = outcomes_of(payment, result);
+                    let fetched = result.and_then(|r| r.as_ref().ok());
+                    work.push((payment, fetched, outcomes));
                 }
             }
         }
 
-        sqlx::query!(
-            r#"UPDATE stripe_events
-               SET state = 'applied', applied_at = now(), attempts = attempts + 1, last_error = NULL
-               WHERE id = ANY($1)"#,
-            &applied
-        )
-        .execute(&mut *tx)
-        .await?;
-        for (id, reason) in &ignored {
-            sqlx::query!(
-                r#"UPDATE stripe_events
-                   SET state = 'ignored', attempts = attempts + 1, last_error = $2
-                   WHERE id = $1"#,
-                id,
-                reason
-            )
-            .execute(&mut *tx)
-            .await?;
+        match self.commit(claim.token, &work, &general).await {
+            Ok(()) => Ok(()),
+            Err(error) if is_transient(&error) => Err(error),
+            Err(error) if work.len() <= 1 && general.is_empty() => {
+                self.fail_payments(claim.token, &work, &error).await
+            }
+            Err(error) => {
+                tracing::warn!(%error, payments = work.len(), "a batch failed to apply; applying its payments one at a time");
+                for one in &work {
+                    let single = std::slice::from_ref(one);
+                    if let Err(error) = self.commit(claim.token, single, &Outcomes::default()).await
+                    {
+                        self.fail_payments(claim.token, single, &error).await?;
+                    }
+                }
+                self.commit(claim.token, &[], &general).await
+            }
         }
-        // Each campaign's total moves once per batch, in slug order, last of all: the hot
-        // campaign row stays locked only while the batch commits.
-        for (campaign, (raised, count)) in &totals {
-            sqlx::query!(
-                r#"UPDATE campaigns
-                   SET raised_amount = raised_amount + $2, donation_count = donation_count + $3
-                   WHERE slug = $1"#,
-                campaign,
-                raised,
-                count
-            )
-            .execute(&mut *tx)
-            .await?;
+    }
+
+    /// Applies `work` and records `general` in one transaction, trying again at once after a
+    /// deadlock or a serialization failure.
+    async fn commit(
+        &self,
+        token: Uuid,
+        work: &[(&Payment, Option<&Fetched>, Outcomes)],
+        general: &Outcomes,
+    ) -> sqlx::Result<()> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.commit_once(token, work, general).await {
+                Err(error) if is_transient(&error) && tries < TRANSIENT_RETRIES => {
+                    tracing::info!(%error, tries, "a batch met a transient database error; trying again");
+                    tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
+                }
+                Err(error) => return Err(error),
+                Ok(applied) => {
+                    for campaign in applied.campaigns.keys() {
+                        self.campaigns.forget(campaign);
+                    }
+                    for (donation_id, flag) in &applied.flagged {
+                        tracing::warn!(%donation_id, %flag, "a donation is flagged for an operator");
+                    }
+                    return Ok(());
+                }
+            }
         }
+    }
+
+    async fn commit_once(
+        &self,
+        token: Uuid,
+        work: &[(&Payment, Option<&Fetched>, Outcomes)],
+        general: &Outcomes,
+    ) -> sqlx::Result<Applied> {
+        if work.is_empty() && general.is_empty() {
+            return Ok(Applied::default());
+        }
+        let mut ids: Vec<String> = work
+            .iter()
+            .flat_map(|(payment, _, _)| payment.events.iter().map(|e| e.id.clone()))
+            .chain(outcome_ids(general))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let mut tx = self.db.begin().await?;
+        if !queue::still_ours(&mut tx, token, &ids).await? {
+            tracing::warn!(
+                events = ids.len(),
+                "a claim ran out before its batch was applied; another worker has the events"
+            );
+            tx.rollback().await?;
+            return Ok(Applied::default());
+        }
+        let payments: Vec<(&Payment, Option<&Fetched>)> =
+            work.iter().map(|(p, f, _)| (*p, *f)).collect();
+        let applied = apply::apply(&mut tx, &payments).await?;
+        for (_, _, outcomes) in work {
+            queue::record(&mut tx, token, outcomes, self.max_attempts).await?;
+        }
+        queue::record(&mut tx, token, general, self.max_attempts).await?;
+        let requeued = queue::requeue_not_ours(&mut tx, &applied.linked).await?;
+        if requeued > 0 {
+            tracing::info!(
+                requeued,
+                "events set aside as not ours belong to a payment just linked; queued again"
+            );
+        }
+        apply::move_totals(&mut tx, &applied.campaigns).await?;
         tx.commit().await?;
-        for campaign in totals.keys() {
-            self.campaigns.forget(campaign);
+        Ok(applied)
+    }
+
+    /// Records that these payments could not be applied: each of their events is retried with
+    /// back-off, and set aside once it has failed too often.
+    async fn fail_payments(
+        &self,
+        token: Uuid,
+        work: &[(&Payment, Option<&Fetched>, Outcomes)],
+        error: &sqlx::Error,
+    ) -> sqlx::Result<()> {
+        let mut failed = Outcomes::default();
+        for (payment, _, _) in work {
+            tracing::warn!(donation_id = %payment.donation, %error, "could not apply a payment's events");
+            failed
+                .failed
+                .extend(payment.events.iter().map(|event| Failure {
+                    id: event.id.clone(),
+                    error: format!("database: {error}"),
+                    poison: true,
+                }));
         }
-        Ok(due.len())
+        let mut tx = self.db.begin().await?;
+        queue::record(&mut tx, token, &failed, self.max_attempts).await?;
+        tx.commit().await
+    }
+
+    /// Fetches, for each payment that needs it, the payment as Stripe has it now: the
+    /// PaymentIntent with its latest charge, that charge's balance transaction and its
+    /// refunds, in one call.
+    async fn fetch(&self, plan: &Plan) -> HashMap<String, Fetch> {
+        let deadline = tokio::time::Instant::now() + FETCH_BUDGET;
+        let mut calls = tokio::task::JoinSet::new();
+        let mut results = HashMap::new();
+        for (key, payment) in &plan.payments {
+            if payment.needs.is_empty() {
+                continue;
+            }
+            let Some(intent) = payment.payment_intent.clone() else {
+                results.insert(
+                    key.clone(),
+                    Fetch::Done(Err(FetchError {
+                        message: "nothing names this payment's PaymentIntent".to_owned(),
+                        poison: true,
+                    })),
+                );
+                continue;
+            };
+            let (key, payments, fetches) =
+                (key.clone(), self.payments.clone(), self.fetches.clone());
+            calls.spawn(async move {
+                let Ok(Ok(_permit)) =
+                    tokio::time::timeout_at(deadline, fetches.acquire_owned()).await
+                else {
+                    return (key, Fetch::Deferred);
+                };
+                (key, Fetch::Done(fetch_payment(&payments, &intent).await))
+            });
+        }
+        while let Some(done) = calls.join_next().await {
+            if let Ok((key, fetch)) = done {
+                results.insert(key, fetch);
+            }
+        }
+        results
     }
 }
 
-enum BatchError {
-    /// An event failed in a batch applied without savepoints.
-    EventFailed,
-    Database(sqlx::Error),
+/// What became of a payment's fetch.
+enum Fetch {
+    Done(Result<Fetched, FetchError>),
+    /// Not started within the batch's time for Stripe.
+    Deferred,
 }
 
-impl From<sqlx::Error> for BatchError {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Database(error)
+#[derive(Debug, Clone)]
+struct FetchError {
+    message: String,
+    poison: bool,
+}
+
+async fn fetch_payment(payments: &Payments, intent: &str) -> Result<Fetched, FetchError> {
+    let stripe_error = |error: PaymentError| FetchError {
+        poison: matches!(error, PaymentError::Rejected(_)),
+        message: format!(
+            "fetching {intent} from Stripe: {error}: {}",
+            std::error::Error::source(&error)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        ),
+    };
+    let unreadable = |error: String| FetchError {
+        message: format!("Stripe's {intent} is unreadable: {error}"),
+        poison: true,
+    };
+    let value = payments
+        .retrieve_payment(intent)
+        .await
+        .map_err(stripe_error)?;
+    let at = time::OffsetDateTime::now_utc();
+    let mut intent_facts = objects::payment_intent(&value).map_err(unreadable)?;
+    // An expanded list holds the first page; a donation with more refunds than that is read
+    // in full.
+    if let Some(ChargeRef::Object(charge)) = &mut intent_facts.latest_charge
+        && let Some(list) = &mut charge.refunds
+        && !list.complete
+    {
+        let all = payments
+            .list_refunds(&charge.id)
+            .await
+            .map_err(stripe_error)?;
+        list.refunds = all
+            .iter()
+            .map(objects::refund)
+            .collect::<Result<_, _>>()
+            .map_err(unreadable)?;
+        list.complete = true;
     }
+    Ok(Fetched {
+        intent: intent_facts,
+        at,
+    })
+}
+
+/// Each event's outcome, given the payment's fetch (`None` if it needed none).
+fn outcomes_of(payment: &Payment, fetched: Option<&Result<Fetched, FetchError>>) -> Outcomes {
+    let mut outcomes = Outcomes::default();
+    for event in &payment.events {
+        let needs: Vec<&Need> = payment
+            .needs
+            .iter()
+            .filter(|(id, _)| *id == event.id)
+            .map(|(_, need)| need)
+            .collect();
+        let unmet = needs.iter().find_map(|need| match (fetched, need) {
+            (Some(Err(error)), _) => Some((error.message.clone(), error.poison)),
+            (Some(Ok(fetched)), Need::Fee(bt)) if !shows_transaction(fetched, bt) => Some((
+                format!("Stripe does not show {need} on {} yet", fetched.intent.id),
+                true,
+            )),
+            _ => None,
+        });
+        match unmet {
+            // What the event says on its own is applied all the same; only the part it
+            // lacks is tried again.
+            Some((error, poison)) => outcomes.failed.push(Failure {
+                id: event.id.clone(),
+                error,
+                poison,
+            }),
+            None => outcomes.applied.push(event.id.clone()),
+        }
+    }
+    outcomes
+}
+
+fn shows_transaction(fetched: &Fetched, bt: &str) -> bool {
+    matches!(&fetched.intent.latest_charge, Some(ChargeRef::Object(charge))
+        if matches!(&charge.balance_transaction, Some(BalanceTransactionRef::Object(t)) if t.id == bt))
+}
+
+fn outcome_ids(outcomes: &Outcomes) -> impl Iterator<Item = String> + '_ {
+    outcomes
+        .applied
+        .iter()
+        .cloned()
+        .chain(outcomes.ignored.iter().map(|(id, _)| id.clone()))
+        .chain(outcomes.failed.iter().map(|f| f.id.clone()))
+        .chain(outcomes.released.iter().cloned())
+}
+
+/// A deadlock, a serialization failure or a lock we could not get: trying again at once is
+/// the cure, not backing off for minutes.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e)
+        if matches!(e.code().as_deref(), Some("40001" | "40P01" | "55P03")))
 }

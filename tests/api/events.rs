@@ -24,11 +24,13 @@ async fn manual_app() -> (TestApp, StripeObjects) {
     (app, stripe)
 }
 
-/// One donation's story at Stripe: a £25 gift charged, its fee, and two refunds.
+/// One donation's story at Stripe: a card declined, then a £25 gift charged, its fee, and two
+/// refunds.
 struct Story {
     donation: Uuid,
     pi: String,
     charge: String,
+    declined_charge: String,
     txn: String,
     t0: i64,
 }
@@ -44,6 +46,7 @@ impl Story {
             donation,
             pi,
             charge: format!("ch_{suffix}"),
+            declined_charge: format!("ch_declined_{suffix}"),
             txn: format!("txn_{suffix}"),
             t0: now() - 100,
         };
@@ -93,6 +96,18 @@ impl Story {
         )
     }
 
+    /// The first card is declined: the PaymentIntent names the failed charge.
+    fn declined(&self) -> Value {
+        let mut pi = objects::failed_payment_intent(&self.pi, self.donation, AMOUNT);
+        pi["latest_charge"] = self.declined_charge.clone().into();
+        event("payment_intent.payment_failed", pi, self.t0 - 1)
+    }
+
+    fn charge_failed(&self) -> Value {
+        let charge = objects::failed_charge(&self.declined_charge, &self.pi, AMOUNT);
+        event("charge.failed", charge, self.t0 - 1)
+    }
+
     fn processing(&self) -> Value {
         let pi = objects::payment_intent(&self.pi, Some(self.donation), "processing", AMOUNT);
         event("payment_intent.processing", pi, self.t0)
@@ -117,29 +132,35 @@ impl Story {
     fn full_refund(&self) -> Value {
         event("refund.created", self.refund_b("succeeded"), self.t0 + 4)
     }
-}
 
-fn fully_refunded() -> DonationFacts {
-    DonationFacts {
-        status: "refunded".into(),
-        payment_status: "succeeded".into(),
-        amount_received: AMOUNT,
-        fee: Some(FEE),
-        net: Some(AMOUNT - FEE),
-        refunded_amount: AMOUNT,
-        dispute_status: None,
-        dispute_lost_amount: 0,
-        dispute_fee: 0,
-        counted_amount: 0,
-        charge_id: None,
+    /// The row at the end of the story: paid by the second charge, never the declined one.
+    fn fully_refunded(&self) -> DonationFacts {
+        DonationFacts {
+            status: "refunded".into(),
+            payment_status: "succeeded".into(),
+            amount_received: AMOUNT,
+            fee: Some(FEE),
+            net: Some(AMOUNT - FEE),
+            refunded_amount: AMOUNT,
+            dispute_status: None,
+            dispute_lost_amount: 0,
+            dispute_fee: 0,
+            counted_amount: 0,
+            charge_id: Some(self.charge.clone()),
+            flag: None,
+        }
     }
 }
 
-async fn facts(app: &TestApp, id: Uuid) -> DonationFacts {
-    DonationFacts {
-        charge_id: None,
-        ..app.donation_facts(id).await
-    }
+/// How many times the fake Stripe was asked for anything.
+async fn stripe_reads(app: &TestApp) -> usize {
+    app.stripe
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.method == wiremock::http::Method::GET)
+        .count()
 }
 
 #[tokio::test]
@@ -184,30 +205,42 @@ async fn the_worker_applies_a_new_event_promptly_on_its_own() {
 }
 
 #[tokio::test]
-async fn every_order_of_a_donations_events_ends_in_the_same_row() {
+async fn every_order_of_a_donations_events_ends_in_the_same_row_with_one_stripe_call() {
     let (app, stripe) = manual_app().await;
     let mut orders = Vec::new();
     permutations(&mut vec![0, 1, 2, 3, 4], 0, &mut orders);
     assert_eq!(orders.len(), 120);
 
-    for order in &orders {
+    for (n, order) in orders.iter().enumerate() {
         let story = Story::begin(&app, &stripe).await;
         story.at_stripe_refunded(&stripe, AMOUNT);
+        // The declined attempt, as the PaymentIntent or as its charge tells it.
+        let declined = if n % 2 == 0 {
+            story.declined()
+        } else {
+            story.charge_failed()
+        };
         let events = [
-            story.processing(),
+            declined,
             story.succeeded(),
             story.charge_updated_with_fee(),
             story.partial_refund(),
             story.full_refund(),
         ];
+        let reads_before = stripe_reads(&app).await;
         for &i in order {
             assert_eq!(app.deliver(&events[i]).await.status(), 200);
             app.apply_events().await;
         }
         assert_eq!(
-            facts(&app, story.donation).await,
-            fully_refunded(),
+            app.donation_facts(story.donation).await,
+            story.fully_refunded(),
             "order {order:?}"
+        );
+        assert_eq!(
+            stripe_reads(&app).await - reads_before,
+            1,
+            "one Stripe call (for the fee) in order {order:?}"
         );
     }
     let campaign = app.campaign().await;
@@ -494,60 +527,147 @@ async fn a_won_dispute_gives_the_gift_back_to_the_total() {
 }
 
 #[tokio::test]
-async fn an_event_for_a_payment_that_is_not_ours_is_ignored_with_its_reason() {
-    let (app, stripe) = manual_app().await;
-    stripe.put(objects::payment_intent(
-        "pi_someone_elses",
-        None,
-        "succeeded",
-        999,
-    ));
-    let foreign = objects::payment_intent("pi_someone_elses", None, "succeeded", 999);
-    app.deliver(&event("payment_intent.succeeded", foreign, now()))
+async fn events_of_other_products_are_ignored_with_their_reason_and_no_stripe_call() {
+    let (app, _stripe) = manual_app().await;
+    // Stripe is failing, which must not matter: nothing about these events is asked of it.
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .respond_with(crate::helpers::stripe_error(500, "api_error", "down"))
+        .with_priority(1)
+        .mount(&app.stripe)
         .await;
+    let pi = "pi_the_shops";
+    let t = now();
+    let mut shop_charge = objects::charge("ch_the_shops", pi, 999, 0, Some("txn_the_shops"));
+    shop_charge["metadata"] = serde_json::json!({"order": "1234"});
+    let foreign = [
+        event(
+            "payment_intent.succeeded",
+            objects::payment_intent(pi, None, "succeeded", 999),
+            t,
+        ),
+        event("charge.succeeded", shop_charge.clone(), t),
+        event(
+            "charge.refunded",
+            objects::charge("ch_the_shops", pi, 999, 999, Some("txn_the_shops")),
+            t,
+        ),
+        event(
+            "refund.created",
+            objects::refund("re_the_shops", "ch_the_shops", pi, 999, "succeeded"),
+            t,
+        ),
+        event(
+            "charge.dispute.created",
+            objects::dispute(
+                "dp_the_shops",
+                "ch_the_shops",
+                pi,
+                999,
+                "needs_response",
+                &[1500],
+            ),
+            t,
+        ),
+    ];
+    for event in &foreign {
+        assert_eq!(app.deliver(event).await.status(), 200);
+    }
     app.apply_events().await;
-    let (state, reason): (String, Option<String>) =
-        sqlx::query_as("SELECT state, last_error FROM stripe_events")
-            .fetch_one(&app.db)
+
+    let rows: Vec<(String, Option<String>, i32)> =
+        sqlx::query_as("SELECT state, last_error, attempts FROM stripe_events")
+            .fetch_all(&app.db)
             .await
             .unwrap();
-    assert_eq!(state, "ignored");
-    assert!(reason.unwrap().contains("not a quickdonate payment"));
+    assert_eq!(rows.len(), foreign.len());
+    for (state, reason, attempts) in rows {
+        assert_eq!((state.as_str(), attempts), ("ignored", 1));
+        let reason = reason.unwrap();
+        assert!(reason.starts_with("not ours: "), "{reason}");
+        assert!(reason.contains(pi), "{reason}");
+    }
+    assert_eq!(
+        stripe_reads(&app).await,
+        0,
+        "no Stripe call for events not ours"
+    );
     assert_eq!(app.campaign().await["raised_amount"], 0);
 }
 
 #[tokio::test]
-async fn a_charge_event_for_a_donation_we_cannot_place_fetches_its_payment_intent() {
+async fn an_event_naming_another_payment_than_its_donations_is_not_ours() {
+    let (app, _stripe) = manual_app().await;
+    let (donation, _pi) = app.create_donation(AMOUNT).await;
+    // Metadata copied onto another PaymentIntent (a dashboard duplicate, say).
+    let impostor = objects::payment_intent("pi_impostor", Some(donation), "succeeded", AMOUNT);
+    app.deliver(&event("payment_intent.succeeded", impostor, now()))
+        .await;
+    app.apply_events().await;
+    let reason: Option<String> = sqlx::query_scalar("SELECT last_error FROM stripe_events")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.contains("belongs to PaymentIntent")),
+        "{reason:?}"
+    );
+    assert_eq!(app.donation_facts(donation).await.status, "pending");
+}
+#[tokio::test]
+async fn a_charge_seen_before_its_payment_is_linked_is_applied_once_the_payment_names_it() {
     let (app, stripe) = manual_app().await;
     let story = Story::begin(&app, &stripe).await;
-    // As if the webhook beat our own write of the PaymentIntent id.
+    // As if a crash had lost the create flow's write of the PaymentIntent id.
     sqlx::query("UPDATE donations SET payment_intent_id = NULL WHERE id = $1")
         .bind(story.donation)
         .execute(&app.db)
         .await
         .unwrap();
+    // The charge carries no metadata and names a PaymentIntent we have not stored: from the
+    // event alone, it is not ours, and no Stripe call is spent on finding out.
     let charge = objects::charge(&story.charge, &story.pi, AMOUNT, 0, Some(&story.txn));
-    app.deliver(&event("charge.succeeded", charge, story.t0 + 1))
-        .await;
+    let charge_event = event("charge.succeeded", charge, story.t0 + 1);
+    app.deliver(&charge_event).await;
+    app.apply_events().await;
+    let state: String = sqlx::query_scalar("SELECT state FROM stripe_events WHERE id = $1")
+        .bind(charge_event["id"].as_str())
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(state, "ignored");
+    assert_eq!(stripe_reads(&app).await, 0);
+
+    // The PaymentIntent's own event names the donation: the link is recorded, and the charge
+    // set aside is applied after all.
+    app.deliver(&story.succeeded()).await;
     app.apply_events().await;
     let row = app.donation_facts(story.donation).await;
     assert_eq!((row.status.as_str(), row.fee), ("succeeded", Some(FEE)));
-    let linked: Option<String> =
-        sqlx::query_scalar("SELECT payment_intent_id FROM donations WHERE id = $1")
-            .bind(story.donation)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    assert_eq!(linked.as_deref(), Some(story.pi.as_str()));
+    assert_eq!(row.charge_id.as_deref(), Some(story.charge.as_str()));
+    let (linked, state): (Option<String>, String) = sqlx::query_as(
+        "SELECT d.payment_intent_id, e.state FROM donations d, stripe_events e
+         WHERE d.id = $1 AND e.id = $2",
+    )
+    .bind(story.donation)
+    .bind(charge_event["id"].as_str())
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (linked.as_deref(), state.as_str()),
+        (Some(story.pi.as_str()), "applied")
+    );
+    app.assert_totals_match_rows().await;
 }
-
 #[tokio::test]
-async fn an_event_that_fails_to_apply_is_retried_with_its_error_kept() {
-    let (app, _stripe) = manual_app().await;
+async fn an_event_whose_fee_stripe_cannot_show_is_retried_with_its_error_kept() {
+    let (app, stripe) = manual_app().await;
     let (donation, pi) = app.create_donation(AMOUNT).await;
-    // The balance transaction does not exist at Stripe yet: fetching it fails.
-    let charge = objects::charge("ch_missing_txn", &pi, AMOUNT, 0, Some("txn_not_there"));
-    let mut charge_event = event("charge.succeeded", charge, now());
+    // Stripe does not know the PaymentIntent yet: fetching it fails.
+    let charge = objects::charge("ch_paid", &pi, AMOUNT, 0, Some("txn_paid"));
+    let mut charge_event = event("charge.succeeded", charge.clone(), now());
     charge_event["data"]["object"]["metadata"] =
         serde_json::json!({"donation_id": donation.to_string()});
     app.deliver(&charge_event).await;
@@ -559,11 +679,31 @@ async fn an_event_that_fails_to_apply_is_retried_with_its_error_kept() {
             .unwrap();
     assert_eq!((state.as_str(), attempts), ("pending", 1));
     assert!(error.unwrap().contains("Stripe"));
-    // Nothing of the failed attempt stuck.
-    assert_eq!(app.donation_facts(donation).await.status, "pending");
+    // What the event says on its own is applied; only the fee waits.
+    let row = app.donation_facts(donation).await;
+    assert_eq!((row.status.as_str(), row.fee), ("succeeded", None));
     app.assert_totals_match_rows().await;
-}
 
+    // Stripe has it now; the retry, when due, records the fee.
+    let mut paid = objects::payment_intent(&pi, Some(donation), "succeeded", AMOUNT);
+    paid["latest_charge"] = "ch_paid".into();
+    stripe.put(paid);
+    stripe.put(charge);
+    stripe.put(objects::balance_transaction("txn_paid", AMOUNT, FEE));
+    sqlx::query("UPDATE stripe_events SET next_attempt_at = now()")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    app.apply_events().await;
+    let row = app.donation_facts(donation).await;
+    assert_eq!((row.fee, row.net), (Some(FEE), Some(AMOUNT - FEE)));
+    let (state, error): (String, Option<String>) =
+        sqlx::query_as("SELECT state, last_error FROM stripe_events")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!((state, error), ("applied".to_owned(), None));
+}
 #[tokio::test]
 async fn many_concurrent_deliveries_of_many_events_leave_totals_exact() {
     let app = spawn_app().await;
@@ -790,16 +930,17 @@ async fn two_instances_sharing_a_database_never_apply_an_event_twice() {
         campaign["raised_amount"].as_i64(),
         Some(20 * (AMOUNT - 500))
     );
-    let (applied, deliveries): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), sum(delivery_count)::bigint FROM stripe_events WHERE state = 'applied'",
+    let (applied, deliveries, attempts): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), sum(delivery_count)::bigint, sum(attempts)::bigint
+         FROM stripe_events WHERE state = 'applied'",
     )
     .fetch_one(&first.db)
     .await
     .unwrap();
     assert_eq!(
-        (applied, deliveries),
-        (60, 120),
-        "each event stored once, and applied"
+        (applied, deliveries, attempts),
+        (60, 120, 60),
+        "each event stored once, and applied once, by one of the two"
     );
     first.assert_totals_match_rows().await;
 }

@@ -342,7 +342,8 @@ impl TestApp {
     pub async fn donation_facts(&self, id: Uuid) -> DonationFacts {
         sqlx::query_as(
             r#"SELECT status, payment_status, amount_received, fee, net, refunded_amount,
-                      dispute_status, dispute_lost_amount, dispute_fee, counted_amount, charge_id
+                      dispute_status, dispute_lost_amount, dispute_fee, counted_amount, charge_id,
+                      flag
                FROM donations WHERE id = $1"#,
         )
         .bind(id)
@@ -365,6 +366,7 @@ pub struct DonationFacts {
     pub dispute_fee: i64,
     pub counted_amount: i64,
     pub charge_id: Option<String>,
+    pub flag: Option<String>,
 }
 
 /// A Stripe event around `object`, built from the fixture.
@@ -399,10 +401,23 @@ pub mod objects {
         pi
     }
 
+    /// A PaymentIntent whose card was declined: back to waiting for a payment method, its
+    /// latest charge the failed one.
     pub fn failed_payment_intent(id: &str, donation: Uuid, amount: i64) -> Value {
         let mut pi = payment_intent(id, Some(donation), "requires_payment_method", amount);
         pi["last_payment_error"] = json!({"type": "card_error", "code": "card_declined"});
         pi
+    }
+
+    /// A declined attempt's charge: failed, nothing captured, no balance transaction.
+    pub fn failed_charge(id: &str, pi: &str, amount: i64) -> Value {
+        let mut charge = charge(id, pi, amount, 0, None);
+        charge["status"] = json!("failed");
+        charge["paid"] = json!(false);
+        charge["captured"] = json!(false);
+        charge["amount_captured"] = json!(0);
+        charge["failure_code"] = json!("card_declined");
+        charge
     }
 
     pub fn charge(id: &str, pi: &str, amount: i64, refunded: i64, txn: Option<&str>) -> Value {
@@ -443,7 +458,9 @@ pub mod objects {
         refund
     }
 
-    /// A dispute with one balance transaction per entry of `fees` (withdrawal, reinstatement).
+    /// A dispute with one balance transaction per entry of `fees`: the withdrawal of `amount`
+    /// with its dispute fee, then a reinstatement. Ids are stable, as Stripe's are, so every
+    /// snapshot of one dispute names the same transactions.
     pub fn dispute(
         id: &str,
         charge: &str,
@@ -461,7 +478,16 @@ pub mod objects {
         dispute["status"] = json!(status);
         dispute["balance_transactions"] = fees
             .iter()
-            .map(|fee| json!({"id": format!("txn_{}", Uuid::new_v4().simple()), "fee": fee}))
+            .enumerate()
+            .map(|(i, fee)| {
+                let moved = if i == 0 { -amount } else { amount };
+                json!({
+                    "id": format!("txn_{id}_{i}"), "object": "balance_transaction",
+                    "amount": moved, "fee": fee, "net": moved - fee, "currency": "gbp",
+                    "reporting_category": if i == 0 { "dispute" } else { "dispute_reversal" },
+                    "type": "adjustment", "created": 1_700_000_000 + i as i64
+                })
+            })
             .collect::<Vec<_>>()
             .into();
         dispute
@@ -511,21 +537,37 @@ impl Respond for StripeObjects {
         let Some(mut object) = objects.get(id).cloned() else {
             return stripe_error(404, "invalid_request_error", "No such object");
         };
-        let expand = request
+        let expand: Vec<String> = request
             .url
-            .query()
-            .is_some_and(|q| q.contains("latest_charge"));
-        if expand
+            .query_pairs()
+            .filter(|(k, _)| k == "expand[]")
+            .map(|(_, v)| v.into_owned())
+            .collect();
+        let expands = |what: &str| {
+            expand
+                .iter()
+                .any(|e| e == what || e.starts_with(&format!("{what}.")))
+        };
+        if expands("latest_charge")
             && let Some(charge) = object["latest_charge"]
                 .as_str()
                 .and_then(|c| objects.get(c))
         {
             let mut charge = charge.clone();
-            if let Some(txn) = charge["balance_transaction"]
-                .as_str()
-                .and_then(|t| objects.get(t))
+            if expands("latest_charge.balance_transaction")
+                && let Some(txn) = charge["balance_transaction"]
+                    .as_str()
+                    .and_then(|t| objects.get(t))
             {
                 charge["balance_transaction"] = txn.clone();
+            }
+            if expands("latest_charge.refunds") {
+                let refunds: Vec<Value> = objects
+                    .values()
+                    .filter(|o| o["object"] == "refund" && o["charge"] == charge["id"])
+                    .cloned()
+                    .collect();
+                charge["refunds"] = json!({"object": "list", "data": refunds, "has_more": false});
             }
             object["latest_charge"] = charge;
         }

@@ -1,0 +1,374 @@
+//! Planning a batch before anything is locked: read each event's facts, group them by the
+//! payment they are about, find the donation each payment belongs to, and decide what, if
+//! anything, must be fetched from Stripe.
+//!
+//! An event is someone else's when nothing in it and nothing we stored ties it to a donation:
+//! that is decided here from the event alone, with no Stripe call. A payment needs a fetch only
+//! when an event refers to something we lack and cannot settle from its own content: a fee
+//! whose balance transaction we have not seen, or refunds the charge counts that we have never
+//! heard of (a refund from the dashboard). An older snapshot of a payment needs nothing: the
+//! merge settles it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::queue::{Claimed, NOT_OURS};
+use crate::payments::objects::{
+    self, BalanceTransactionRef, ChargeFacts, DisputeFacts, PaymentIntentFacts, RefundFacts,
+};
+
+/// How far our clock and Stripe's may differ: a snapshot this close to our last fetch may
+/// still be newer than it.
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// What one event says.
+#[derive(Debug, Clone)]
+pub enum Facts {
+    PaymentIntent(PaymentIntentFacts),
+    Charge(ChargeFacts),
+    Refund(RefundFacts),
+    Dispute(DisputeFacts),
+}
+
+impl Facts {
+    /// The facts of an event of `kind` about `object`; `None` for a type we do not apply.
+    pub fn read(kind: &str, object: &Value) -> Result<Option<Self>, String> {
+        let facts = if kind.starts_with("payment_intent.") {
+            Self::PaymentIntent(
+                objects::payment_intent(object)
+                    .map_err(|e| format!("unreadable PaymentIntent: {e}"))?,
+            )
+        } else if kind.starts_with("charge.dispute.") {
+            Self::Dispute(objects::dispute(object).map_err(|e| format!("unreadable dispute: {e}"))?)
+        } else if kind.starts_with("refund.") || kind == "charge.refund.updated" {
+            Self::Refund(objects::refund(object).map_err(|e| format!("unreadable refund: {e}"))?)
+        } else if kind.starts_with("charge.") {
+            Self::Charge(objects::charge(object).map_err(|e| format!("unreadable charge: {e}"))?)
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(facts))
+    }
+
+    /// What ties these facts to a donation: the donation id in metadata, the PaymentIntent,
+    /// the charge.
+    fn ties(&self) -> (Option<Uuid>, Option<&str>, Option<&str>) {
+        match self {
+            Self::PaymentIntent(pi) => (pi.donation_id, Some(&pi.id), pi.paid_by()),
+            Self::Charge(charge) => (
+                charge.donation_id,
+                charge.payment_intent.as_deref(),
+                Some(&charge.id),
+            ),
+            Self::Refund(refund) => (
+                None,
+                refund.payment_intent.as_deref(),
+                refund.charge.as_deref(),
+            ),
+            Self::Dispute(dispute) => (
+                None,
+                dispute.payment_intent.as_deref(),
+                dispute.charge.as_deref(),
+            ),
+        }
+    }
+}
+
+/// An event read for applying.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub id: String,
+    pub kind: String,
+    pub created: OffsetDateTime,
+    pub facts: Facts,
+}
+
+/// A batch, planned.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Each payment's events, with its donation, by the payment's key.
+    pub payments: BTreeMap<String, Payment>,
+    /// Events that are not ours, or of a type we do not apply, with the reason.
+    pub ignored: Vec<(String, String)>,
+    /// Events that cannot be read, with the reason: applying them again cannot help.
+    pub unreadable: Vec<(String, String)>,
+}
+
+/// One payment's events in this batch and what they need.
+#[derive(Debug)]
+pub struct Payment {
+    pub donation: Uuid,
+    /// The PaymentIntent, if any event names it.
+    pub payment_intent: Option<String>,
+    pub events: Vec<Read>,
+    /// Events that need the payment as Stripe has it now, and why.
+    pub needs: Vec<(String, Need)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// The fee: this balance transaction's, which no event carried.
+    Fee(String),
+    /// Refunds: the charge counts this much refunded, more than every refund we know of.
+    Refunds(i64),
+}
+
+impl std::fmt::Display for Need {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fee(bt) => write!(f, "the fee of balance transaction {bt}"),
+            Self::Refunds(amount) => write!(f, "the refunds making up {amount} refunded"),
+        }
+    }
+}
+
+/// What we hold of a donation, read without a lock: only this worker touches a payment's
+/// Stripe facts while it holds its events, so nothing read here moves under it.
+#[derive(Debug, Clone)]
+struct Held {
+    id: Uuid,
+    payment_intent_id: Option<String>,
+    charge_id: Option<String>,
+    has_fee: bool,
+    synced_at: Option<OffsetDateTime>,
+}
+
+/// Reads the claimed events and plans them.
+pub async fn plan(db: &PgPool, events: &[Claimed]) -> sqlx::Result<Plan> {
+    let mut plan = Plan::default();
+    let mut read: Vec<(String, Read)> = Vec::new();
+    for event in events {
+        let object = serde_json::from_str::<Value>(&event.payload)
+            .map_err(|e| e.to_string())
+            .and_then(|payload| Facts::read(&event.kind, &payload["data"]["object"]));
+        match object {
+            Ok(Some(facts)) => {
+                let key = event.object_key.clone().unwrap_or_else(|| event.id.clone());
+                read.push((
+                    key,
+                    Read {
+                        id: event.id.clone(),
+                        kind: event.kind.clone(),
+                        created: event.created,
+                        facts,
+                    },
+                ));
+            }
+            Ok(None) => plan.ignored.push((
+                event.id.clone(),
+                format!("{} is not a type we apply", event.kind),
+            )),
+            Err(error) => plan.unreadable.push((event.id.clone(), error)),
+        }
+    }
+    if read.is_empty() {
+        return Ok(plan);
+    }
+
+    // Everything that could tie the batch to our donations, looked up at once.
+    let (mut ids, mut intents, mut charges) = (Vec::new(), Vec::new(), Vec::new());
+    for (_, event) in &read {
+        let (id, intent, charge) = event.facts.ties();
+        ids.extend(id);
+        intents.extend(intent.map(str::to_owned));
+        charges.extend(charge.map(str::to_owned));
+    }
+    let held = sqlx::query_as!(
+        Held,
+        r#"SELECT id, payment_intent_id, charge_id, balance_transaction_id IS NOT NULL AS "has_fee!",
+                  stripe_synced_at AS synced_at
+           FROM donations
+           WHERE id = ANY($1) OR payment_intent_id = ANY($2) OR charge_id = ANY($3)"#,
+        &ids,
+        &intents,
+        &charges
+    )
+    .fetch_all(db)
+    .await?;
+    let donation_ids: Vec<Uuid> = held.iter().map(|d| d.id).collect();
+    let known_refunds = sqlx::query!(
+        r#"SELECT donation_id, id, amount, status FROM refunds WHERE donation_id = ANY($1)"#,
+        &donation_ids
+    )
+    .fetch_all(db)
+    .await?;
+
+    let by_id: HashMap<Uuid, &Held> = held.iter().map(|d| (d.id, d)).collect();
+    let by_intent: HashMap<&str, &Held> = held
+        .iter()
+        .filter_map(|d| Some((d.payment_intent_id.as_deref()?, d)))
+        .collect();
+    let by_charge: HashMap<&str, &Held> = held
+        .iter()
+        .filter_map(|d| Some((d.charge_id.as_deref()?, d)))
+        .collect();
+
+    let mut groups: BTreeMap<String, Vec<Read>> = BTreeMap::new();
+    for (key, event) in read {
+        groups.entry(key).or_default().push(event);
+    }
+    for (key, events) in groups {
+        let located = locate(&events, &by_id, &by_intent, &by_charge);
+        let Some(donation) = located else {
+            for event in events {
+                plan.ignored.push((
+                    event.id,
+                    format!(
+                        "{NOT_OURS}no donation_id in its metadata, and no payment of ours is {key}"
+                    ),
+                ));
+            }
+            continue;
+        };
+        let payment_intent = events
+            .iter()
+            .find_map(|e| e.facts.ties().1.map(str::to_owned));
+        let mut ours = Vec::new();
+        for event in events {
+            match belongs(&event, donation) {
+                Ok(()) => ours.push(event),
+                Err(reason) => plan.ignored.push((event.id, reason)),
+            }
+        }
+        if ours.is_empty() {
+            continue;
+        }
+        let refunds: HashMap<&str, (i64, &str)> = known_refunds
+            .iter()
+            .filter(|r| r.donation_id == donation.id)
+            .map(|r| (r.id.as_str(), (r.amount, r.status.as_str())))
+            .collect();
+        let needs = needs(donation, &ours, refunds);
+        plan.payments.insert(
+            key,
+            Payment {
+                donation: donation.id,
+                payment_intent,
+                events: ours,
+                needs,
+            },
+        );
+    }
+    Ok(plan)
+}
+
+/// The donation a payment's events belong to: named in metadata, or found by the
+/// PaymentIntent or charge we stored.
+fn locate<'a>(
+    events: &[Read],
+    by_id: &HashMap<Uuid, &'a Held>,
+    by_intent: &HashMap<&str, &'a Held>,
+    by_charge: &HashMap<&str, &'a Held>,
+) -> Option<&'a Held> {
+    let ties: Vec<_> = events.iter().map(|e| e.facts.ties()).collect();
+    ties.iter()
+        .find_map(|(id, _, _)| id.and_then(|id| by_id.get(&id).copied()))
+        .or_else(|| {
+            ties.iter()
+                .find_map(|(_, intent, _)| intent.and_then(|i| by_intent.get(i).copied()))
+        })
+        .or_else(|| {
+            ties.iter()
+                .find_map(|(_, _, charge)| charge.and_then(|c| by_charge.get(c).copied()))
+        })
+}
+
+/// Whether `event`, grouped with the payment of `donation`, really is about it: its metadata
+/// names no other donation, and it names no other PaymentIntent than the donation's.
+fn belongs(event: &Read, donation: &Held) -> Result<(), String> {
+    let (id, intent, _) = event.facts.ties();
+    if let Some(id) = id
+        && id != donation.id
+    {
+        return Err(format!(
+            "{NOT_OURS}it names donation {id}, but its payment is donation {}'s",
+            donation.id
+        ));
+    }
+    if let (Some(ours), Some(theirs)) = (donation.payment_intent_id.as_deref(), intent)
+        && ours != theirs
+    {
+        return Err(format!(
+            "{NOT_OURS}donation {} belongs to PaymentIntent {ours}, not {theirs}",
+            donation.id
+        ));
+    }
+    Ok(())
+}
+
+/// What the payment's events refer to that we lack and they do not carry.
+fn needs(
+    donation: &Held,
+    events: &[Read],
+    known: HashMap<&str, (i64, &str)>,
+) -> Vec<(String, Need)> {
+    // Refunds as the batch leaves them: what we stored, moved on by the batch's own events.
+    let mut refunds: HashMap<String, (i64, i16)> = known
+        .into_iter()
+        .map(|(id, (amount, status))| (id.to_owned(), (amount, objects::refund_rank(status))))
+        .collect();
+    let mut fee_carried = false;
+    for event in events {
+        let charge = match &event.facts {
+            Facts::Refund(refund) => {
+                let held = refunds
+                    .entry(refund.id.clone())
+                    .or_insert((refund.amount, 0));
+                held.1 = held.1.max(refund.rank());
+                continue;
+            }
+            Facts::Charge(charge) => Some(charge),
+            Facts::PaymentIntent(pi) => match &pi.latest_charge {
+                Some(objects::ChargeRef::Object(charge)) => Some(charge.as_ref()),
+                _ => None,
+            },
+            Facts::Dispute(_) => None,
+        };
+        if let Some(charge) = charge {
+            fee_carried |= matches!(
+                charge.balance_transaction,
+                Some(BalanceTransactionRef::Object(_))
+            );
+            for refund in charge.refunds.iter().flat_map(|list| &list.refunds) {
+                let held = refunds
+                    .entry(refund.id.clone())
+                    .or_insert((refund.amount, 0));
+                held.1 = held.1.max(refund.rank());
+            }
+        }
+    }
+    let refunded: i64 = refunds
+        .values()
+        .filter(|(_, rank)| *rank < 3)
+        .map(|(amount, _)| amount)
+        .sum();
+
+    let mut needs = Vec::new();
+    for event in events {
+        let Facts::Charge(charge) = &event.facts else {
+            continue;
+        };
+        if !charge.succeeded {
+            continue;
+        }
+        if !donation.has_fee
+            && !fee_carried
+            && let Some(BalanceTransactionRef::Id(bt)) = &charge.balance_transaction
+        {
+            needs.push((event.id.clone(), Need::Fee(bt.clone())));
+        }
+        // A snapshot older than our last look at Stripe cannot show a refund that look missed.
+        let newer_than_our_look = donation
+            .synced_at
+            .is_none_or(|synced| event.created + CLOCK_SKEW > synced);
+        if charge.amount_refunded > refunded && newer_than_our_look {
+            needs.push((event.id.clone(), Need::Refunds(charge.amount_refunded)));
+        }
+    }
+    needs
+}

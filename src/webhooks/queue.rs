@@ -1,0 +1,216 @@
+//! The worker's queue in `stripe_events`: due events are claimed for a while (a lease, not a
+//! lock held open), one payment at a time per worker, and each claimed event leaves with an
+//! outcome. Nothing is locked while Stripe is called.
+
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Claims are made one at a time across every instance (a transaction-scoped advisory lock),
+/// so two workers never claim events of the same payment: one worker merges a payment's
+/// events, calls Stripe for it at most once, and no two workers wait on its row.
+const CLAIM_LOCK: i64 = 0x7175_6963_6b64_6f6e; // "quickdon"
+
+/// A claimed event, as stored.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: String,
+    pub kind: String,
+    pub created: OffsetDateTime,
+    pub payload: String,
+    pub attempts: i32,
+    pub object_key: Option<String>,
+}
+
+/// The events one worker holds, and its token on them.
+#[derive(Debug)]
+pub struct Claim {
+    pub token: Uuid,
+    pub events: Vec<Claimed>,
+}
+
+/// Claims up to `batch` due events whose payments no other worker holds, for `lease`. A
+/// worker that dies leaves its claim to run out; its events are then due again.
+pub async fn claim(db: &PgPool, batch: i64, lease: Duration) -> sqlx::Result<Claim> {
+    let token = Uuid::new_v4();
+    let mut tx = db.begin().await?;
+    sqlx::query!("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    // Claimed events move to the back of the due order (next_attempt_at is the end of the
+    // claim), so other workers' scans do not wade through them.
+    let events = sqlx::query_as!(
+        Claimed,
+        r#"WITH due AS (
+               SELECT e.id FROM stripe_events e
+               WHERE e.state = 'pending' AND e.next_attempt_at <= now()
+                 AND (e.claimed_until IS NULL OR e.claimed_until < now())
+                 AND NOT EXISTS (
+                     SELECT 1 FROM stripe_events o
+                     WHERE o.object_key = e.object_key AND o.state = 'pending'
+                       AND o.claimed_until >= now())
+               ORDER BY e.next_attempt_at, e.created, e.id
+               LIMIT $1
+               FOR UPDATE SKIP LOCKED)
+           UPDATE stripe_events s
+           SET claimed_by = $2, claimed_until = now() + make_interval(secs => $3),
+               next_attempt_at = now() + make_interval(secs => $3)
+           FROM due WHERE s.id = due.id
+           RETURNING s.id, s.type AS kind, s.created, s.payload, s.attempts, s.object_key"#,
+        batch,
+        token,
+        lease.as_secs_f64()
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Claim { token, events })
+}
+
+/// What became of each claimed event.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    pub applied: Vec<String>,
+    /// Stored, never to be applied, with the reason.
+    pub ignored: Vec<(String, String)>,
+    /// Tried and failed; tried again later, or set aside once it has failed too often.
+    pub failed: Vec<Failure>,
+    /// Not tried this time (the batch ran out of time for Stripe); due again at once.
+    pub released: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Failure {
+    pub id: String,
+    pub error: String,
+    /// Whether the event itself is at fault (unreadable, refused by Stripe), so that failing
+    /// often sets it aside. Stripe or the database being away is never the event's fault.
+    pub poison: bool,
+}
+
+impl Outcomes {
+    pub fn is_empty(&self) -> bool {
+        self.applied.is_empty()
+            && self.ignored.is_empty()
+            && self.failed.is_empty()
+            && self.released.is_empty()
+    }
+}
+
+/// Locks this claim's events for the closing transaction; false if the claim ran out and
+/// another worker took any of them (then this worker must not write their outcome).
+pub async fn still_ours(tx: &mut PgConnection, token: Uuid, ids: &[String]) -> sqlx::Result<bool> {
+    let held = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM (
+               SELECT id FROM stripe_events WHERE id = ANY($1) AND claimed_by = $2
+               ORDER BY id FOR UPDATE) held"#,
+        ids,
+        token
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(usize::try_from(held).ok() == Some(ids.len()))
+}
+
+/// Writes the outcomes and ends the claim on those events. A failure is due again after
+/// 2^attempts seconds (at most an hour); a poison event that has failed `max_attempts` times
+/// is set aside as `failed` for an operator.
+pub async fn record(
+    tx: &mut PgConnection,
+    token: Uuid,
+    outcomes: &Outcomes,
+    max_attempts: i32,
+) -> sqlx::Result<()> {
+    if !outcomes.applied.is_empty() {
+        sqlx::query!(
+            r#"UPDATE stripe_events
+               SET state = 'applied', applied_at = now(), attempts = attempts + 1,
+                   last_error = NULL, claimed_by = NULL, claimed_until = NULL
+               WHERE id = ANY($1) AND claimed_by = $2"#,
+            &outcomes.applied,
+            token
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !outcomes.ignored.is_empty() {
+        let (ids, reasons): (Vec<String>, Vec<String>) = outcomes.ignored.iter().cloned().unzip();
+        sqlx::query!(
+            r#"UPDATE stripe_events e
+               SET state = 'ignored', attempts = e.attempts + 1, last_error = u.reason,
+                   claimed_by = NULL, claimed_until = NULL
+               FROM unnest($1::text[], $2::text[]) AS u(id, reason)
+               WHERE e.id = u.id AND e.claimed_by = $3"#,
+            &ids,
+            &reasons,
+            token
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !outcomes.failed.is_empty() {
+        let ids: Vec<String> = outcomes.failed.iter().map(|f| f.id.clone()).collect();
+        let errors: Vec<String> = outcomes.failed.iter().map(|f| f.error.clone()).collect();
+        let poison: Vec<bool> = outcomes.failed.iter().map(|f| f.poison).collect();
+        sqlx::query!(
+            r#"UPDATE stripe_events e
+               SET attempts = e.attempts + 1, last_error = u.error,
+                   state = CASE WHEN u.poison AND e.attempts + 1 >= $4 THEN 'failed'
+                                ELSE 'pending' END,
+                   next_attempt_at = now()
+                       + make_interval(secs => least(power(2, least(e.attempts, 12)), 3600)),
+                   claimed_by = NULL, claimed_until = NULL
+               FROM unnest($1::text[], $2::text[], $3::bool[]) AS u(id, error, poison)
+               WHERE e.id = u.id AND e.claimed_by = $5"#,
+            &ids,
+            &errors,
+            &poison,
+            max_attempts,
+            token
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !outcomes.released.is_empty() {
+        release(&mut *tx, token, &outcomes.released).await?;
+    }
+    Ok(())
+}
+
+/// Ends the claim on `ids` without an outcome: they are due again at once.
+pub async fn release(db: &mut PgConnection, token: Uuid, ids: &[String]) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"UPDATE stripe_events
+           SET next_attempt_at = now(), claimed_by = NULL, claimed_until = NULL
+           WHERE id = ANY($1) AND claimed_by = $2"#,
+        ids,
+        token
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The reason every event set aside as not ours starts with.
+pub const NOT_OURS: &str = "not ours: ";
+
+/// Queues again the events of `keys` that were set aside as not ours: their payment has just
+/// been linked to a donation (the create flow's own write of the link was lost, and a later
+/// event named the donation), so they are ours after all.
+pub async fn requeue_not_ours(tx: &mut PgConnection, keys: &[String]) -> sqlx::Result<u64> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query!(
+        r#"UPDATE stripe_events
+           SET state = 'pending', next_attempt_at = now(), last_error = NULL
+           WHERE object_key = ANY($1) AND state = 'ignored' AND starts_with(last_error, $2)"#,
+        keys,
+        NOT_OURS
+    )
+    .execute(tx)
+    .await?;
+    Ok(done.rows_affected())
+}
