@@ -332,7 +332,7 @@ async fn fetch_payment(payments: &Payments, intent: &str) -> Result<Fetched, Fet
     let stripe_error = |error: PaymentError| FetchError {
         poison: matches!(error, PaymentError::Rejected(_)),
         message: format!(
-            "fetching {intent} from Stripe: {error}: {}",
+            "{error}: {} (fetching {intent})",
             std::error::Error::source(&error)
                 .map(ToString::to_string)
                 .unwrap_or_default()

@@ -944,3 +944,60 @@ async fn two_instances_sharing_a_database_never_apply_an_event_twice() {
     );
     first.assert_totals_match_rows().await;
 }
+
+#[tokio::test]
+async fn a_payment_that_received_less_or_another_currency_is_flagged_and_counts_only_what_came() {
+    let (app, _stripe) = manual_app().await;
+    let (short, short_pi) = app.create_donation(AMOUNT).await;
+    let (foreign, foreign_pi) = app.create_donation(AMOUNT).await;
+    let mut received_less = objects::payment_intent(&short_pi, Some(short), "succeeded", AMOUNT);
+    received_less["amount_received"] = 1000.into();
+    let mut in_dollars = objects::payment_intent(&foreign_pi, Some(foreign), "succeeded", AMOUNT);
+    in_dollars["currency"] = "usd".into();
+    let short_event = event("payment_intent.succeeded", received_less, now());
+    app.deliver(&short_event).await;
+    app.deliver(&event("payment_intent.succeeded", in_dollars, now()))
+        .await;
+    app.apply_events().await;
+
+    let row = app.donation_facts(short).await;
+    assert_eq!(
+        (row.status.as_str(), row.counted_amount),
+        ("succeeded", 1000)
+    );
+    assert!(
+        row.flag
+            .as_deref()
+            .is_some_and(|f| f.contains("received 1000 gbp") && f.contains("2500 gbp")),
+        "{:?}",
+        row.flag
+    );
+    let row = app.donation_facts(foreign).await;
+    assert_eq!((row.status.as_str(), row.counted_amount), ("succeeded", 0));
+    assert!(
+        row.flag.as_deref().is_some_and(|f| f.contains("usd")),
+        "{:?}",
+        row.flag
+    );
+    let campaign = app.campaign().await;
+    assert_eq!(
+        (
+            campaign["raised_amount"].as_i64(),
+            campaign["donation_count"].as_i64()
+        ),
+        (Some(1000), Some(1))
+    );
+
+    // The operator's view of the event says so.
+    let shown = quickdonate::webhooks::admin::show(&app.db, short_event["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        shown.contains(&format!("donation:        {short}")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("FLAGGED:") && shown.contains("received 1000 gbp"),
+        "{shown}"
+    );
+}

@@ -310,6 +310,8 @@ impl TestApp {
         let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
             r#"WITH facts AS (
                    SELECT d.campaign, d.payment_status, d.amount, d.total_amount,
+                          CASE WHEN d.received_currency = d.currency
+                               THEN d.amount_received ELSE 0 END AS received,
                           coalesce((SELECT sum(r.amount) FROM refunds r WHERE r.donation_id = d.id
                                     AND r.status NOT IN ('failed', 'canceled')), 0) AS refunded,
                           coalesce((SELECT sum(x.amount) FROM disputes x WHERE x.donation_id = d.id
@@ -318,7 +320,8 @@ impl TestApp {
                parts AS (
                    SELECT campaign,
                           CASE WHEN payment_status = 'succeeded'
-                               THEN GREATEST(0, LEAST(amount, total_amount - refunded - lost))
+                               THEN GREATEST(0, LEAST(amount,
+                                        LEAST(received, total_amount) - refunded - lost))
                                ELSE 0 END AS part
                    FROM facts)
                SELECT c.slug, c.raised_amount, c.donation_count,

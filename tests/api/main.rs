@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod campaigns;
+mod disputes;
 mod donations;
 mod events;
 mod health;
@@ -9,5 +10,7 @@ mod helpers;
 mod idempotency;
 mod operators;
 mod out_of_the_box;
+mod poison;
 mod simulator;
+mod storms;
 mod webhooks;

@@ -79,7 +79,10 @@ async fn events_can_be_listed_shown_and_replayed() {
     app.apply_events().await;
     assert_eq!(app.donation_facts(donation).await.status, "pending");
     let replayed = quickdonate(&app, &["events", "replay", "--failed"]);
-    assert!(replayed.starts_with("1 failed or failing event"), "{replayed}");
+    assert!(
+        replayed.starts_with("1 failed or failing event"),
+        "{replayed}"
+    );
     app.apply_events().await;
     assert_eq!(app.donation_facts(donation).await.status, "succeeded");
 
@@ -153,4 +156,46 @@ async fn backfill_stores_the_events_we_missed_and_they_are_applied() {
         .unwrap();
     assert_eq!(source, "backfill");
     app.assert_totals_match_rows().await;
+}
+
+#[tokio::test]
+async fn an_event_set_aside_as_failed_is_listed_and_a_replay_applies_it() {
+    let app = spawn_app_with(|s| {
+        s.apply_events = false;
+        s.event_max_attempts = 1;
+    })
+    .await;
+    stripe_creates_payment_intents(&app).await;
+    let stripe = crate::helpers::StripeObjects::default();
+    stripe.serve(&app).await;
+    let (donation, pi) = app.create_donation(2500).await;
+    // Stripe refuses to show the payment (404): the event's fee cannot be had, and with one
+    // attempt allowed, it is set aside at once.
+    let mut charge = objects::charge("ch_op", &pi, 2500, 0, Some("txn_op"));
+    charge["metadata"] = json!({"donation_id": donation.to_string()});
+    let charged = event("charge.succeeded", charge.clone(), now());
+    let id = charged["id"].as_str().unwrap().to_owned();
+    app.deliver(&charged).await;
+    app.apply_events().await;
+
+    let failed = quickdonate(&app, &["events", "list", "--failed"]);
+    let line = failed
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{failed}"));
+    assert!(line.contains("failed") && line.contains("404"), "{line}");
+
+    // Stripe shows it now; the operator replays the event.
+    let mut paid = objects::payment_intent(&pi, Some(donation), "succeeded", 2500);
+    paid["latest_charge"] = "ch_op".into();
+    stripe.put(paid);
+    stripe.put(charge);
+    stripe.put(objects::balance_transaction("txn_op", 2500, 58));
+    quickdonate(&app, &["events", "replay", &id]);
+    app.apply_events().await;
+    let shown = quickdonate(&app, &["events", "show", &id]);
+    assert!(shown.contains("state:           applied"), "{shown}");
+    assert_eq!(app.donation_facts(donation).await.fee, Some(58));
+    let listed = quickdonate(&app, &["events", "list", "--failed"]);
+    assert!(!listed.contains(&id), "{listed}");
 }
