@@ -366,11 +366,11 @@ async fn a_refund_stripe_no_longer_shows_is_not_fetched_again_for_an_older_snaps
 
 #[tokio::test]
 async fn a_slow_stripe_holds_up_no_redelivery_no_donation_and_no_readiness_check() {
-    // Stripe takes a minute to answer a read; our client waits 15 s for each attempt.
+    // Stripe takes a minute to answer any read; our client waits 15 s for each attempt.
     let app = spawn_app_with(|s| s.stripe_timeout_secs = 15).await;
     stripe_creates_payment_intents(&app).await;
     Mock::given(method("GET"))
-        .and(path_regex("^/v1/payment_intents/"))
+        .and(path_regex("^/v1/"))
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(60)))
         .mount(&app.stripe)
         .await;
