@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::simulator::{SimulatedStripe, SimulationError};
-use crate::http::problem::{ApiResult, FieldError, Problem};
+use crate::http::problem::{ApiError, ApiResult, FieldError, Problem};
 use crate::startup::AppState;
 use crate::webhooks::signature;
 
@@ -80,9 +80,13 @@ async fn simulate(
         .as_ref()
         .ok_or_else(|| Problem::not_found("Payments are not simulated."))?;
     let events = match action.as_str() {
-        "succeed" => simulator.stripe.succeed(&id),
-        "fail" => simulator.stripe.fail(&id),
-        "refund" => simulator.stripe.refund(&id, refund_amount(&body)?),
+        "succeed" => simulator.stripe.succeed(&id).await,
+        "fail" => simulator.stripe.fail(&id).await,
+        "refund" => {
+            // The body is checked before the PaymentIntent is looked up.
+            let amount = refund_amount(&body)?;
+            simulator.stripe.refund(&id, amount).await
+        }
         _ => {
             return Err(Problem::not_found(
                 "The simulator can succeed, fail or refund a PaymentIntent.",
@@ -90,16 +94,22 @@ async fn simulate(
             .into());
         }
     }
-    .map_err(|error| match error {
-        SimulationError::UnknownPaymentIntent(_) => Problem::not_found(error.to_string()),
-        SimulationError::WrongState(..) => Problem::new(
-            StatusCode::CONFLICT,
-            "simulation-refused",
-            "Not possible now",
-            error.to_string(),
-        ),
-        SimulationError::BadRefundAmount(_) => {
-            Problem::invalid(vec![FieldError::new("amount", error.to_string())])
+    .map_err(|error| -> ApiError {
+        match error {
+            SimulationError::UnknownPaymentIntent(_) => {
+                Problem::not_found(error.to_string()).into()
+            }
+            SimulationError::WrongState(..) => Problem::new(
+                StatusCode::CONFLICT,
+                "simulation-refused",
+                "Not possible now",
+                error.to_string(),
+            )
+            .into(),
+            SimulationError::BadRefundAmount(_) => {
+                Problem::invalid(vec![FieldError::new("amount", error.to_string())]).into()
+            }
+            SimulationError::Database(error) => error.into(),
         }
     })?;
 
