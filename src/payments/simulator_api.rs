@@ -2,7 +2,8 @@
 //! `POST /v1/simulator/payment_intents/{id}/succeed`, `/fail` and `/refund` (body `{amount}`,
 //! optional). Each changes the simulated Stripe's objects the way a donor or the dashboard
 //! would, then delivers the resulting events, signed with the webhook secret, to our own
-//! webhook endpoint: the local flow runs the production code from end to end.
+//! webhook endpoint: the local flow runs the production code from end to end. Every use is
+//! logged as a warning.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -80,9 +81,16 @@ async fn simulate(
         .as_ref()
         .ok_or_else(|| Problem::not_found("Payments are not simulated."))?;
     let events = match action.as_str() {
-        "succeed" => simulator.stripe.succeed(&id).await,
-        "fail" => simulator.stripe.fail(&id).await,
+        "succeed" => {
+            warn_simulated("succeed", &id);
+            simulator.stripe.succeed(&id).await
+        }
+        "fail" => {
+            warn_simulated("fail", &id);
+            simulator.stripe.fail(&id).await
+        }
         "refund" => {
+            warn_simulated("refund", &id);
             // The body is checked before the PaymentIntent is looked up.
             let amount = refund_amount(&body)?;
             simulator.stripe.refund(&id, amount).await
@@ -120,6 +128,16 @@ async fn simulate(
             .push(json!({"id": event["id"], "type": event["type"], "delivery_status": status}));
     }
     Ok(Json(json!({"payment_intent": id, "events": delivered})))
+}
+
+/// Says loudly that a control was used: it changes payments as a donor or Stripe would, so
+/// it must never pass unnoticed in a log. The id is quoted, as the path gave it.
+fn warn_simulated(action: &'static str, payment_intent: &str) {
+    tracing::warn!(
+        action,
+        payment_intent = ?payment_intent,
+        "SIMULATED PAYMENTS: the simulator's {action} control was used on a PaymentIntent; no money moves"
+    );
 }
 
 /// `{"amount": N}`, or an empty body for all that is left.

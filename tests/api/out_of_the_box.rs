@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -35,6 +36,28 @@ struct Service {
     child: Child,
     address: String,
     startup_log: String,
+    /// What it logs after that, as it logs it.
+    log: Arc<Mutex<String>>,
+}
+
+impl Service {
+    /// Waits up to five seconds for a line of the log that contains every one of `parts`.
+    async fn wait_for_log_line(&self, parts: &[&str]) -> String {
+        for _ in 0..100 {
+            let found = self
+                .log
+                .lock()
+                .unwrap()
+                .lines()
+                .find(|line| parts.iter().all(|part| line.contains(part)))
+                .map(str::to_owned);
+            if let Some(line) = found {
+                return line;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no log line with {parts:?}:\n{}", self.log.lock().unwrap());
+    }
 }
 
 fn start(dir: &Path) -> Service {
@@ -66,10 +89,24 @@ fn start_with(dir: &Path, env: &[(&str, &str)]) -> Service {
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).ok();
         panic!("the service never listened:\n{startup_log}\n{stderr}");
     };
+    // Keep reading, so the rest of the log can be checked (and the service never blocks on
+    // a full pipe).
+    let log = Arc::new(Mutex::new(String::new()));
+    std::thread::spawn({
+        let log = log.clone();
+        move || {
+            for line in lines.map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        }
+    });
     Service {
         child,
         address,
         startup_log,
+        log,
     }
 }
 
@@ -206,6 +243,11 @@ async fn cargo_run_serves_the_flow_on_its_defaults_and_keeps_donations_across_a_
     // can be paid, and the fee comes from its balance transaction.
     let pi = created["payment_intent_id"].as_str().unwrap();
     succeed(&http, &service.address, pi).await;
+    // Each use of a control is a warning that names it and the PaymentIntent, nothing more.
+    let warning = service
+        .wait_for_log_line(&["WARN", "SIMULATED", "succeed", pi])
+        .await;
+    assert!(!warning.contains("amina"), "{warning}");
     wait_for_status(&http, &service.address, &id, "succeeded").await;
     let db = service_database(dir.path()).await;
     assert_eq!(wait_for_fee(&db, &id).await, Some(58));
