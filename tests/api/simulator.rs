@@ -161,13 +161,29 @@ async fn a_simulated_decline_fails_the_donation() {
 
 #[tokio::test]
 async fn the_simulator_does_not_exist_when_a_real_stripe_key_is_set() {
-    let app = spawn_app().await;
+    // When simulated, this request is a 422: the body is checked before the PaymentIntent is
+    // looked up, so only the absence of the route can make it a 404.
+    let bad_refund = json!({"amount": "ten"});
+    let simulated = simulated_app().await;
     assert_problem(
-        simulate(&app, "pi_123", "succeed", None).await,
+        simulate(&simulated, "pi_123", "refund", Some(bad_refund.clone())).await,
+        422,
+        "validation",
+    )
+    .await;
+
+    let app = spawn_app().await;
+    let problem = assert_problem(
+        simulate(&app, "pi_123", "refund", Some(bad_refund)).await,
         404,
         "not-found",
     )
     .await;
+    assert_eq!(problem["detail"], "There is nothing at this path.");
+    assert!(
+        app.stripe.received_requests().await.unwrap().is_empty(),
+        "Stripe was called"
+    );
 }
 
 /// Creates a donation through the API; returns its id and PaymentIntent id.
