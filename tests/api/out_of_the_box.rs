@@ -40,6 +40,16 @@ struct Service {
     log: Arc<Mutex<String>>,
 }
 
+/// A test that fails before stopping its service must not leave it running.
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Service {
     /// Waits up to five seconds for a line of the log that contains every one of `parts`.
     async fn wait_for_log_line(&self, parts: &[&str]) -> String {
