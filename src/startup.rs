@@ -57,8 +57,8 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the database, runs the migrations, loads the campaign catalogue, sets up payments
-    /// and binds the listener.
+    /// Binds the listener, opens the database, runs the migrations, sets up payments (the
+    /// simulated Stripe keeps its objects in the database) and loads the campaign catalogue.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let campaigns = catalogue::read(&settings.campaigns_file)?;
         let mode = settings.payments_mode()?;
@@ -66,11 +66,22 @@ impl Application {
             .await
             .with_context(|| format!("LISTEN_ADDR: cannot bind {}", settings.listen_addr))?;
         let address = listener.local_addr()?;
-        let (payments, simulator, secrets, livemode) =
-            payments_for(&settings, mode, address).await?;
         let database = Database::open(&settings).await?;
-        database.migrate().await?;
-        catalogue::sync(&database.pool, &campaigns).await?;
+        let set_up = async {
+            database.migrate().await?;
+            let payments = payments_for(&settings, mode, address, &database.pool).await?;
+            catalogue::sync(&database.pool, &campaigns).await?;
+            anyhow::Ok(payments)
+        }
+        .await;
+        // A failed start leaves no local Postgres of ours running behind it.
+        let (payments, simulator, secrets, livemode) = match set_up {
+            Ok(set_up) => set_up,
+            Err(error) => {
+                database.close().await;
+                return Err(error);
+            }
+        };
 
         let wake_worker = Arc::new(Notify::new());
         let campaigns = Arc::new(CampaignCache::new(settings.campaign_cache()));
@@ -168,6 +179,7 @@ async fn payments_for(
     settings: &Settings,
     mode: PaymentsMode,
     address: SocketAddr,
+    db: &PgPool,
 ) -> anyhow::Result<(Payments, Option<Simulator>, Vec<SecretString>, bool)> {
     match mode {
         PaymentsMode::Stripe {
@@ -181,7 +193,7 @@ async fn payments_for(
             Ok((payments, None, webhook_secrets, live))
         }
         PaymentsMode::Simulated => {
-            let stripe = SimulatedStripe::default();
+            let stripe = SimulatedStripe::new(db.clone());
             let base = stripe.start().await?;
             tracing::warn!(
                 "SIMULATED PAYMENTS: no STRIPE_SECRET_KEY is set, so a Stripe look-alike inside \

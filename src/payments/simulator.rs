@@ -4,10 +4,14 @@
 //!
 //! It answers the calls quickdonate makes, with Stripe's shapes and Stripe's idempotency rules
 //! (same key and same parameters: the same object; other parameters: `idempotency_error`).
+//! Its objects, events and idempotency keys live in Postgres (the `simulator_*` tables), so a
+//! PaymentIntent made before a restart can still be paid, and an event's objects can still be
+//! fetched when it is applied or replayed later. A change to a PaymentIntent is made in one
+//! transaction with its row locked, so two controls used at once on one payment act one after
+//! the other, as at Stripe.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,6 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -23,37 +28,30 @@ use uuid::Uuid;
 pub const SECRET_KEY: &str = "sk_test_simulated";
 pub const PUBLISHABLE_KEY: &str = "pk_test_simulated";
 
-#[derive(Clone, Default)]
+/// The simulated Stripe, over the database that holds its objects.
+#[derive(Clone)]
 pub struct SimulatedStripe {
-    state: Arc<Mutex<Objects>>,
-}
-
-#[derive(Default)]
-struct Objects {
-    payment_intents: HashMap<String, Value>,
-    charges: HashMap<String, Value>,
-    balance_transactions: HashMap<String, Value>,
-    refunds: HashMap<String, Value>,
-    /// Every event made, oldest first.
-    events: Vec<Value>,
-    /// Idempotency-Key -> (the request's parameters, the object id answered).
-    idempotency: HashMap<String, (Vec<(String, String)>, String)>,
+    db: PgPool,
 }
 
 /// Why the simulator would not do what it was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum SimulationError {
-    #[error(
-        "the simulator has no PaymentIntent {0} (it keeps its objects in memory, so not across a restart)"
-    )]
+    #[error("the simulator has no PaymentIntent {0}")]
     UnknownPaymentIntent(String),
     #[error("the PaymentIntent is {0}; it cannot be {1}")]
     WrongState(String, &'static str),
     #[error("a refund must be more than 0 and at most the {0} not yet refunded")]
     BadRefundAmount(i64),
+    #[error("the simulator could not use its database")]
+    Database(#[from] sqlx::Error),
 }
 
 impl SimulatedStripe {
+    pub fn new(db: PgPool) -> Self {
+        Self { db }
+    }
+
     /// Serves the look-alike on a free loopback port; returns its base URL for the client.
     pub async fn start(&self) -> anyhow::Result<String> {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
@@ -71,6 +69,7 @@ impl SimulatedStripe {
         Router::new()
             .route("/v1/payment_intents", post(create_payment_intent))
             .route("/v1/payment_intents/{id}", get(retrieve_payment_intent))
+            .route("/v1/charges/{id}", get(retrieve_charge))
             .route(
                 "/v1/balance_transactions/{id}",
                 get(retrieve_balance_transaction),
@@ -80,13 +79,13 @@ impl SimulatedStripe {
             .with_state(self.clone())
     }
 
-    /// The card is charged: the PaymentIntent succeeds, with a charge and its balance
+    /// The card is charged: the PaymentIntent succeeds, with a new charge and its balance
     /// transaction (the fee at 1.5% + 20p). Returns the events Stripe would send.
-    pub fn succeed(&self, id: &str) -> Result<Vec<Value>, SimulationError> {
-        let mut objects = self.lock();
-        let mut intent = objects.intent(id)?;
-        let status = intent["status"].as_str().unwrap_or_default().to_owned();
-        if !status.starts_with("requires_") && status != "processing" {
+    pub async fn succeed(&self, id: &str) -> Result<Vec<Value>, SimulationError> {
+        let mut tx = self.db.begin().await?;
+        let mut intent = lock_intent(&mut tx, id).await?;
+        let status = status_of(&intent);
+        if !awaits_payment(&status) {
             return Err(SimulationError::WrongState(status, "paid"));
         }
         let amount = intent["amount"].as_i64().unwrap_or(0);
@@ -108,61 +107,90 @@ impl SimulatedStripe {
             "id": charge_id, "object": "charge", "amount": amount, "amount_captured": amount,
             "amount_refunded": 0, "balance_transaction": txn_id, "captured": true,
             "created": now, "currency": intent["currency"], "description": "Donation",
-            "disputed": false, "livemode": false, "metadata": intent["metadata"],
+            "disputed": false, "failure_code": null, "failure_message": null,
+            "livemode": false, "metadata": intent["metadata"],
+            "outcome": {"network_status": "approved_by_network", "reason": null,
+                        "risk_level": "normal", "seller_message": "Payment complete.",
+                        "type": "authorized"},
             "paid": true, "payment_intent": id, "refunded": false, "status": "succeeded"
         });
         intent["status"] = json!("succeeded");
         intent["amount_received"] = json!(amount);
         intent["latest_charge"] = json!(charge_id);
         intent["last_payment_error"] = Value::Null;
-        objects.balance_transactions.insert(txn_id, transaction);
-        objects.charges.insert(charge_id, charge.clone());
-        objects
-            .payment_intents
-            .insert(id.to_owned(), intent.clone());
-        Ok(vec![
-            objects.event("payment_intent.succeeded", intent, now),
-            objects.event("charge.succeeded", charge, now),
-        ])
+        insert_balance_transaction(&mut tx, &transaction).await?;
+        insert_charge(&mut tx, id, &charge).await?;
+        save_intent(&mut tx, id, &intent).await?;
+        let events = vec![
+            record_event(&mut tx, "payment_intent.succeeded", intent, now).await?,
+            record_event(&mut tx, "charge.succeeded", charge, now).await?,
+        ];
+        tx.commit().await?;
+        Ok(events)
     }
 
-    /// The card is declined: the PaymentIntent waits for another payment method.
-    pub fn fail(&self, id: &str) -> Result<Vec<Value>, SimulationError> {
-        let mut objects = self.lock();
-        let mut intent = objects.intent(id)?;
-        let status = intent["status"].as_str().unwrap_or_default().to_owned();
-        if !status.starts_with("requires_") && status != "processing" {
+    /// The card is declined, as Stripe does it: a failed charge, and the PaymentIntent waits
+    /// for another payment method, naming the failed charge as its latest.
+    pub async fn fail(&self, id: &str) -> Result<Vec<Value>, SimulationError> {
+        let mut tx = self.db.begin().await?;
+        let mut intent = lock_intent(&mut tx, id).await?;
+        let status = status_of(&intent);
+        if !awaits_payment(&status) {
             return Err(SimulationError::WrongState(status, "declined"));
         }
         let now = OffsetDateTime::now_utc().unix_timestamp();
+        let charge_id = format!("ch_sim_{}", Uuid::new_v4().simple());
+        let message = "Your card was declined.";
+        let charge = json!({
+            "id": charge_id, "object": "charge", "amount": intent["amount"],
+            "amount_captured": 0, "amount_refunded": 0, "balance_transaction": null,
+            "captured": false, "created": now, "currency": intent["currency"],
+            "description": "Donation", "disputed": false, "failure_code": "card_declined",
+            "failure_message": message, "livemode": false, "metadata": intent["metadata"],
+            "outcome": {"network_status": "declined_by_network", "reason": "generic_decline",
+                        "risk_level": "normal",
+                        "seller_message": "The bank did not return any further details with this decline.",
+                        "type": "issuer_declined"},
+            "paid": false, "payment_intent": id, "refunded": false, "status": "failed"
+        });
         intent["status"] = json!("requires_payment_method");
+        intent["latest_charge"] = json!(charge_id);
         intent["last_payment_error"] = json!({
             "type": "card_error", "code": "card_declined", "decline_code": "generic_decline",
-            "message": "Your card was declined."
+            "message": message, "charge": charge_id
         });
-        objects
-            .payment_intents
-            .insert(id.to_owned(), intent.clone());
-        Ok(vec![objects.event(
-            "payment_intent.payment_failed",
-            intent,
-            now,
-        )])
+        insert_charge(&mut tx, id, &charge).await?;
+        save_intent(&mut tx, id, &intent).await?;
+        let events = vec![
+            record_event(&mut tx, "charge.failed", charge, now).await?,
+            record_event(&mut tx, "payment_intent.payment_failed", intent, now).await?,
+        ];
+        tx.commit().await?;
+        Ok(events)
     }
 
     /// Refunds `amount` (all that is left if `None`) of a succeeded PaymentIntent.
-    pub fn refund(&self, id: &str, amount: Option<i64>) -> Result<Vec<Value>, SimulationError> {
-        let mut objects = self.lock();
-        let intent = objects.intent(id)?;
-        if intent["status"] != "succeeded" {
-            let status = intent["status"].as_str().unwrap_or_default().to_owned();
+    pub async fn refund(
+        &self,
+        id: &str,
+        amount: Option<i64>,
+    ) -> Result<Vec<Value>, SimulationError> {
+        let mut tx = self.db.begin().await?;
+        let intent = lock_intent(&mut tx, id).await?;
+        let status = status_of(&intent);
+        if status != "succeeded" {
             return Err(SimulationError::WrongState(status, "refunded"));
         }
         let charge_id = intent["latest_charge"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let mut charge = objects.charges[&charge_id].clone();
+        let mut charge = sqlx::query_scalar!(
+            "SELECT object FROM simulator_charges WHERE id = $1 FOR UPDATE",
+            charge_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         let left = charge["amount"].as_i64().unwrap_or(0)
             - charge["amount_refunded"].as_i64().unwrap_or(0);
         let amount = amount.unwrap_or(left);
@@ -179,54 +207,147 @@ impl SimulatedStripe {
         let refunded = charge["amount_refunded"].as_i64().unwrap_or(0) + amount;
         charge["amount_refunded"] = json!(refunded);
         charge["refunded"] = json!(refunded == charge["amount"].as_i64().unwrap_or(0));
-        objects.refunds.insert(refund_id, refund.clone());
-        objects.charges.insert(charge_id, charge.clone());
-        Ok(vec![
-            objects.event("refund.created", refund, now),
-            objects.event("charge.refunded", charge, now),
-        ])
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Objects> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        sqlx::query!(
+            "INSERT INTO simulator_refunds (id, charge_id, object) VALUES ($1, $2, $3)",
+            refund_id,
+            charge_id,
+            refund
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "UPDATE simulator_charges SET object = $2 WHERE id = $1",
+            charge_id,
+            charge
+        )
+        .execute(&mut *tx)
+        .await?;
+        let events = vec![
+            record_event(&mut tx, "refund.created", refund, now).await?,
+            record_event(&mut tx, "charge.refunded", charge, now).await?,
+        ];
+        tx.commit().await?;
+        Ok(events)
     }
 }
 
-impl Objects {
-    fn intent(&self, id: &str) -> Result<Value, SimulationError> {
-        self.payment_intents
-            .get(id)
-            .cloned()
-            .ok_or_else(|| SimulationError::UnknownPaymentIntent(id.to_owned()))
-    }
+fn status_of(intent: &Value) -> String {
+    intent["status"].as_str().unwrap_or_default().to_owned()
+}
 
-    /// Wraps `object` in an event as Stripe does, and keeps it for the events API.
-    fn event(&mut self, kind: &str, object: Value, created: i64) -> Value {
-        let event = json!({
-            "id": format!("evt_sim_{}", Uuid::new_v4().simple()),
-            "object": "event",
-            "api_version": stripe_client_core::VERSION.as_str(),
-            "created": created,
-            "data": {"object": object},
-            "livemode": false,
-            "pending_webhooks": 1,
-            "request": {"id": null, "idempotency_key": null},
-            "type": kind
-        });
-        self.events.push(event.clone());
+/// Whether a PaymentIntent in `status` can still be paid or declined.
+fn awaits_payment(status: &str) -> bool {
+    status.starts_with("requires_") || status == "processing"
+}
+
+/// The PaymentIntent `id`, its row locked until `tx` ends.
+async fn lock_intent(tx: &mut PgConnection, id: &str) -> Result<Value, SimulationError> {
+    sqlx::query_scalar!(
+        "SELECT object FROM simulator_payment_intents WHERE id = $1 FOR UPDATE",
+        id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| SimulationError::UnknownPaymentIntent(id.to_owned()))
+}
+
+async fn save_intent(tx: &mut PgConnection, id: &str, intent: &Value) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE simulator_payment_intents SET object = $2 WHERE id = $1",
+        id,
+        intent
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_charge(tx: &mut PgConnection, intent: &str, charge: &Value) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO simulator_charges (id, payment_intent_id, object) VALUES ($1, $2, $3)",
+        charge["id"].as_str(),
+        intent,
+        charge
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_balance_transaction(
+    tx: &mut PgConnection,
+    transaction: &Value,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO simulator_balance_transactions (id, object) VALUES ($1, $2)",
+        transaction["id"].as_str(),
+        transaction
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Wraps `object` in an event as Stripe does, and keeps it for the events API.
+async fn record_event(
+    tx: &mut PgConnection,
+    kind: &str,
+    object: Value,
+    created: i64,
+) -> sqlx::Result<Value> {
+    let id = format!("evt_sim_{}", Uuid::new_v4().simple());
+    let event = json!({
+        "id": id,
+        "object": "event",
+        "api_version": stripe_client_core::VERSION.as_str(),
+        "created": created,
+        "data": {"object": object},
+        "livemode": false,
+        "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null},
+        "type": kind
+    });
+    sqlx::query!(
+        "INSERT INTO simulator_events (id, created, event) VALUES ($1, $2, $3)",
+        id,
+        created,
         event
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(event)
+}
+
+/// A handler's answer when the database fails it: Stripe's own 500, which the client retries.
+struct DatabaseFailure(sqlx::Error);
+
+impl From<sqlx::Error> for DatabaseFailure {
+    fn from(error: sqlx::Error) -> Self {
+        Self(error)
     }
 }
+
+impl IntoResponse for DatabaseFailure {
+    fn into_response(self) -> Response {
+        tracing::error!(error = %self.0, "the simulated Stripe could not use its database");
+        stripe_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            None,
+            "The simulated Stripe could not reach its database.",
+        )
+    }
+}
+
+type Answer = Result<Response, DatabaseFailure>;
 
 async fn create_payment_intent(
     State(stripe): State<SimulatedStripe>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Answer {
     if !authorized(&headers) {
-        return unauthorized();
+        return Ok(unauthorized());
     }
     let mut params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     params.sort();
@@ -238,10 +359,10 @@ async fn create_payment_intent(
     };
     let amount = match param("amount").and_then(|a| a.parse::<i64>().ok()) {
         Some(amount) if amount > 0 => amount,
-        _ => return invalid_request("amount", "Missing or invalid amount."),
+        _ => return Ok(invalid_request("amount", "Missing or invalid amount.")),
     };
     let Some(currency) = param("currency").filter(|c| c.len() == 3) else {
-        return invalid_request("currency", "Missing or invalid currency.");
+        return Ok(invalid_request("currency", "Missing or invalid currency."));
     };
     let metadata: serde_json::Map<String, Value> = params
         .iter()
@@ -250,32 +371,6 @@ async fn create_payment_intent(
             Some((name.to_owned(), Value::String(v.clone())))
         })
         .collect();
-
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let mut objects = stripe.lock();
-    if let Some(key) = &key
-        && let Some((earlier, id)) = objects.idempotency.get(key)
-    {
-        if *earlier != params {
-            return stripe_error(
-                StatusCode::BAD_REQUEST,
-                "idempotency_error",
-                None,
-                "Keys for idempotent requests can only be used with the same parameters they \
-                 were first used with.",
-            );
-        }
-        let intent = objects.payment_intents[id].clone();
-        return (
-            StatusCode::OK,
-            [("idempotent-replayed", "true")],
-            axum::Json(intent),
-        )
-            .into_response();
-    }
 
     let id = format!("pi_sim_{}", Uuid::new_v4().simple());
     let secret = format!("{id}_secret_{}", Uuid::new_v4().simple());
@@ -319,75 +414,267 @@ async fn create_payment_intent(
         "transfer_data": null,
         "transfer_group": null
     });
-    objects.payment_intents.insert(id.clone(), intent.clone());
-    if let Some(key) = key {
-        objects.idempotency.insert(key, (params.clone(), id));
+
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let params = json!(params);
+    let mut tx = stripe.db.begin().await?;
+    sqlx::query!(
+        "INSERT INTO simulator_payment_intents (id, object) VALUES ($1, $2)",
+        id,
+        intent
+    )
+    .execute(&mut *tx)
+    .await?;
+    if let Some(key) = &key {
+        // A request holding the same key commits first, or this one does; the other finds
+        // the key taken (after waiting for it) and answers as the first request did.
+        let taken = sqlx::query!(
+            r#"INSERT INTO simulator_idempotency_keys (key, params, payment_intent_id, response)
+               VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING"#,
+            key,
+            params,
+            id,
+            intent
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 0;
+        if taken {
+            tx.rollback().await?;
+            return replay(&stripe.db, key, &params).await;
+        }
     }
-    (StatusCode::OK, axum::Json(intent)).into_response()
+    tx.commit().await?;
+    Ok((StatusCode::OK, axum::Json(intent)).into_response())
 }
 
-/// A PaymentIntent; `expand[]=latest_charge...` embeds the charge and its balance transaction.
+/// The answer to a request whose Idempotency-Key was used before: the first answer again if
+/// the parameters are the same, Stripe's `idempotency_error` if not.
+async fn replay(db: &PgPool, key: &str, params: &Value) -> Answer {
+    let earlier = sqlx::query!(
+        "SELECT params, response FROM simulator_idempotency_keys WHERE key = $1",
+        key
+    )
+    .fetch_one(db)
+    .await?;
+    if earlier.params != *params {
+        return Ok(stripe_error(
+            StatusCode::BAD_REQUEST,
+            "idempotency_error",
+            None,
+            "Keys for idempotent requests can only be used with the same parameters they \
+             were first used with.",
+        ));
+    }
+    Ok((
+        StatusCode::OK,
+        [("idempotent-replayed", "true")],
+        axum::Json(earlier.response),
+    )
+        .into_response())
+}
+
+/// The paths named by `expand[]` (or `expand[0]`...) in a query.
+fn expansions(query: Option<&str>) -> Vec<String> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k.starts_with("expand[") && k.ends_with(']'))
+        .map(|(_, v)| v.into_owned())
+        .collect()
+}
+
+/// Stripe's answer to an expansion it does not offer.
+fn cannot_expand(path: &str) -> Response {
+    invalid_request(
+        "expand",
+        &format!("The simulated Stripe cannot expand {path}."),
+    )
+}
+
+/// What of a charge to embed in place of its ids.
+#[derive(Default)]
+struct ChargeExpansion {
+    balance_transaction: bool,
+    refunds: bool,
+}
+
+impl ChargeExpansion {
+    /// Takes `path` (relative to the charge) if it names something of the charge.
+    fn take(&mut self, path: &str) -> bool {
+        match path {
+            "balance_transaction" => self.balance_transaction = true,
+            "refunds" => self.refunds = true,
+            _ => return false,
+        }
+        true
+    }
+
+    /// Embeds the charge's balance transaction and its refunds (a list, newest first).
+    async fn apply(&self, tx: &mut PgConnection, charge: &mut Value) -> sqlx::Result<()> {
+        if self.balance_transaction
+            && let Some(id) = charge["balance_transaction"].as_str()
+        {
+            let transaction = sqlx::query_scalar!(
+                "SELECT object FROM simulator_balance_transactions WHERE id = $1",
+                id
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(transaction) = transaction {
+                charge["balance_transaction"] = transaction;
+            }
+        }
+        if self.refunds {
+            let id = charge["id"].as_str().unwrap_or_default().to_owned();
+            let refunds = refunds_of(tx, &id, i64::MAX).await?;
+            charge["refunds"] = json!({
+                "object": "list", "data": refunds, "has_more": false,
+                "url": format!("/v1/charges/{id}/refunds")
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A read of several objects sees them as of one moment.
+async fn snapshot(db: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    db.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+}
+
+/// A PaymentIntent. `expand[]=latest_charge` embeds the charge; `latest_charge.
+/// balance_transaction` and `latest_charge.refunds` embed the charge with those inside it.
 async fn retrieve_payment_intent(
     State(stripe): State<SimulatedStripe>,
     headers: HeaderMap,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
-) -> Response {
+) -> Answer {
     if !authorized(&headers) {
-        return unauthorized();
+        return Ok(unauthorized());
     }
-    let objects = stripe.lock();
-    let mut intent = objects.payment_intents.get(&id).cloned();
-    let expand = query.is_some_and(|q| q.contains("latest_charge"));
-    if let Some(intent) = intent.as_mut().filter(|_| expand) {
-        let charge = intent["latest_charge"]
-            .as_str()
-            .and_then(|c| objects.charges.get(c))
-            .cloned();
+    let mut latest_charge = false;
+    let mut inside = ChargeExpansion::default();
+    for path in expansions(query.as_deref()) {
+        let known = match path.split_once('.') {
+            None => path == "latest_charge",
+            Some(("latest_charge", rest)) => inside.take(rest),
+            Some(_) => false,
+        };
+        if !known {
+            return Ok(cannot_expand(&path));
+        }
+        latest_charge = true;
+    }
+    let mut tx = snapshot(&stripe.db).await?;
+    let mut intent = sqlx::query_scalar!(
+        "SELECT object FROM simulator_payment_intents WHERE id = $1",
+        id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(intent) = intent.as_mut().filter(|_| latest_charge)
+        && let Some(charge_id) = intent["latest_charge"].as_str().map(str::to_owned)
+    {
+        let charge = sqlx::query_scalar!(
+            "SELECT object FROM simulator_charges WHERE id = $1",
+            charge_id
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
         if let Some(mut charge) = charge {
-            let transaction = charge["balance_transaction"]
-                .as_str()
-                .and_then(|t| objects.balance_transactions.get(t))
-                .cloned();
-            if let Some(transaction) = transaction {
-                charge["balance_transaction"] = transaction;
-            }
+            inside.apply(&mut tx, &mut charge).await?;
             intent["latest_charge"] = charge;
         }
     }
-    found_or_404(intent, "payment_intent", &id)
+    tx.commit().await?;
+    Ok(found_or_404(intent, "payment_intent", &id))
+}
+
+/// A charge; `expand[]=balance_transaction` and `expand[]=refunds` embed those.
+async fn retrieve_charge(
+    State(stripe): State<SimulatedStripe>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    if !authorized(&headers) {
+        return Ok(unauthorized());
+    }
+    let mut expansion = ChargeExpansion::default();
+    for path in expansions(query.as_deref()) {
+        if !expansion.take(&path) {
+            return Ok(cannot_expand(&path));
+        }
+    }
+    let mut tx = snapshot(&stripe.db).await?;
+    let mut charge = sqlx::query_scalar!("SELECT object FROM simulator_charges WHERE id = $1", id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some(charge) = charge.as_mut() {
+        expansion.apply(&mut tx, charge).await?;
+    }
+    tx.commit().await?;
+    Ok(found_or_404(charge, "charge", &id))
 }
 
 async fn retrieve_balance_transaction(
     State(stripe): State<SimulatedStripe>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
+) -> Answer {
     if !authorized(&headers) {
-        return unauthorized();
+        return Ok(unauthorized());
     }
-    let found = stripe.lock().balance_transactions.get(&id).cloned();
-    found_or_404(found, "balance_transaction", &id)
+    let found = sqlx::query_scalar!(
+        "SELECT object FROM simulator_balance_transactions WHERE id = $1",
+        id
+    )
+    .fetch_optional(&stripe.db)
+    .await?;
+    Ok(found_or_404(found, "balance_transaction", &id))
 }
 
+/// Up to `limit` refunds of a charge, newest first.
+async fn refunds_of(tx: &mut PgConnection, charge: &str, limit: i64) -> sqlx::Result<Vec<Value>> {
+    sqlx::query_scalar!(
+        r#"SELECT object FROM simulator_refunds WHERE charge_id = $1
+           ORDER BY seq DESC LIMIT $2"#,
+        charge,
+        limit
+    )
+    .fetch_all(&mut *tx)
+    .await
+}
+
+/// The page size a list asks for: Stripe's default of 10, at most 100.
+fn limit_of(query: &HashMap<String, String>) -> i64 {
+    query
+        .get("limit")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10)
+        .clamp(1, 100)
+}
+
+/// `GET /v1/refunds?charge=...`: a charge's refunds, newest first.
 async fn list_refunds(
     State(stripe): State<SimulatedStripe>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
-) -> Response {
+) -> Answer {
     if !authorized(&headers) {
-        return unauthorized();
+        return Ok(unauthorized());
     }
     let charge = query.get("charge").cloned().unwrap_or_default();
-    let mut refunds: Vec<Value> = stripe
-        .lock()
-        .refunds
-        .values()
-        .filter(|r| r["charge"] == charge.as_str())
-        .cloned()
-        .collect();
-    refunds.sort_by_key(|r| std::cmp::Reverse(r["created"].as_i64()));
-    list(refunds, false, "/v1/refunds")
+    let limit = limit_of(&query);
+    let mut conn = stripe.db.acquire().await?;
+    let mut refunds = refunds_of(&mut conn, &charge, limit + 1).await?;
+    let has_more = refunds.len() as i64 > limit;
+    refunds.truncate(limit as usize);
+    Ok(list(refunds, has_more, "/v1/refunds"))
 }
 
 /// Events newest first, as Stripe lists them.
@@ -395,34 +682,32 @@ async fn list_events(
     State(stripe): State<SimulatedStripe>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
-) -> Response {
+) -> Answer {
     if !authorized(&headers) {
-        return unauthorized();
+        return Ok(unauthorized());
     }
     let since: i64 = query
         .get("created[gte]")
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let limit: usize = query
-        .get("limit")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10)
-        .clamp(1, 100);
-    let objects = stripe.lock();
-    let newest_first = objects
-        .events
-        .iter()
-        .rev()
-        .filter(|e| e["created"].as_i64().unwrap_or(0) >= since);
-    let after: Vec<&Value> = match query.get("starting_after") {
-        Some(after) => newest_first
-            .skip_while(|e| e["id"] != after.as_str())
-            .skip(1)
-            .collect(),
-        None => newest_first.collect(),
-    };
-    let page: Vec<Value> = after.iter().take(limit).map(|e| (*e).clone()).collect();
-    list(page, after.len() > limit, "/v1/events")
+    let limit = limit_of(&query);
+    // After an event we do not know, nothing: the page cannot be placed.
+    let mut events = sqlx::query_scalar!(
+        r#"SELECT event FROM simulator_events
+           WHERE created >= $1
+             AND ($2::text IS NULL
+                  OR seq < (SELECT seq FROM simulator_events WHERE id = $2))
+           ORDER BY seq DESC
+           LIMIT $3"#,
+        since,
+        query.get("starting_after"),
+        limit + 1
+    )
+    .fetch_all(&stripe.db)
+    .await?;
+    let has_more = events.len() as i64 > limit;
+    events.truncate(limit as usize);
+    Ok(list(events, has_more, "/v1/events"))
 }
 
 fn list(data: Vec<Value>, has_more: bool, url: &str) -> Response {

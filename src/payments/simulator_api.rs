@@ -2,7 +2,8 @@
 //! `POST /v1/simulator/payment_intents/{id}/succeed`, `/fail` and `/refund` (body `{amount}`,
 //! optional). Each changes the simulated Stripe's objects the way a donor or the dashboard
 //! would, then delivers the resulting events, signed with the webhook secret, to our own
-//! webhook endpoint: the local flow runs the production code from end to end.
+//! webhook endpoint: the local flow runs the production code from end to end. Every use is
+//! logged as a warning.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::simulator::{SimulatedStripe, SimulationError};
-use crate::http::problem::{ApiResult, FieldError, Problem};
+use crate::http::problem::{ApiError, ApiResult, FieldError, Problem};
 use crate::startup::AppState;
 use crate::webhooks::signature;
 
@@ -80,9 +81,20 @@ async fn simulate(
         .as_ref()
         .ok_or_else(|| Problem::not_found("Payments are not simulated."))?;
     let events = match action.as_str() {
-        "succeed" => simulator.stripe.succeed(&id),
-        "fail" => simulator.stripe.fail(&id),
-        "refund" => simulator.stripe.refund(&id, refund_amount(&body)?),
+        "succeed" => {
+            warn_simulated("succeed", &id);
+            simulator.stripe.succeed(&id).await
+        }
+        "fail" => {
+            warn_simulated("fail", &id);
+            simulator.stripe.fail(&id).await
+        }
+        "refund" => {
+            warn_simulated("refund", &id);
+            // The body is checked before the PaymentIntent is looked up.
+            let amount = refund_amount(&body)?;
+            simulator.stripe.refund(&id, amount).await
+        }
         _ => {
             return Err(Problem::not_found(
                 "The simulator can succeed, fail or refund a PaymentIntent.",
@@ -90,16 +102,22 @@ async fn simulate(
             .into());
         }
     }
-    .map_err(|error| match error {
-        SimulationError::UnknownPaymentIntent(_) => Problem::not_found(error.to_string()),
-        SimulationError::WrongState(..) => Problem::new(
-            StatusCode::CONFLICT,
-            "simulation-refused",
-            "Not possible now",
-            error.to_string(),
-        ),
-        SimulationError::BadRefundAmount(_) => {
-            Problem::invalid(vec![FieldError::new("amount", error.to_string())])
+    .map_err(|error| -> ApiError {
+        match error {
+            SimulationError::UnknownPaymentIntent(_) => {
+                Problem::not_found(error.to_string()).into()
+            }
+            SimulationError::WrongState(..) => Problem::new(
+                StatusCode::CONFLICT,
+                "simulation-refused",
+                "Not possible now",
+                error.to_string(),
+            )
+            .into(),
+            SimulationError::BadRefundAmount(_) => {
+                Problem::invalid(vec![FieldError::new("amount", error.to_string())]).into()
+            }
+            SimulationError::Database(error) => error.into(),
         }
     })?;
 
@@ -110,6 +128,16 @@ async fn simulate(
             .push(json!({"id": event["id"], "type": event["type"], "delivery_status": status}));
     }
     Ok(Json(json!({"payment_intent": id, "events": delivered})))
+}
+
+/// Says loudly that a control was used: it changes payments as a donor or Stripe would, so
+/// it must never pass unnoticed in a log. The id is quoted, as the path gave it.
+fn warn_simulated(action: &'static str, payment_intent: &str) {
+    tracing::warn!(
+        action,
+        payment_intent = ?payment_intent,
+        "SIMULATED PAYMENTS: the simulator's {action} control was used on a PaymentIntent; no money moves"
+    );
 }
 
 /// `{"amount": N}`, or an empty body for all that is left.

@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -35,6 +36,38 @@ struct Service {
     child: Child,
     address: String,
     startup_log: String,
+    /// What it logs after that, as it logs it.
+    log: Arc<Mutex<String>>,
+}
+
+/// A test that fails before stopping its service must not leave it running.
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Service {
+    /// Waits up to five seconds for a line of the log that contains every one of `parts`.
+    async fn wait_for_log_line(&self, parts: &[&str]) -> String {
+        for _ in 0..100 {
+            let found = self
+                .log
+                .lock()
+                .unwrap()
+                .lines()
+                .find(|line| parts.iter().all(|part| line.contains(part)))
+                .map(str::to_owned);
+            if let Some(line) = found {
+                return line;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no log line with {parts:?}:\n{}", self.log.lock().unwrap());
+    }
 }
 
 fn start(dir: &Path) -> Service {
@@ -46,10 +79,10 @@ fn start_with(dir: &Path, env: &[(&str, &str)]) -> Service {
         .envs(env.iter().copied())
         .spawn()
         .expect("the binary starts");
-    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut startup_log = String::new();
     let mut address = None;
-    for line in stdout.lines() {
+    for line in lines.by_ref() {
         let line = line.unwrap();
         startup_log.push_str(&line);
         startup_log.push('\n');
@@ -66,10 +99,24 @@ fn start_with(dir: &Path, env: &[(&str, &str)]) -> Service {
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).ok();
         panic!("the service never listened:\n{startup_log}\n{stderr}");
     };
+    // Keep reading, so the rest of the log can be checked (and the service never blocks on
+    // a full pipe).
+    let log = Arc::new(Mutex::new(String::new()));
+    std::thread::spawn({
+        let log = log.clone();
+        move || {
+            for line in lines.map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        }
+    });
     Service {
         child,
         address,
         startup_log,
+        log,
     }
 }
 
@@ -201,9 +248,206 @@ async fn cargo_run_serves_the_flow_on_its_defaults_and_keeps_donations_across_a_
     assert_eq!(donation["id"], id.as_str());
     assert_eq!(donation["status"], "pending");
     assert_eq!(donation["total_amount"], 2500);
+
+    // The simulated Stripe still knows the PaymentIntent made before the restart: the gift
+    // can be paid, and the fee comes from its balance transaction.
+    let pi = created["payment_intent_id"].as_str().unwrap();
+    succeed(&http, &service.address, pi).await;
+    // Each use of a control is a warning that names it and the PaymentIntent, nothing more.
+    let warning = service
+        .wait_for_log_line(&["WARN", "SIMULATED", "succeed", pi])
+        .await;
+    assert!(!warning.contains("amina"), "{warning}");
+    wait_for_status(&http, &service.address, &id, "succeeded").await;
+    let db = service_database(dir.path()).await;
+    assert_eq!(wait_for_fee(&db, &id).await, Some(58));
+    db.close().await;
     tokio::task::spawn_blocking(move || stop(service))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn simulated_events_stored_before_a_restart_are_applied_after_it_and_can_be_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let path = dir.path().to_owned();
+
+    // The first run stores the payment's events but does not apply them.
+    let service = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || start_with(&path, &[("APPLY_EVENTS", "false")])
+    })
+    .await
+    .unwrap();
+    let created: Value = http
+        .post(format!(
+            "{}/v1/campaigns/kashmir/donations",
+            service.address
+        ))
+        .json(&donation_body())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (id, pi) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["payment_intent_id"].as_str().unwrap().to_owned(),
+    );
+    succeed(&http, &service.address, &pi).await;
+    tokio::task::spawn_blocking(move || stop(service))
+        .await
+        .unwrap();
+
+    // The next run applies them, reading what they lack (the fee) from the simulated Stripe.
+    let service = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || start(&path)
+    })
+    .await
+    .unwrap();
+    wait_for_status(&http, &service.address, &id, "succeeded").await;
+    let db = service_database(&path).await;
+    assert_eq!(wait_for_fee(&db, &id).await, Some(58));
+    let mut events: Vec<(String, String, String, Option<String>)> = Vec::new();
+    for _ in 0..200 {
+        events =
+            sqlx::query_as("SELECT id, type, state, last_error FROM stripe_events ORDER BY type")
+                .fetch_all(&db)
+                .await
+                .unwrap();
+        if events.iter().all(|e| e.2 == "applied") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kinds: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(kinds, ["charge.succeeded", "payment_intent.succeeded"]);
+    for (event, _, state, error) in &events {
+        assert_eq!((state.as_str(), error), ("applied", &None), "{event}");
+    }
+
+    // An operator replays the charge's event beside the running service: it is applied again.
+    let replayed = events[0].0.clone();
+    let applied_before: time::OffsetDateTime =
+        sqlx::query_scalar("SELECT applied_at FROM stripe_events WHERE id = $1")
+            .bind(&replayed)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    let output = quickdonate(&path)
+        .args(["events", "replay", &replayed])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut after = (String::new(), None, applied_before);
+    for _ in 0..200 {
+        after =
+            sqlx::query_as("SELECT state, last_error, applied_at FROM stripe_events WHERE id = $1")
+                .bind(&replayed)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        if after.0 == "applied" && after.2 > applied_before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!((after.0.as_str(), after.1), ("applied", None::<String>));
+    assert!(after.2 > applied_before, "the replay was never applied");
+    assert_eq!(fee_of(&db, &id).await, Some(58));
+    db.close().await;
+    tokio::task::spawn_blocking(move || stop(service))
+        .await
+        .unwrap();
+}
+
+/// Pays `pi` through the simulator's control; asserts each event reached our webhook.
+async fn succeed(http: &reqwest::Client, address: &str, pi: &str) {
+    let response = http
+        .post(format!(
+            "{address}/v1/simulator/payment_intents/{pi}/succeed"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let events = body["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{body}");
+    for event in events {
+        assert_eq!(event["delivery_status"], 200, "{body}");
+    }
+}
+
+/// Polls the donation until it has `status`; fails with the last one seen.
+async fn wait_for_status(http: &reqwest::Client, address: &str, id: &str, status: &str) {
+    let mut seen = Value::Null;
+    for _ in 0..200 {
+        let donation: Value = http
+            .get(format!("{address}/v1/donations/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        seen = donation["status"].clone();
+        if seen == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("donation {id} stayed {seen}, never {status}");
+}
+
+/// The running service's database, on the local Postgres it started (found running, so this
+/// leaves it running). Close the pool before stopping the service.
+async fn service_database(dir: &Path) -> sqlx::PgPool {
+    let root = dir.join(".quickdonate");
+    let pg = tokio::task::spawn_blocking(move || {
+        quickdonate::db::local::LocalPostgres::start(
+            &root,
+            None,
+            quickdonate::db::local::Durability::Durable,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!pg.started_here(), "the service's Postgres was not running");
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(pg.connect_options("quickdonate"))
+        .await
+        .unwrap()
+}
+
+/// The donation's fee once one is recorded (the charge's event may be applied after the
+/// PaymentIntent's); `None` if none comes within ten seconds.
+async fn wait_for_fee(db: &sqlx::PgPool, id: &str) -> Option<i64> {
+    for _ in 0..200 {
+        if let Some(fee) = fee_of(db, id).await {
+            return Some(fee);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+async fn fee_of(db: &sqlx::PgPool, id: &str) -> Option<i64> {
+    sqlx::query_scalar("SELECT fee FROM donations WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(db)
+        .await
+        .unwrap()
 }
 
 #[test]

@@ -2,6 +2,8 @@
 
 use serde_json::{Value, json};
 
+use quickdonate::payments::simulator::{SECRET_KEY, SimulatedStripe};
+
 use crate::helpers::{TestApp, assert_problem, donation_body, spawn_app, spawn_app_with};
 
 async fn simulated_app() -> TestApp {
@@ -159,11 +161,372 @@ async fn a_simulated_decline_fails_the_donation() {
 
 #[tokio::test]
 async fn the_simulator_does_not_exist_when_a_real_stripe_key_is_set() {
-    let app = spawn_app().await;
+    // When simulated, this request is a 422: the body is checked before the PaymentIntent is
+    // looked up, so only the absence of the route can make it a 404.
+    let bad_refund = json!({"amount": "ten"});
+    let simulated = simulated_app().await;
     assert_problem(
-        simulate(&app, "pi_123", "succeed", None).await,
+        simulate(&simulated, "pi_123", "refund", Some(bad_refund.clone())).await,
+        422,
+        "validation",
+    )
+    .await;
+
+    let app = spawn_app().await;
+    let problem = assert_problem(
+        simulate(&app, "pi_123", "refund", Some(bad_refund)).await,
         404,
         "not-found",
     )
     .await;
+    assert_eq!(problem["detail"], "There is nothing at this path.");
+    assert!(
+        app.stripe.received_requests().await.unwrap().is_empty(),
+        "Stripe was called"
+    );
+}
+
+/// Creates a donation through the API; returns its id and PaymentIntent id.
+async fn create(app: &TestApp) -> (String, String) {
+    let created: Value = app
+        .post_donation("kashmir", &donation_body(), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    (
+        created["id"].as_str().unwrap().to_owned(),
+        created["payment_intent_id"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Runs a control that must succeed; returns the types of the events it delivered, each of
+/// which our webhook endpoint took.
+async fn simulate_ok(app: &TestApp, pi: &str, action: &str, body: Option<Value>) -> Vec<String> {
+    let response = simulate(app, pi, action, body).await;
+    assert_eq!(response.status(), 200, "{action}");
+    let result: Value = response.json().await.unwrap();
+    result["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["delivery_status"], 200, "{e}");
+            e["type"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// The object of the one event of type `kind` our webhook endpoint stored.
+async fn stored_object(app: &TestApp, kind: &str) -> Value {
+    let payloads: Vec<Value> =
+        sqlx::query_scalar("SELECT payload FROM stripe_events WHERE type = $1")
+            .bind(kind)
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(payloads.len(), 1, "{kind}: {payloads:?}");
+    payloads[0]["data"]["object"].clone()
+}
+
+async fn fee_of(app: &TestApp, id: &str) -> Option<i64> {
+    sqlx::query_scalar("SELECT fee FROM donations WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+/// A second simulated Stripe over the app's database, as a restarted process would have:
+/// its base URL. It answers from what the app's own simulator stored.
+async fn simulated_stripe(app: &TestApp) -> String {
+    SimulatedStripe::new(app.db.clone()).start().await.unwrap()
+}
+
+/// GETs `path` from the simulated Stripe at `base`, as the Stripe client does.
+async fn stripe_get(app: &TestApp, base: &str, path: &str) -> Value {
+    let response = app
+        .http
+        .get(format!("{base}{path}"))
+        .bearer_auth(SECRET_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_declined_card_makes_a_failed_charge_and_a_retry_pays_with_a_new_one() {
+    let app = simulated_app().await;
+    let (id, pi) = create(&app).await;
+
+    let events = simulate_ok(&app, &pi, "fail", None).await;
+    assert_eq!(events, ["charge.failed", "payment_intent.payment_failed"]);
+    app.wait_until_applied().await;
+    let donation: Value = app
+        .get(&format!("/v1/donations/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(donation["status"], "failed");
+    let failed = stored_object(&app, "charge.failed").await;
+    assert_eq!(
+        (
+            &failed["status"],
+            &failed["paid"],
+            &failed["captured"],
+            &failed["amount_captured"],
+            &failed["balance_transaction"],
+            &failed["failure_code"],
+            &failed["payment_intent"],
+            &failed["metadata"]["donation_id"],
+        ),
+        (
+            &json!("failed"),
+            &json!(false),
+            &json!(false),
+            &json!(0),
+            &Value::Null,
+            &json!("card_declined"),
+            &json!(pi),
+            &json!(id),
+        )
+    );
+    let intent = stored_object(&app, "payment_intent.payment_failed").await;
+    assert_eq!(intent["status"], "requires_payment_method");
+    assert_eq!(intent["last_payment_error"]["code"], "card_declined");
+    assert_eq!(intent["latest_charge"], failed["id"]);
+
+    // The donor tries again, and the card is charged.
+    let events = simulate_ok(&app, &pi, "succeed", None).await;
+    assert_eq!(events, ["payment_intent.succeeded", "charge.succeeded"]);
+    app.wait_until_applied().await;
+    let donation: Value = app
+        .get(&format!("/v1/donations/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(donation["status"], "succeeded");
+    assert_eq!(fee_of(&app, &id).await, Some(58));
+    let paid = stored_object(&app, "charge.succeeded").await;
+    assert_ne!(paid["id"], failed["id"]);
+    assert_eq!(paid["metadata"]["donation_id"], id.as_str());
+
+    let base = simulated_stripe(&app).await;
+    let intent = stripe_get(
+        &app,
+        &base,
+        &format!("v1/payment_intents/{pi}?expand[]=latest_charge"),
+    )
+    .await;
+    assert_eq!(intent["status"], "succeeded");
+    assert_eq!(intent["latest_charge"]["id"], paid["id"]);
+    assert_eq!(intent["latest_charge"]["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_payment_intent_read_from_the_simulator_expands_its_charge_fee_and_refunds() {
+    let app = simulated_app().await;
+    let (_, pi) = create(&app).await;
+    simulate_ok(&app, &pi, "succeed", None).await;
+    simulate_ok(&app, &pi, "refund", Some(json!({"amount": 1000}))).await;
+    simulate_ok(&app, &pi, "refund", Some(json!({"amount": 500}))).await;
+    let base = simulated_stripe(&app).await;
+
+    let plain = stripe_get(&app, &base, &format!("v1/payment_intents/{pi}")).await;
+    let charge = plain["latest_charge"].as_str().unwrap().to_owned();
+    assert!(charge.starts_with("ch_sim_"), "{plain}");
+
+    let full = stripe_get(
+        &app,
+        &base,
+        &format!(
+            "v1/payment_intents/{pi}?expand[]=latest_charge&expand[]=latest_charge.balance_transaction&expand[]=latest_charge.refunds"
+        ),
+    )
+    .await;
+    let expanded = &full["latest_charge"];
+    assert_eq!(
+        (
+            &expanded["object"],
+            &expanded["id"],
+            &expanded["amount_refunded"],
+            &expanded["refunded"]
+        ),
+        (
+            &json!("charge"),
+            &json!(charge),
+            &json!(1500),
+            &json!(false)
+        )
+    );
+    let transaction = &expanded["balance_transaction"];
+    assert_eq!(
+        (
+            &transaction["object"],
+            &transaction["fee"],
+            &transaction["net"],
+            &transaction["source"]
+        ),
+        (
+            &json!("balance_transaction"),
+            &json!(58),
+            &json!(2442),
+            &json!(charge)
+        )
+    );
+    let refunds = &expanded["refunds"];
+    assert_eq!(refunds["object"], "list");
+    assert_eq!(refunds["has_more"], false);
+    assert_eq!(refunds["url"], format!("/v1/charges/{charge}/refunds"));
+    let amounts: Vec<i64> = refunds["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["charge"], charge.as_str());
+            r["amount"].as_i64().unwrap()
+        })
+        .collect();
+    assert_eq!(amounts, [500, 1000], "newest first");
+
+    // Each expansion alone, and the charge without any: ids stay ids, refunds absent.
+    let only_refunds = stripe_get(
+        &app,
+        &base,
+        &format!("v1/payment_intents/{pi}?expand[]=latest_charge.refunds"),
+    )
+    .await;
+    assert_eq!(
+        only_refunds["latest_charge"]["balance_transaction"],
+        transaction["id"]
+    );
+    assert_eq!(only_refunds["latest_charge"]["refunds"], *refunds);
+    let only_transaction = stripe_get(
+        &app,
+        &base,
+        &format!("v1/payment_intents/{pi}?expand[]=latest_charge.balance_transaction"),
+    )
+    .await;
+    assert_eq!(
+        only_transaction["latest_charge"]["balance_transaction"],
+        *transaction
+    );
+    assert!(only_transaction["latest_charge"].get("refunds").is_none());
+    let only_charge = stripe_get(
+        &app,
+        &base,
+        &format!("v1/payment_intents/{pi}?expand[]=latest_charge"),
+    )
+    .await;
+    assert_eq!(
+        only_charge["latest_charge"]["balance_transaction"],
+        transaction["id"]
+    );
+    assert!(only_charge["latest_charge"].get("refunds").is_none());
+
+    // What the worker reads besides: the balance transaction, the charge's refunds.
+    let fetched = stripe_get(
+        &app,
+        &base,
+        &format!(
+            "v1/balance_transactions/{}",
+            transaction["id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(fetched, *transaction);
+    let listed = stripe_get(&app, &base, &format!("v1/refunds?charge={charge}")).await;
+    assert_eq!(listed["data"], refunds["data"]);
+}
+
+#[tokio::test]
+async fn of_two_payments_of_one_payment_intent_at_once_only_one_succeeds() {
+    let app = simulated_app().await;
+    let (_, pi) = create(&app).await;
+
+    // Hold the simulator's row of the PaymentIntent, so both requests are surely under way
+    // (each waiting for the row) before either can finish.
+    let mut hold = app.db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM simulator_payment_intents WHERE id = $1 FOR UPDATE")
+        .bind(&pi)
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    let url = format!("{}/v1/simulator/payment_intents/{pi}/succeed", app.address);
+    let requests = [
+        tokio::spawn(app.http.post(&url).send()),
+        tokio::spawn(app.http.post(&url).send()),
+    ];
+    let mut waiting: i64 = 0;
+    for _ in 0..500 {
+        waiting = sqlx::query_scalar(
+            r#"SELECT count(*) FROM pg_stat_activity
+               WHERE datname = current_database() AND wait_event_type = 'Lock'"#,
+        )
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        if waiting == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(waiting, 2, "both requests wait for the PaymentIntent");
+    hold.commit().await.unwrap();
+
+    let mut statuses = Vec::new();
+    for request in requests {
+        let response = request.await.unwrap().unwrap();
+        let status = response.status().as_u16();
+        if status != 200 {
+            assert_problem(response, 409, "simulation-refused").await;
+        }
+        statuses.push(status);
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 409]);
+    app.wait_until_applied().await;
+    let charges: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE type = 'charge.succeeded'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(charges, 1);
+}
+
+#[tokio::test]
+async fn a_restarted_simulated_stripe_answers_a_reused_idempotency_key_as_stripe_does() {
+    let app = simulated_app().await;
+    let create = |base: String, amount: &'static str| {
+        app.http
+            .post(format!("{base}v1/payment_intents"))
+            .bearer_auth(SECRET_KEY)
+            .header("idempotency-key", "same-key")
+            .form(&[("amount", amount), ("currency", "gbp")])
+            .send()
+    };
+    let first = create(simulated_stripe(&app).await, "2500").await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    // What it made changes after; a replay still answers what the first request got.
+    SimulatedStripe::new(app.db.clone())
+        .succeed(first["id"].as_str().unwrap())
+        .await
+        .unwrap();
+
+    let base = simulated_stripe(&app).await;
+    let again = create(base.clone(), "2500").await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again, first);
+
+    let other = create(base, "3000").await.unwrap();
+    assert_eq!(other.status(), 400);
+    let error: Value = other.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "idempotency_error");
 }
