@@ -220,7 +220,7 @@ async fn simulate_ok(app: &TestApp, pi: &str, action: &str, body: Option<Value>)
 /// The object of the one event of type `kind` our webhook endpoint stored.
 async fn stored_object(app: &TestApp, kind: &str) -> Value {
     let payloads: Vec<Value> =
-        sqlx::query_scalar("SELECT payload FROM stripe_events WHERE type = $1")
+        sqlx::query_scalar("SELECT payload::jsonb FROM stripe_events WHERE type = $1")
             .bind(kind)
             .fetch_all(&app.db)
             .await
