@@ -1,4 +1,5 @@
-//! The benchmark: `cargo run --release --bin bench [-- --seconds 20 --connections 64]`.
+//! The benchmark: `cargo run --release --bin bench [-- --seconds 20 --connections 64
+//! --storm-payments 400]`.
 //!
 //! Starts a durable local Postgres, a fake Stripe that answers at once, and the release build
 //! of the service against them; then measures, in one run on this machine:
@@ -7,7 +8,12 @@
 //! 3. webhook ingest of unique, correctly signed `payment_intent.succeeded` events for existing
 //!    donations, and how long the worker takes to apply them all;
 //! 4. reads of the Kashmir campaign;
-//! 5. the service's peak RSS.
+//! 5. webhook ingest again with the worker off;
+//! 6. a storm: 25 distinct events for each of a few hundred paid donations, created over ten
+//!    minutes and delivered shuffled, until every one is applied; deadlocks and Stripe reads
+//!    counted, every payment checked;
+//!
+//! and the service's peak RSS.
 //!
 //! Load stays on loopback; every loop is bounded in time and in count.
 
@@ -29,15 +35,22 @@ const WEBHOOK_SECRET: &str = "whsec_bench";
 /// An upper bound on requests per phase, whatever the clock says.
 const MAX_REQUESTS: u64 = 5_000_000;
 
+#[derive(Clone, Copy)]
 struct Options {
     seconds: u64,
     connections: usize,
+    /// Requests in a phase at most.
+    requests: u64,
+    /// Payments in the storm phase (25 events each).
+    storm_payments: usize,
 }
 
 fn options() -> anyhow::Result<Options> {
     let mut options = Options {
         seconds: 20,
         connections: 64,
+        requests: MAX_REQUESTS,
+        storm_payments: 400,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -47,13 +60,18 @@ fn options() -> anyhow::Result<Options> {
         match arg.as_str() {
             "--seconds" => options.seconds = value.parse()?,
             "--connections" => options.connections = value.parse()?,
-            _ => bail!("unknown option {arg}; try --seconds N --connections N"),
+            "--storm-payments" => options.storm_payments = value.parse()?,
+            _ => bail!("unknown option {arg}; try --seconds N --connections N --storm-payments N"),
         }
     }
     ensure!((1..=600).contains(&options.seconds), "--seconds: 1 to 600");
     ensure!(
         (1..=512).contains(&options.connections),
         "--connections: 1 to 512"
+    );
+    ensure!(
+        (1..=20_000).contains(&options.storm_payments),
+        "--storm-payments: 1 to 20000"
     );
     Ok(options)
 }
@@ -72,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
     pg.ensure_database("quickdonate").await?;
     pg.ensure_database("baseline").await?;
 
-    let stripe = fake_stripe().await?;
+    let (stripe, stripe_reads) = fake_stripe().await?;
     let mut service = Service::start(&pg, &stripe, true)?;
     let base = service.wait_ready().await?;
     let db = PgPoolOptions::new()
@@ -86,13 +104,13 @@ async fn main() -> anyhow::Result<()> {
     let template = Arc::new(serde_json::to_string(&event)?);
 
     eprintln!(
-        "1/5 baseline: pgbench, {} clients, {} s",
+        "1/6 baseline: pgbench, {} clients, {} s",
         options.connections, options.seconds
     );
     let baseline = pgbench(&pg, &event, &options)?;
 
     eprintln!(
-        "2/5 donation creation, {} connections, {} s",
+        "2/6 donation creation, {} connections, {} s",
         options.connections, options.seconds
     );
     let creation = load(&options, {
@@ -115,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
     .await;
 
     eprintln!(
-        "3/5 webhook ingest, {} connections, {} s",
+        "3/6 webhook ingest, {} connections, {} s",
         options.connections, options.seconds
     );
     let donations = seed_donations(&db, 400_000).await?;
@@ -141,13 +159,13 @@ async fn main() -> anyhow::Result<()> {
     );
 
     eprintln!(
-        "4/5 campaign reads, {} connections, {} s",
+        "4/6 campaign reads, {} connections, {} s",
         options.connections,
         options.seconds.min(10)
     );
     let read_options = Options {
         seconds: options.seconds.min(10),
-        connections: options.connections,
+        ..options
     };
     let reads = load(&read_options, {
         let (http, url) = (http.clone(), format!("{base}/v1/campaigns/kashmir"));
@@ -169,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
     // Ingest alone: the same path with no worker competing for the two cores, to tell the
     // cost of taking a webhook from the cost of applying it.
     eprintln!(
-        "5/5 webhook ingest with the worker off, {} connections, {} s",
+        "5/6 webhook ingest with the worker off, {} connections, {} s",
         options.connections, options.seconds
     );
     let mut ingest_only_service = Service::start(&pg, &stripe, false)?;
@@ -186,6 +204,23 @@ async fn main() -> anyhow::Result<()> {
     .await;
     let peak_rss = peak_rss.max(ingest_only_service.peak_rss_kib()?);
     ingest_only_service.stop()?;
+
+    eprintln!(
+        "6/6 storm: 25 distinct events for each of {} payments, shuffled, {} connections",
+        options.storm_payments, options.connections
+    );
+    // What the ingest-alone phase left unapplied is not the storm's to drain.
+    sqlx::query(
+        "UPDATE stripe_events SET state = 'ignored', last_error = 'bench: left by ingest alone'
+         WHERE state = 'pending'",
+    )
+    .execute(&db)
+    .await?;
+    let mut storm_service = Service::start(&pg, &stripe, true)?;
+    let storm_base = storm_service.wait_ready().await?;
+    let storm = storm(&options, &http, &storm_base, &db, &stripe_reads).await?;
+    let peak_rss = peak_rss.max(storm_service.peak_rss_kib()?);
+    storm_service.stop()?;
     db.close().await;
     let pg = tokio::task::spawn_blocking(move || {
         let _ = pg.stop();
@@ -236,6 +271,23 @@ async fn main() -> anyhow::Result<()> {
         reads.percentile(99.0),
         reads.failed
     );
+    println!(
+        "| storm: {} events ({} payments x 25), shuffled | ingest {:.0} /s, p50 {:.1} ms, p99 {:.1} ms ({} ok, {} failed); all applied {:.1} s from the start ({:.0} /s; ingest ended at {:.1} s, backlog empty {:.1} s later); {} deadlocks; {} Stripe reads, at most {} per payment; every payment exact |",
+        storm.events,
+        options.storm_payments,
+        storm.ingest.rate(),
+        storm.ingest.percentile(50.0),
+        storm.ingest.percentile(99.0),
+        storm.ingest.ok,
+        storm.ingest.failed,
+        storm.drained_after.as_secs_f64(),
+        storm.events as f64 / storm.drained_after.as_secs_f64(),
+        storm.ingest_done.as_secs_f64(),
+        (storm.drained_after - storm.ingest_done).as_secs_f64(),
+        storm.deadlocks,
+        storm.stripe_reads,
+        storm.most_reads_per_payment,
+    );
     println!("| service peak RSS | {:.1} MiB |", peak_rss as f64 / 1024.0);
     println!();
     println!("ingest / baseline:   {:.2}", ingest_rate / baseline);
@@ -245,7 +297,146 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("creation / baseline: {:.2}", creation.rate() / baseline);
     println!("apply / ingest:      {:.2}", apply_rate / ingest_rate);
+    println!(
+        "storm apply / storm ingest: {:.2}",
+        (storm.events as f64 / storm.drained_after.as_secs_f64()) / storm.ingest.rate()
+    );
     Ok(())
+}
+
+/// What the storm phase measured.
+struct StormResult {
+    events: usize,
+    ingest: Measured,
+    ingest_done: Duration,
+    drained_after: Duration,
+    deadlocks: i64,
+    stripe_reads: u64,
+    most_reads_per_payment: u32,
+}
+
+/// Seeds the storm's payments, delivers their events shuffled, waits for the backlog to
+/// empty, and checks every payment came out exact.
+async fn storm(
+    options: &Options,
+    http: &reqwest::Client,
+    base: &str,
+    db: &PgPool,
+    reads: &StripeReads,
+) -> anyhow::Result<StormResult> {
+    let payments: Vec<(String, String)> = sqlx::query_as(
+        r#"INSERT INTO donations (id, campaign, frequency, amount, cover_fees_amount, total_amount,
+                                  currency, donor_email, donor_first_name, donor_last_name,
+                                  payment_intent_id)
+           SELECT gen_random_uuid(), 'kashmir', 'one_off', 2500, 0, 2500, 'gbp',
+                  'donor@example.org', 'Storm', 'Donor', 'pi_storm_' || g
+           FROM generate_series(1, $1) AS g
+           RETURNING id::text, payment_intent_id"#,
+    )
+    .bind(i64::try_from(options.storm_payments)?)
+    .fetch_all(db)
+    .await?;
+    let t0 = time::OffsetDateTime::now_utc().unix_timestamp() - 600;
+    let mut n = 0;
+    let mut events: Vec<String> = payments
+        .iter()
+        .flat_map(|(donation, pi)| Storm::events(&mut n, pi, donation, t0))
+        .collect();
+    // Shuffled deterministically, so runs compare.
+    let mut seed = 42u64;
+    for i in (1..events.len()).rev() {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        events.swap(i, (seed >> 33) as usize % (i + 1));
+    }
+    let count = events.len();
+    let events = Arc::new(events);
+    let (raised_before,): (i64,) =
+        sqlx::query_as("SELECT raised_amount FROM campaigns WHERE slug = 'kashmir'")
+            .fetch_one(db)
+            .await?;
+    let deadlocks_before = deadlocks(db).await?;
+
+    let phase = Options {
+        seconds: 600,
+        requests: count as u64,
+        ..*options
+    };
+    let started = Instant::now();
+    let ingest = load(&phase, {
+        let (http, url) = (http.clone(), format!("{base}/v1/webhooks/stripe"));
+        move |i| {
+            let (http, url, events) = (http.clone(), url.clone(), events.clone());
+            async move {
+                let body = events[i as usize].clone().into_bytes();
+                let header = sign(
+                    &SecretString::from(WEBHOOK_SECRET),
+                    &body,
+                    time::OffsetDateTime::now_utc().unix_timestamp(),
+                );
+                let response = http
+                    .post(url)
+                    .header("stripe-signature", header)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                matches!(response, Ok(r) if r.status() == 200)
+            }
+        }
+    })
+    .await;
+    let ingest_done = started.elapsed();
+    ensure!(
+        drain(db, Duration::from_secs(600)).await?,
+        "the storm's backlog did not drain within 600 s"
+    );
+    let drained_after = started.elapsed();
+
+    let (exact, applied, errors): (i64, i64, i64) = sqlx::query_as(
+        r#"SELECT (SELECT count(*) FROM donations
+                   WHERE payment_intent_id LIKE 'pi_storm_%' AND status = 'succeeded'
+                     AND charge_id = 'ch_storm_' || substr(payment_intent_id, 10)
+                     AND fee = $1 AND refunded_amount = $2 AND counted_amount = $3),
+                  (SELECT count(*) FROM stripe_events
+                   WHERE id LIKE 'evt_storm_%' AND state = 'applied'),
+                  (SELECT count(*) FROM stripe_events
+                   WHERE id LIKE 'evt_storm_%' AND last_error IS NOT NULL)"#,
+    )
+    .bind(Storm::FEE)
+    .bind(Storm::REFUND)
+    .bind(Storm::AMOUNT - Storm::REFUND)
+    .fetch_one(db)
+    .await?;
+    ensure!(
+        usize::try_from(exact)? == payments.len(),
+        "only {exact} of {} storm payments came out exact",
+        payments.len()
+    );
+    ensure!(
+        usize::try_from(applied)? == count && errors == 0,
+        "{applied} of {count} storm events applied, {errors} with errors"
+    );
+    let (raised_after,): (i64,) =
+        sqlx::query_as("SELECT raised_amount FROM campaigns WHERE slug = 'kashmir'")
+            .fetch_one(db)
+            .await?;
+    ensure!(
+        raised_after - raised_before == exact * (Storm::AMOUNT - Storm::REFUND),
+        "the campaign total moved by {} for {exact} payments",
+        raised_after - raised_before
+    );
+    let (stripe_reads, most_reads_per_payment) = reads.counts();
+    Ok(StormResult {
+        events: count,
+        ingest,
+        ingest_done,
+        drained_after,
+        deadlocks: deadlocks(db).await? - deadlocks_before,
+        stripe_reads,
+        most_reads_per_payment,
+    })
 }
 
 /// Signed `payment_intent.succeeded` events for donations `offset..`, one per request.
@@ -317,6 +508,7 @@ where
 {
     let next = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(options.seconds);
+    let limit = options.requests;
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..options.connections {
@@ -325,7 +517,7 @@ where
             let (mut ok, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
             while Instant::now() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= MAX_REQUESTS {
+                if i >= limit {
                     break;
                 }
                 let sent = Instant::now();
@@ -480,30 +672,245 @@ fn pgbench(pg: &LocalPostgres, event: &Value, options: &Options) -> anyhow::Resu
         .with_context(|| format!("no tps in pgbench's output: {stdout}"))
 }
 
-/// A Stripe that answers PaymentIntent creation at once.
-async fn fake_stripe() -> anyhow::Result<String> {
-    use axum::routing::post;
+/// What the fake Stripe was asked to read, for the storm's "at most one call per payment".
+#[derive(Default)]
+struct StripeReads {
+    by_payment: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl StripeReads {
+    /// (all reads, the most for one payment)
+    fn counts(&self) -> (u64, u32) {
+        let reads = self.by_payment.lock().unwrap();
+        (
+            reads.values().map(|n| u64::from(*n)).sum(),
+            reads.values().copied().max().unwrap_or(0),
+        )
+    }
+}
+
+/// A Stripe that answers at once: PaymentIntent creation, and reads of a storm's payment as
+/// the worker asks for them (the PaymentIntent, its charge, fee and refund expanded).
+async fn fake_stripe() -> anyhow::Result<(String, Arc<StripeReads>)> {
+    use axum::extract::Path;
+    use axum::routing::{get, post};
     let counter = Arc::new(AtomicU64::new(0));
-    let app = axum::Router::new().route(
-        "/v1/payment_intents",
-        post(move || {
-            let n = counter.fetch_add(1, Ordering::Relaxed);
-            async move {
-                axum::Json(json!({
-                    "id": format!("pi_fake_{n}"), "object": "payment_intent", "amount": 2559,
-                    "amount_capturable": 0, "amount_received": 0, "capture_method": "automatic",
-                    "client_secret": format!("pi_fake_{n}_secret_x"),
-                    "confirmation_method": "automatic", "created": 1_700_000_000,
-                    "currency": "gbp", "livemode": false, "metadata": {},
-                    "payment_method_types": ["card"], "status": "requires_payment_method"
-                }))
-            }
-        }),
-    );
+    let reads = Arc::new(StripeReads::default());
+    let app = axum::Router::new()
+        .route(
+            "/v1/payment_intents",
+            post(move || {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    axum::Json(json!({
+                        "id": format!("pi_fake_{n}"), "object": "payment_intent", "amount": 2559,
+                        "amount_capturable": 0, "amount_received": 0, "capture_method": "automatic",
+                        "client_secret": format!("pi_fake_{n}_secret_x"),
+                        "confirmation_method": "automatic", "created": 1_700_000_000,
+                        "currency": "gbp", "livemode": false, "metadata": {},
+                        "payment_method_types": ["card"], "status": "requires_payment_method"
+                    }))
+                }
+            }),
+        )
+        .route(
+            "/v1/payment_intents/{id}",
+            get({
+                let reads = reads.clone();
+                move |Path(id): Path<String>| {
+                    *reads
+                        .by_payment
+                        .lock()
+                        .unwrap()
+                        .entry(id.clone())
+                        .or_default() += 1;
+                    async move { axum::Json(Storm::paid_now(&id)) }
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(format!("http://{address}/"))
+    Ok((format!("http://{address}/"), reads))
+}
+
+/// The storm: for each of many paid donations, 25 distinct events as Stripe sends them over
+/// ten minutes (snapshots of the PaymentIntent, a declined charge, the charge that paid and
+/// its many updates, a partial refund), shuffled together.
+struct Storm;
+
+impl Storm {
+    const AMOUNT: i64 = 2500;
+    const FEE: i64 = 58;
+    const REFUND: i64 = 500;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!(
+            "{}/tests/fixtures/stripe/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).expect("the fixture")).expect("JSON")
+    }
+
+    fn ids(pi: &str) -> (String, String, String, String) {
+        let n = pi.trim_start_matches("pi_storm_");
+        (
+            format!("ch_storm_{n}"),
+            format!("ch_declined_{n}"),
+            format!("txn_storm_{n}"),
+            format!("re_storm_{n}"),
+        )
+    }
+
+    fn intent(pi: &str, donation: &str, status: &str) -> Value {
+        let mut intent = Self::fixture("payment_intent");
+        intent["id"] = json!(pi);
+        intent["amount"] = json!(Self::AMOUNT);
+        intent["currency"] = json!("gbp");
+        intent["status"] = json!(status);
+        intent["amount_received"] = json!(if status == "succeeded" {
+            Self::AMOUNT
+        } else {
+            0
+        });
+        intent["last_payment_error"] = Value::Null;
+        intent["latest_charge"] = Value::Null;
+        intent["metadata"] = json!({"donation_id": donation, "campaign": "kashmir"});
+        intent
+    }
+
+    fn charge(pi: &str, id: &str, succeeded: bool, refunded: i64) -> Value {
+        let (_, _, txn, _) = Self::ids(pi);
+        let mut charge = Self::fixture("charge");
+        charge["id"] = json!(id);
+        charge["payment_intent"] = json!(pi);
+        charge["amount"] = json!(Self::AMOUNT);
+        charge["currency"] = json!("gbp");
+        charge["status"] = json!(if succeeded { "succeeded" } else { "failed" });
+        charge["paid"] = json!(succeeded);
+        charge["captured"] = json!(succeeded);
+        charge["amount_captured"] = json!(if succeeded { Self::AMOUNT } else { 0 });
+        charge["amount_refunded"] = json!(refunded);
+        charge["refunded"] = json!(false);
+        charge["balance_transaction"] = if succeeded { json!(txn) } else { Value::Null };
+        charge["metadata"] = json!({});
+        charge
+    }
+
+    fn refund(pi: &str, status: &str) -> Value {
+        let (charge, _, _, refund_id) = Self::ids(pi);
+        let mut refund = Self::fixture("refund");
+        refund["id"] = json!(refund_id);
+        refund["charge"] = json!(charge);
+        refund["payment_intent"] = json!(pi);
+        refund["amount"] = json!(Self::REFUND);
+        refund["currency"] = json!("gbp");
+        refund["status"] = json!(status);
+        refund
+    }
+
+    /// The payment as a fetch sees it now: paid, its fee known, partly refunded.
+    fn paid_now(pi: &str) -> Value {
+        let (charge_id, _, txn, _) = Self::ids(pi);
+        let mut intent = Self::intent(pi, "", "succeeded");
+        intent["metadata"] = json!({});
+        let mut charge = Self::charge(pi, &charge_id, true, Self::REFUND);
+        charge["balance_transaction"] = json!({
+            "id": txn, "object": "balance_transaction", "amount": Self::AMOUNT, "fee": Self::FEE,
+            "net": Self::AMOUNT - Self::FEE, "currency": "gbp", "reporting_category": "charge",
+            "type": "charge", "created": 1_700_000_000
+        });
+        charge["refunds"] = json!({
+            "object": "list", "data": [Self::refund(pi, "succeeded")], "has_more": false,
+            "url": format!("/v1/charges/{charge_id}/refunds")
+        });
+        intent["latest_charge"] = charge;
+        intent
+    }
+
+    fn event(n: &mut u64, kind: &str, object: Value, created: i64) -> String {
+        *n += 1;
+        serde_json::to_string(&json!({
+            "id": format!("evt_storm_{n}"), "object": "event",
+            "api_version": "2026-09-30.clover", "created": created, "livemode": false,
+            "pending_webhooks": 1, "type": kind,
+            "request": {"id": null, "idempotency_key": null},
+            "data": {"object": object}
+        }))
+        .expect("an event serialises")
+    }
+
+    /// The 25 events of one payment, `created` from `t0` over ten minutes.
+    fn events(n: &mut u64, pi: &str, donation: &str, t0: i64) -> Vec<String> {
+        let (charge, declined, _, _) = Self::ids(pi);
+        let mut failed = Self::intent(pi, donation, "requires_payment_method");
+        failed["last_payment_error"] = json!({"type": "card_error", "code": "card_declined"});
+        failed["latest_charge"] = json!(declined);
+        let mut succeeded = Self::intent(pi, donation, "succeeded");
+        succeeded["latest_charge"] = json!(charge);
+        let paid = |refunded| Self::charge(pi, &charge, true, refunded);
+        let mut events = vec![
+            Self::event(
+                n,
+                "payment_intent.created",
+                Self::intent(pi, donation, "requires_payment_method"),
+                t0,
+            ),
+            Self::event(
+                n,
+                "payment_intent.requires_action",
+                Self::intent(pi, donation, "requires_action"),
+                t0 + 10,
+            ),
+            Self::event(
+                n,
+                "charge.failed",
+                Self::charge(pi, &declined, false, 0),
+                t0 + 20,
+            ),
+            Self::event(n, "payment_intent.payment_failed", failed, t0 + 20),
+            Self::event(
+                n,
+                "payment_intent.processing",
+                Self::intent(pi, donation, "processing"),
+                t0 + 30,
+            ),
+            Self::event(n, "charge.succeeded", paid(0), t0 + 40),
+            Self::event(n, "payment_intent.succeeded", succeeded, t0 + 40),
+            Self::event(n, "charge.captured", paid(0), t0 + 40),
+            Self::event(n, "charge.updated", paid(0), t0 + 60),
+            Self::event(n, "refund.created", Self::refund(pi, "pending"), t0 + 100),
+            Self::event(n, "charge.refunded", paid(Self::REFUND), t0 + 100),
+            Self::event(n, "refund.updated", Self::refund(pi, "succeeded"), t0 + 110),
+            Self::event(
+                n,
+                "charge.refund.updated",
+                Self::refund(pi, "succeeded"),
+                t0 + 110,
+            ),
+            Self::event(n, "charge.updated", paid(Self::REFUND), t0 + 120),
+        ];
+        for k in 0..11 {
+            events.push(Self::event(
+                n,
+                "charge.updated",
+                paid(Self::REFUND),
+                t0 + 150 + k * 40,
+            ));
+        }
+        events
+    }
+}
+
+/// Deadlocks Postgres has detected in the bench's database so far.
+async fn deadlocks(db: &PgPool) -> anyhow::Result<i64> {
+    // Statistics reach pg_stat_database within a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    Ok(sqlx::query_scalar(
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(db)
+    .await?)
 }
 
 /// The service under test: the release binary beside this one.
