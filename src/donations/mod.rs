@@ -37,7 +37,9 @@ pub struct DonationView {
     /// Refunded so far, in minor units, from every refund, partial or full, ours or the
     /// dashboard's.
     pub refunded_amount: i64,
-    /// `needs_response`, `under_review`, `won` or `lost`; null if never disputed.
+    /// Null if never disputed; else `inquiry`, `inquiry_closed`, `prevented`,
+    /// `needs_response`, `under_review`, `won`, `lost`, or `open` for a status Stripe added
+    /// that we do not know yet (see `payments::objects::DisputeStatus`).
     pub dispute_status: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
