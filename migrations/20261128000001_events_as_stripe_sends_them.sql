@@ -29,7 +29,8 @@ ALTER TABLE stripe_events ADD CONSTRAINT stripe_events_state_check
 
 -- Which keys a worker holds, and the events set aside as not ours that a newly linked payment
 -- makes ours after all.
-CREATE INDEX stripe_events_object_key_idx ON stripe_events (object_key) WHERE state <> 'applied';
+CREATE INDEX stripe_events_object_key_idx ON stripe_events (object_key)
+    WHERE state IN ('pending', 'ignored');
 
 ALTER TABLE donations
     -- The currency of amount_received, as Stripe reports it.
