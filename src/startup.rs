@@ -68,6 +68,13 @@ impl Application {
         let address = listener.local_addr()?;
         let (payments, simulator, secrets, livemode) =
             payments_for(&settings, mode, address).await?;
+        if simulator.is_some() && !crate::config::is_loopback(address) {
+            tracing::warn!(
+                %address,
+                "SIMULATED PAYMENTS on {address}, beyond loopback (PAYMENTS=simulated): anyone \
+                 who can reach it can mark donations paid through /v1/simulator. No money moves."
+            );
+        }
         let database = Database::open(&settings).await?;
         database.migrate().await?;
         catalogue::sync(&database.pool, &campaigns).await?;

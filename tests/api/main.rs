@@ -9,5 +9,6 @@ mod helpers;
 mod idempotency;
 mod operators;
 mod out_of_the_box;
+mod payments_mode;
 mod simulator;
 mod webhooks;
