@@ -13,6 +13,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::donations::fees::FeeModel;
+use crate::http::REQUEST_TIMEOUT;
+use crate::payments::{ATTEMPTS, BACKOFF};
 
 /// The documented defaults, compiled in so the binary runs from any directory.
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -142,9 +144,13 @@ impl Settings {
             self.database_max_connections > 0,
             "DATABASE_MAX_CONNECTIONS: must be at least 1"
         );
+        let max_timeout = max_stripe_timeout_secs();
         ensure!(
-            (1..=120).contains(&self.stripe_timeout_secs),
-            "STRIPE_TIMEOUT_SECS: must be between 1 and 120"
+            (1..=max_timeout).contains(&self.stripe_timeout_secs),
+            "STRIPE_TIMEOUT_SECS: must be between 1 and {max_timeout}: {ATTEMPTS} attempts of it \
+             and {:?} of back-off between them must end within the {REQUEST_TIMEOUT:?} request \
+             timeout, or a donor's request is cut off mid-retry",
+            stripe_backoff()
         );
         ensure!(
             self.fee_percent_bps < 10_000,
@@ -340,6 +346,20 @@ impl Settings {
     }
 }
 
+/// The back-off slept between attempts at one Stripe call, all told (see `payments::with_retries`).
+fn stripe_backoff() -> Duration {
+    (1..ATTEMPTS).map(|attempt| BACKOFF * attempt).sum()
+}
+
+/// The longest `STRIPE_TIMEOUT_SECS` for which every attempt at one Stripe call, timing out,
+/// and the back-off between them end before the request timeout does.
+pub fn max_stripe_timeout_secs() -> u64 {
+    let budget = REQUEST_TIMEOUT.saturating_sub(stripe_backoff()).as_nanos();
+    // Strictly within the budget: the request still has to answer.
+    let max = budget.saturating_sub(1) / (u128::from(ATTEMPTS) * 1_000_000_000);
+    u64::try_from(max).unwrap_or(u64::MAX)
+}
+
 /// Whether only this machine can reach `address` (127.0.0.0/8, ::1, or ::ffff:127.x.x.x).
 pub fn is_loopback(address: SocketAddr) -> bool {
     address.ip().to_canonical().is_loopback()
@@ -431,6 +451,31 @@ mod tests {
             "#
             )
             .starts_with("STRIPE_PUBLISHABLE_KEY:")
+        );
+    }
+
+    #[test]
+    fn a_stripe_timeout_whose_attempts_outlast_the_request_timeout_is_refused() {
+        let max = max_stripe_timeout_secs();
+        let worst = |secs: u64| Duration::from_secs(secs) * ATTEMPTS + stripe_backoff();
+        assert!(worst(max) < REQUEST_TIMEOUT);
+        assert!(worst(max + 1) >= REQUEST_TIMEOUT);
+        // What the README and config/default.toml say, with today's constants.
+        assert_eq!(max, 19);
+
+        with(&format!("stripe_timeout_secs = {max}")).expect("the longest timeout that fits");
+        let error = error_of(&format!("stripe_timeout_secs = {}", max + 1));
+        assert!(
+            error.starts_with(&format!(
+                "STRIPE_TIMEOUT_SECS: must be between 1 and {max}:"
+            )),
+            "{error}"
+        );
+        assert!(error.contains("request timeout"), "{error}");
+        assert!(error_of("stripe_timeout_secs = 120").starts_with("STRIPE_TIMEOUT_SECS:"));
+        assert!(
+            error_of(&format!("stripe_timeout_secs = {}", i64::MAX))
+                .starts_with("STRIPE_TIMEOUT_SECS:")
         );
     }
 

@@ -206,7 +206,7 @@ async fn the_same_key_with_another_body_is_a_422_and_changes_nothing() {
 async fn a_key_whose_first_request_is_still_running_is_a_409() {
     // Stripe answers slowly, well within our timeout: the first request is plainly in flight
     // for as long as the test needs, however slow the machine.
-    let app = spawn_app_with(|s| s.stripe_timeout_secs = 20).await;
+    let app = spawn_app_with(|s| s.stripe_timeout_secs = 15).await;
     Mock::given(method("POST"))
         .and(path("/v1/payment_intents"))
         .respond_with(SlowIntents(Duration::from_secs(6)))
