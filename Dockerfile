@@ -13,7 +13,9 @@ WORKDIR /app
 COPY --from=build /src/target/release/quickdonate /usr/local/bin/quickdonate
 COPY config ./config
 USER quickdonate
-ENV LISTEN_ADDR=0.0.0.0:8080 LOG_FORMAT=json
+# Production unless told otherwise: it needs the Stripe keys and DATABASE_URL, and never
+# simulates payments or starts a Postgres of its own.
+ENV APP_ENV=production LISTEN_ADDR=0.0.0.0:8080 LOG_FORMAT=json
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 CMD curl -fsS http://127.0.0.1:8080/readyz || exit 1
 ENTRYPOINT ["quickdonate"]

@@ -6,13 +6,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::donations::fees::FeeModel;
+use crate::http::REQUEST_TIMEOUT;
+use crate::payments::{ATTEMPTS, BACKOFF};
 
 /// The documented defaults, compiled in so the binary runs from any directory.
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -21,6 +23,7 @@ const DEFAULTS: &str = include_str!("../config/default.toml");
 const ENV_KEYS: &[&str] = &[
     "APP_ENV",
     "LISTEN_ADDR",
+    "PAYMENTS",
     "DATABASE_URL",
     "DATABASE_MAX_CONNECTIONS",
     "DATA_DIR",
@@ -49,6 +52,18 @@ pub enum AppEnv {
     Production,
 }
 
+/// `PAYMENTS`: how payments are chosen. See [`Settings::payments_mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentsChoice {
+    /// Stripe with a secret key; without one, simulated only on a loopback address.
+    Auto,
+    /// Stripe, and the keys are required.
+    Stripe,
+    /// Simulated on purpose, wherever the service listens.
+    Simulated,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -62,6 +77,7 @@ pub enum LogFormat {
 pub struct Settings {
     pub app_env: AppEnv,
     pub listen_addr: SocketAddr,
+    pub payments: PaymentsChoice,
     pub database_url: Option<SecretString>,
     pub database_max_connections: u32,
     pub data_dir: PathBuf,
@@ -92,7 +108,7 @@ pub enum PaymentsMode {
         publishable_key: String,
         webhook_secrets: Vec<SecretString>,
     },
-    /// No Stripe key: a Stripe look-alike inside the process answers, and no money moves.
+    /// A Stripe look-alike inside the process answers, and no money moves.
     Simulated,
 }
 
@@ -130,9 +146,13 @@ impl Settings {
             self.database_max_connections > 0,
             "DATABASE_MAX_CONNECTIONS: must be at least 1"
         );
+        let max_timeout = max_stripe_timeout_secs();
         ensure!(
-            (1..=120).contains(&self.stripe_timeout_secs),
-            "STRIPE_TIMEOUT_SECS: must be between 1 and 120"
+            (1..=max_timeout).contains(&self.stripe_timeout_secs),
+            "STRIPE_TIMEOUT_SECS: must be between 1 and {max_timeout}: {ATTEMPTS} attempts of it \
+             and {:?} of back-off between them must end within the {REQUEST_TIMEOUT:?} request \
+             timeout, or a donor's request is cut off mid-retry",
+            stripe_backoff()
         );
         ensure!(
             self.fee_percent_bps < 10_000,
@@ -172,12 +192,8 @@ impl Settings {
                 "DATABASE_URL: must be a postgres:// URL"
             );
         }
-        let mode = self.payments_mode()?;
+        self.payments_mode()?;
         if self.app_env == AppEnv::Production {
-            ensure!(
-                matches!(mode, PaymentsMode::Stripe { .. }),
-                "STRIPE_SECRET_KEY: must be set when APP_ENV=production (simulated payments move no money)"
-            );
             ensure!(
                 self.database_url().is_some(),
                 "DATABASE_URL: must be set when APP_ENV=production (the built-in Postgres is for development)"
@@ -236,15 +252,55 @@ impl Settings {
             .collect()
     }
 
-    /// Real Stripe when a secret key is set, simulated payments otherwise.
+    /// How payments are taken, from `PAYMENTS` and the Stripe keys. Simulated payments need no
+    /// key, so a deployment that lost its keys must not fall back to them unseen: `auto`
+    /// simulates only on a loopback address, where nobody else can reach the simulator's
+    /// controls (which mark donations paid). Anywhere else simulating takes `PAYMENTS=simulated`.
     pub fn payments_mode(&self) -> anyhow::Result<PaymentsMode> {
-        let Some(secret_key) = self
+        let secret_key = self
             .stripe_secret_key
             .clone()
-            .filter(|k| !k.expose_secret().is_empty())
-        else {
-            return Ok(PaymentsMode::Simulated);
-        };
+            .filter(|k| !k.expose_secret().is_empty());
+        let production = self.app_env == AppEnv::Production;
+        match (self.payments, secret_key) {
+            (PaymentsChoice::Auto | PaymentsChoice::Stripe, Some(secret_key)) => {
+                self.stripe_mode(secret_key)
+            }
+            (PaymentsChoice::Stripe, None) => {
+                bail!("STRIPE_SECRET_KEY: must be set when PAYMENTS=stripe")
+            }
+            (PaymentsChoice::Simulated, Some(_)) => bail!(
+                "PAYMENTS: is simulated, but STRIPE_SECRET_KEY is set too; unset one of them \
+                 (which is meant is ambiguous)"
+            ),
+            (PaymentsChoice::Simulated, None) => {
+                ensure!(
+                    !production,
+                    "PAYMENTS: simulated payments are refused when APP_ENV=production (no money moves)"
+                );
+                Ok(PaymentsMode::Simulated)
+            }
+            (PaymentsChoice::Auto, None) => {
+                ensure!(
+                    !production,
+                    "STRIPE_SECRET_KEY: must be set when APP_ENV=production (simulated payments move no money)"
+                );
+                ensure!(
+                    is_loopback(self.listen_addr),
+                    "PAYMENTS: no STRIPE_SECRET_KEY is set and LISTEN_ADDR {} is reachable from \
+                     other machines, so payments will not be simulated there by default. Set \
+                     STRIPE_SECRET_KEY, STRIPE_PUBLISHABLE_KEY and STRIPE_WEBHOOK_SECRET to take \
+                     real payments, or PAYMENTS=simulated to simulate them on purpose (no money \
+                     moves, and anyone who can reach the service can mark donations paid)",
+                    self.listen_addr
+                );
+                Ok(PaymentsMode::Simulated)
+            }
+        }
+    }
+
+    /// Stripe with `secret_key`, once the other keys are checked against it.
+    fn stripe_mode(&self, secret_key: SecretString) -> anyhow::Result<PaymentsMode> {
         let key = secret_key.expose_secret();
         ensure!(
             key.starts_with("sk_") || key.starts_with("rk_"),
@@ -294,6 +350,25 @@ impl Settings {
             })
             .collect()
     }
+}
+
+/// The back-off slept between attempts at one Stripe call, all told (see `payments::with_retries`).
+fn stripe_backoff() -> Duration {
+    (1..ATTEMPTS).map(|attempt| BACKOFF * attempt).sum()
+}
+
+/// The longest `STRIPE_TIMEOUT_SECS` for which every attempt at one Stripe call, timing out,
+/// and the back-off between them end before the request timeout does.
+pub fn max_stripe_timeout_secs() -> u64 {
+    let budget = REQUEST_TIMEOUT.saturating_sub(stripe_backoff()).as_nanos();
+    // Strictly within the budget: the request still has to answer.
+    let max = budget.saturating_sub(1) / (u128::from(ATTEMPTS) * 1_000_000_000);
+    u64::try_from(max).unwrap_or(u64::MAX)
+}
+
+/// Whether only this machine can reach `address` (127.0.0.0/8, ::1, or ::ffff:127.x.x.x).
+pub fn is_loopback(address: SocketAddr) -> bool {
+    address.ip().to_canonical().is_loopback()
 }
 
 fn validate_statement_descriptor_suffix(suffix: &str) -> anyhow::Result<()> {
@@ -387,8 +462,38 @@ mod tests {
     }
 
     #[test]
+    fn a_stripe_timeout_whose_attempts_outlast_the_request_timeout_is_refused() {
+        let max = max_stripe_timeout_secs();
+        let worst = |secs: u64| Duration::from_secs(secs) * ATTEMPTS + stripe_backoff();
+        assert!(worst(max) < REQUEST_TIMEOUT);
+        assert!(worst(max + 1) >= REQUEST_TIMEOUT);
+        // What the README and config/default.toml say, with today's constants.
+        assert_eq!(max, 19);
+
+        with(&format!("stripe_timeout_secs = {max}")).expect("the longest timeout that fits");
+        let error = error_of(&format!("stripe_timeout_secs = {}", max + 1));
+        assert!(
+            error.starts_with(&format!(
+                "STRIPE_TIMEOUT_SECS: must be between 1 and {max}:"
+            )),
+            "{error}"
+        );
+        assert!(error.contains("request timeout"), "{error}");
+        assert!(error_of("stripe_timeout_secs = 120").starts_with("STRIPE_TIMEOUT_SECS:"));
+        assert!(
+            error_of(&format!("stripe_timeout_secs = {}", i64::MAX))
+                .starts_with("STRIPE_TIMEOUT_SECS:")
+        );
+    }
+
+    #[test]
     fn production_refuses_simulated_payments_and_the_built_in_database() {
         assert!(error_of(r#"app_env = "production""#).starts_with("STRIPE_SECRET_KEY:"));
+        // Beyond loopback too: production needs the keys, not PAYMENTS=simulated.
+        assert!(
+            error_of("app_env = \"production\"\nlisten_addr = \"0.0.0.0:8080\"")
+                .starts_with("STRIPE_SECRET_KEY:")
+        );
         let stripe = r#"
             app_env = "production"
             stripe_secret_key = "sk_live_1"
@@ -400,6 +505,91 @@ mod tests {
             "{stripe}\ndatabase_url = \"postgres://db/quickdonate\""
         ))
         .expect("a complete production configuration");
+    }
+
+    const STRIPE_KEYS: &str = r#"
+        stripe_secret_key = "sk_test_1"
+        stripe_publishable_key = "pk_test_1"
+        stripe_webhook_secret = "whsec_1"
+    "#;
+
+    fn mode_of(overrides: &str) -> PaymentsMode {
+        with(overrides).expect(overrides).payments_mode().unwrap()
+    }
+
+    #[test]
+    fn auto_takes_stripe_with_a_key_and_simulates_without_one_only_on_loopback() {
+        assert!(matches!(mode_of(STRIPE_KEYS), PaymentsMode::Stripe { .. }));
+        let beyond = format!("{STRIPE_KEYS}\nlisten_addr = \"0.0.0.0:8080\"");
+        assert!(matches!(mode_of(&beyond), PaymentsMode::Stripe { .. }));
+
+        for loopback in [
+            "127.0.0.1:8080",
+            "127.0.0.2:0",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            let settings = format!("listen_addr = \"{loopback}\"");
+            assert!(
+                matches!(mode_of(&settings), PaymentsMode::Simulated),
+                "{loopback}"
+            );
+        }
+        for beyond in ["0.0.0.0:8080", "[::]:8080", "10.0.0.5:8080"] {
+            let error = error_of(&format!("listen_addr = \"{beyond}\""));
+            assert!(error.starts_with("PAYMENTS:"), "{beyond}: {error}");
+            assert!(error.contains(beyond), "it names the address: {error}");
+            assert!(error.contains("STRIPE_SECRET_KEY"), "{error}");
+            assert!(error.contains("PAYMENTS=simulated"), "{error}");
+        }
+    }
+
+    #[test]
+    fn stripe_requires_every_key() {
+        let stripe = "payments = \"stripe\"";
+        assert!(matches!(
+            mode_of(&format!("{stripe}\n{STRIPE_KEYS}")),
+            PaymentsMode::Stripe { .. }
+        ));
+        assert_eq!(
+            error_of(stripe),
+            "STRIPE_SECRET_KEY: must be set when PAYMENTS=stripe"
+        );
+        assert!(
+            error_of(&format!("{stripe}\nstripe_secret_key = \"sk_test_1\""))
+                .starts_with("STRIPE_PUBLISHABLE_KEY:")
+        );
+        assert!(
+            error_of(&format!(
+                "{stripe}\nstripe_secret_key = \"sk_test_1\"\nstripe_publishable_key = \"pk_test_1\""
+            ))
+            .starts_with("STRIPE_WEBHOOK_SECRET:")
+        );
+    }
+
+    #[test]
+    fn simulated_is_taken_anywhere_but_never_with_a_key_or_in_production() {
+        let simulated = "payments = \"simulated\"";
+        assert!(matches!(mode_of(simulated), PaymentsMode::Simulated));
+        assert!(matches!(
+            mode_of(&format!("{simulated}\nlisten_addr = \"0.0.0.0:8080\"")),
+            PaymentsMode::Simulated
+        ));
+
+        let with_key = error_of(&format!("{simulated}\n{STRIPE_KEYS}"));
+        assert!(with_key.starts_with("PAYMENTS:"), "{with_key}");
+        assert!(with_key.contains("STRIPE_SECRET_KEY"), "{with_key}");
+
+        let production = error_of(&format!(
+            "{simulated}\napp_env = \"production\"\ndatabase_url = \"postgres://db/q\""
+        ));
+        assert!(production.starts_with("PAYMENTS:"), "{production}");
+        assert!(production.contains("APP_ENV=production"), "{production}");
+    }
+
+    #[test]
+    fn an_unknown_payments_choice_names_its_key() {
+        assert!(error_of("payments = \"maybe\"").starts_with("PAYMENTS:"));
     }
 
     #[test]

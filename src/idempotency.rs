@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -55,13 +56,49 @@ impl IdempotencyKey {
     }
 }
 
-/// What a request is, for telling "the same request again" from "another request".
-pub fn fingerprint(route: &str, canonical_body: &impl serde::Serialize) -> Vec<u8> {
+/// What a request is, for telling "the same request again" from "another request": the route
+/// and the body as sent, in a canonical form. It depends on nothing but the request, so a key
+/// can be looked up before anything else (a replay answers even if the campaign has closed).
+pub fn fingerprint(route: &str, body: &Value) -> Vec<u8> {
+    let mut canonical = Vec::new();
+    write_canonical(body, &mut canonical);
     let mut hasher = Sha256::new();
     hasher.update(route.as_bytes());
     hasher.update(b"\n");
-    hasher.update(serde_json::to_vec(canonical_body).expect("a request serialises"));
+    hasher.update(&canonical);
     hasher.finalize().to_vec()
+}
+
+/// `value` as compact JSON with every object's keys sorted, so that the same body sent with its
+/// keys in another order is the same request. (Our maps keep insertion order.)
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, key).expect("a string serialises");
+                out.push(b':');
+                write_canonical(item, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("a JSON scalar serialises"),
+    }
 }
 
 /// The outcome of presenting a key.
@@ -74,10 +111,15 @@ pub enum Claim {
     /// died): the caller finishes the same donation.
     Resume { donation_id: Uuid },
     /// The first answer, to send again.
-    Replay {
-        status: StatusCode,
-        body: serde_json::Value,
-    },
+    Replay(StoredAnswer),
+}
+
+/// An answer as first sent: its status, the donation it made, and its body's exact bytes.
+#[derive(Debug)]
+pub struct StoredAnswer {
+    pub status: StatusCode,
+    pub donation_id: Option<Uuid>,
+    pub body: String,
 }
 
 /// Takes the key for this request inside `tx`, or says why not. The lease lasts `lease`. On
@@ -122,7 +164,11 @@ pub async fn claim(
             .ok()
             .and_then(|s| StatusCode::from_u16(s).ok())
             .unwrap_or(StatusCode::OK);
-        return Ok(Claim::Replay { status, body });
+        return Ok(Claim::Replay(StoredAnswer {
+            status,
+            donation_id: existing.donation_id,
+            body,
+        }));
     }
     if existing.in_flight {
         return Err(ClaimError::InFlight);
@@ -138,12 +184,13 @@ pub async fn claim(
     Ok(Claim::Resume { donation_id })
 }
 
-/// Records the answer, to be replayed for every later request with this key.
+/// Records the answer, to be replayed for every later request with this key: `body` is the
+/// exact text sent, so a replay is the same bytes.
 pub async fn complete(
     tx: &mut PgConnection,
     key: &IdempotencyKey,
     status: StatusCode,
-    body: &serde_json::Value,
+    body: &str,
 ) -> sqlx::Result<()> {
     sqlx::query!(
         r#"UPDATE idempotency_keys
@@ -223,6 +270,7 @@ impl From<ClaimError> for crate::http::problem::ApiError {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use serde_json::json;
 
     fn key_of(value: &'static str) -> Result<Option<IdempotencyKey>, Problem> {
         let mut headers = HeaderMap::new();
@@ -252,9 +300,46 @@ mod tests {
 
     #[test]
     fn the_fingerprint_tells_requests_apart() {
-        let a = fingerprint("POST /x", &serde_json::json!({"amount": 1}));
-        assert_eq!(a, fingerprint("POST /x", &serde_json::json!({"amount": 1})));
-        assert_ne!(a, fingerprint("POST /y", &serde_json::json!({"amount": 1})));
-        assert_ne!(a, fingerprint("POST /x", &serde_json::json!({"amount": 2})));
+        let a = fingerprint("POST /x", &json!({"amount": 1}));
+        assert_eq!(a, fingerprint("POST /x", &json!({"amount": 1})));
+        assert_ne!(a, fingerprint("POST /y", &json!({"amount": 1})));
+        assert_ne!(a, fingerprint("POST /x", &json!({"amount": 2})));
+        assert_ne!(a, fingerprint("POST /x", &json!({"amount": "1"})));
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_key_order_at_every_depth_but_not_array_order() {
+        let body: Value = serde_json::from_str(
+            r#"{"amount": 2500, "donor": {"email": "a@example.org", "first_name": "A"}, "tags": [1, 2]}"#,
+        )
+        .unwrap();
+        let reordered: Value = serde_json::from_str(
+            r#"{"tags": [1, 2], "donor": {"first_name": "A", "email": "a@example.org"}, "amount": 2500}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            fingerprint("POST /x", &body),
+            fingerprint("POST /x", &reordered)
+        );
+
+        let mut other_order = body.clone();
+        other_order["tags"] = json!([2, 1]);
+        assert_ne!(
+            fingerprint("POST /x", &body),
+            fingerprint("POST /x", &other_order)
+        );
+    }
+
+    #[test]
+    fn the_canonical_form_is_compact_json_with_sorted_keys() {
+        let body: Value =
+            serde_json::from_str(r#"{"b": {"z": null, "é": "\"q\"", "a": [true, 1.5]}, "a": 0}"#)
+                .unwrap();
+        let mut out = Vec::new();
+        write_canonical(&body, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":0,"b":{"a":[true,1.5],"z":null,"é":"\"q\""}}"#
+        );
     }
 }

@@ -82,6 +82,13 @@ impl Application {
                 return Err(error);
             }
         };
+        if simulator.is_some() && !crate::config::is_loopback(address) {
+            tracing::warn!(
+                %address,
+                "SIMULATED PAYMENTS on {address}, beyond loopback (PAYMENTS=simulated): anyone \
+                 who can reach it can mark donations paid through /v1/simulator. No money moves."
+            );
+        }
 
         let wake_worker = Arc::new(Notify::new());
         let campaigns = Arc::new(CampaignCache::new(settings.campaign_cache()));

@@ -198,19 +198,69 @@ mod tests {
             max_amount = 1000
         "#;
         assert!(parse(base).is_ok());
-        for (from, to) in [
-            ("slug = \"x\"", "slug = \"Bad Slug\""),
-            ("currency = \"gbp\"", "currency = \"GBP\""),
-            ("min_amount = 200", "min_amount = 0"),
-            ("max_amount = 1000", "max_amount = 100"),
-            ("[500]", "[5000]"),
-            ("title = \"X\"", "title = \" \""),
-            ("max_amount = 1000", "max_amount = 1000\ncolour = \"red\""),
+        for (from, to, slug, rule) in [
+            (
+                "slug = \"x\"",
+                "slug = \"Bad Slug\"",
+                "Bad Slug",
+                "slug must be lower-case letters, digits and dashes",
+            ),
+            (
+                "currency = \"gbp\"",
+                "currency = \"GBP\"",
+                "x",
+                "currency must be a lower-case ISO 4217 code such as \"gbp\"",
+            ),
+            (
+                "min_amount = 200",
+                "min_amount = 0",
+                "x",
+                "min_amount must be more than 0",
+            ),
+            (
+                "max_amount = 1000",
+                "max_amount = 100",
+                "x",
+                "max_amount must be at least min_amount",
+            ),
+            (
+                "max_amount = 1000",
+                "max_amount = 100000000",
+                "x",
+                "max_amount must be at most 99999999",
+            ),
+            (
+                "[500]",
+                "[5000]",
+                "x",
+                "suggested amount 5000 is outside min_amount..=max_amount",
+            ),
+            (
+                "title = \"X\"",
+                "title = \" \"",
+                "x",
+                "title must not be empty",
+            ),
+            (
+                "max_amount = 1000",
+                "max_amount = 1000\ngoal_amount = 0",
+                "x",
+                "goal_amount must be more than 0",
+            ),
         ] {
-            let error = parse(&base.replace(from, to)).expect_err(to);
-            assert!(format!("{error:#}").len() > 10, "{to}");
+            let error = format!("{:#}", parse(&base.replace(from, to)).expect_err(to));
+            assert_eq!(error, format!("campaign {slug:?}: {rule}"), "{to}");
         }
+        // An unknown key fails in the TOML reader, before any campaign has a slug: it names the
+        // key and its line instead.
+        let unknown = format!("{base}colour = \"red\"\n");
+        let error = format!("{:#}", parse(&unknown).unwrap_err());
+        assert!(error.contains("unknown field `colour`"), "{error}");
+        assert!(error.contains("line 9"), "{error}");
         let twice = format!("{base}{base}");
-        assert!(format!("{:#}", parse(&twice).unwrap_err()).contains("twice"));
+        assert_eq!(
+            format!("{:#}", parse(&twice).unwrap_err()),
+            "campaign \"x\" is listed twice"
+        );
     }
 }

@@ -7,12 +7,16 @@
 //! `postgres` user (or `nobody`), which owns the cluster's files.
 
 use std::ffi::OsStr;
-use std::os::unix::fs::{PermissionsExt, chown};
+use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{
+    DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt, chown, fchown,
+};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Output, Stdio};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use sqlx::postgres::PgConnectOptions;
 
 /// The role and the first database `initdb` creates.
@@ -79,7 +83,7 @@ impl LocalPostgres {
         };
 
         pg.prepare_dir(&root, 0o755)?;
-        pg.prepare_dir(&pg.socket_dir, 0o700)?;
+        private_socket_dir(&pg.socket_dir, pg.run_as.as_ref())?;
         if !pg.data_dir.join("PG_VERSION").exists() {
             pg.init_cluster()?;
         }
@@ -220,12 +224,7 @@ impl LocalPostgres {
     }
 
     fn start_server(&self, log_file: &Path, durability: Durability) -> anyhow::Result<()> {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log_file)
-            .with_context(|| format!("Failed to open {}", log_file.display()))?;
-        self.chown(log_file)?;
+        private_log_file(log_file, self.run_as.as_ref())?;
         let mut options = format!(
             "-c listen_addresses='' -c unix_socket_directories='{}' -p {PORT} -c max_connections=200",
             self.socket_dir.display()
@@ -278,6 +277,95 @@ impl LocalPostgres {
         }
         Ok(())
     }
+}
+
+/// Makes `dir` the socket's directory: ours (or the Postgres account's) and 0700, so nobody
+/// else can reach the server, whose `trust` authentication would admit them.
+///
+/// The directory may be in the shared temp directory, where anyone can plant a symlink at its
+/// name first: nothing here follows one. An existing directory must really be a directory and
+/// belong to us or to `run_as`; it is then tightened through a handle opened without following
+/// symlinks, so the directory checked is the one changed.
+fn private_socket_dir(dir: &Path, run_as: Option<&Account>) -> anyhow::Result<()> {
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(error) if error.kind() == ErrorKind::AlreadyExists => {}
+        Err(error) => {
+            return Err(error).with_context(|| format!("Failed to create {}", dir.display()));
+        }
+    }
+    let found = std::fs::symlink_metadata(dir)
+        .with_context(|| format!("Failed to look at {}", dir.display()))?;
+    ensure!(
+        found.file_type().is_dir(),
+        "{} is not a directory (a symlink, or a file): refusing to use it for the local \
+         Postgres's socket; remove it",
+        dir.display()
+    );
+    let us = effective_uid()?;
+    ensure!(
+        found.uid() == us || run_as.is_some_and(|account| found.uid() == account.uid),
+        "{} belongs to uid {}, not to this process (uid {us}){}: refusing to use it for the \
+         local Postgres's socket; remove it",
+        dir.display(),
+        found.uid(),
+        run_as.map_or(String::new(), |a| format!(" or {} (uid {})", a.name, a.uid)),
+    );
+
+    let handle = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+        .with_context(|| format!("Failed to open {}", dir.display()))?;
+    let opened = handle.metadata()?;
+    ensure!(
+        (opened.dev(), opened.ino()) == (found.dev(), found.ino()),
+        "{} was replaced while it was being checked: refusing to use it",
+        dir.display()
+    );
+    handle
+        .set_permissions(Permissions::from_mode(0o700))
+        .with_context(|| format!("Failed to set permissions on {}", dir.display()))?;
+    if let Some(account) = run_as {
+        fchown(&handle, Some(account.uid), Some(account.gid))
+            .with_context(|| format!("Failed to give {} to {}", dir.display(), account.name))?;
+    }
+    Ok(())
+}
+
+/// Opens (creating it if need be) Postgres's log, readable by its owner alone: it can hold
+/// statements and the data in them. A symlink at its name is refused rather than followed.
+fn private_log_file(path: &Path, run_as: Option<&Account>) -> anyhow::Result<()> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|error| {
+            if error.raw_os_error() == Some(libc::ELOOP) {
+                anyhow::anyhow!(
+                    "{} is a symlink: refusing to write the local Postgres's log through it; \
+                     remove it",
+                    path.display()
+                )
+            } else {
+                anyhow::Error::new(error).context(format!("Failed to open {}", path.display()))
+            }
+        })?;
+    ensure!(
+        file.metadata()?.is_file(),
+        "{} is not a regular file: refusing to use it for the local Postgres's log",
+        path.display()
+    );
+    // An existing log keeps its mode when opened: tighten it.
+    file.set_permissions(Permissions::from_mode(0o600))
+        .with_context(|| format!("Failed to set permissions on {}", path.display()))?;
+    if let Some(account) = run_as {
+        fchown(&file, Some(account.uid), Some(account.gid))
+            .with_context(|| format!("Failed to give {} to {}", path.display(), account.name))?;
+    }
+    Ok(())
 }
 
 /// The socket lives beside the data when the path is short enough, else in the temp directory
@@ -336,14 +424,18 @@ pub fn find_bin_dir(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
 }
 
 fn is_root() -> bool {
-    // The effective uid of this process, read without unsafe code or an extra crate.
+    effective_uid().is_ok_and(|uid| uid == 0)
+}
+
+/// The effective uid of this process, read without unsafe code.
+fn effective_uid() -> anyhow::Result<u32> {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
             let line = status.lines().find(|l| l.starts_with("Uid:"))?;
             line.split_whitespace().nth(2)?.parse::<u32>().ok()
         })
-        == Some(0)
+        .context("Failed to read this process's uid from /proc/self/status")
 }
 
 /// `postgres` if the machine has that account, else `nobody`.
@@ -375,4 +467,129 @@ fn check(what: &str, out: &Output) -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stdout).trim(),
         String::from_utf8_lossy(&out.stderr).trim()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// An account to hand things to: a chown that followed a symlink would show on the target.
+    fn someone_else() -> Account {
+        Account {
+            name: "someone-else".to_owned(),
+            uid: 54321,
+            gid: 54321,
+        }
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+    }
+
+    fn scratch() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    #[test]
+    fn a_symlink_at_the_socket_path_is_refused_and_its_target_is_unchanged() {
+        let dir = scratch();
+        let target = dir.path().join("theirs");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::set_permissions(&target, Permissions::from_mode(0o755)).unwrap();
+        let owner = std::fs::metadata(&target).unwrap().uid();
+        let planted = dir.path().join("run");
+        symlink(&target, &planted).unwrap();
+
+        let error = private_socket_dir(&planted, Some(&someone_else())).unwrap_err();
+
+        assert!(
+            format!("{error:#}").contains("not a directory"),
+            "{error:#}"
+        );
+        assert_eq!(mode_of(&target), 0o755);
+        assert_eq!(std::fs::metadata(&target).unwrap().uid(), owner);
+        assert!(std::fs::symlink_metadata(&planted).unwrap().is_symlink());
+    }
+
+    #[test]
+    fn a_fresh_socket_dir_is_0700() {
+        let dir = scratch();
+        let run = dir.path().join("run");
+        private_socket_dir(&run, None).unwrap();
+        assert!(std::fs::symlink_metadata(&run).unwrap().is_dir());
+        assert_eq!(mode_of(&run), 0o700);
+    }
+
+    #[test]
+    fn an_existing_socket_dir_of_ours_is_made_0700() {
+        let dir = scratch();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::set_permissions(&run, Permissions::from_mode(0o755)).unwrap();
+        private_socket_dir(&run, None).unwrap();
+        assert_eq!(mode_of(&run), 0o700);
+    }
+
+    #[test]
+    fn a_socket_dir_belonging_to_someone_else_is_refused() {
+        if !is_root() {
+            return; // Only root can give a directory away to set this up.
+        }
+        let dir = scratch();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::set_permissions(&run, Permissions::from_mode(0o777)).unwrap();
+        chown(&run, Some(54321), Some(54321)).unwrap();
+
+        let error = private_socket_dir(&run, None).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("belongs to uid 54321"),
+            "{error:#}"
+        );
+        assert_eq!(mode_of(&run), 0o777, "left as it was");
+        // Unless it is the account Postgres runs as.
+        private_socket_dir(&run, Some(&someone_else())).unwrap();
+        assert_eq!(mode_of(&run), 0o700);
+    }
+
+    #[test]
+    fn the_postgres_log_is_created_0600() {
+        let dir = scratch();
+        let log = dir.path().join("postgres.log");
+        private_log_file(&log, None).unwrap();
+        assert!(log.is_file());
+        assert_eq!(mode_of(&log), 0o600);
+    }
+
+    #[test]
+    fn an_existing_world_readable_log_becomes_0600_and_keeps_its_lines() {
+        let dir = scratch();
+        let log = dir.path().join("postgres.log");
+        std::fs::write(&log, "an earlier run\n").unwrap();
+        std::fs::set_permissions(&log, Permissions::from_mode(0o644)).unwrap();
+
+        private_log_file(&log, None).unwrap();
+
+        assert_eq!(mode_of(&log), 0o600);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "an earlier run\n");
+    }
+
+    #[test]
+    fn a_symlinked_log_is_refused_and_its_target_is_unchanged() {
+        let dir = scratch();
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "not ours\n").unwrap();
+        std::fs::set_permissions(&target, Permissions::from_mode(0o644)).unwrap();
+        let owner = std::fs::metadata(&target).unwrap().uid();
+        let log = dir.path().join("postgres.log");
+        symlink(&target, &log).unwrap();
+
+        let error = private_log_file(&log, Some(&someone_else())).unwrap_err();
+
+        assert!(format!("{error:#}").contains("symlink"), "{error:#}");
+        assert_eq!(mode_of(&target), 0o644);
+        assert_eq!(std::fs::metadata(&target).unwrap().uid(), owner);
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "not ours\n");
+    }
 }

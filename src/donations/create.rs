@@ -4,8 +4,7 @@
 //! is derived from the donation's id, so a retry after a crash or a timeout finishes the same
 //! donation with the same PaymentIntent and can never make a second one.
 
-use axum::Json;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
@@ -52,7 +51,31 @@ pub async fn create_donation(
     key: Option<IdempotencyKey>,
     body: &Value,
 ) -> ApiResult<Response> {
-    let campaign = campaigns::find(&state.db, slug)
+    let new_id = Uuid::now_v7();
+    let mut tx = state.db.begin().await?;
+    // The key first: a replay is the first answer even if the campaign has closed since, and a
+    // key used for another request is refused whatever the request now says. A fresh key is
+    // held (its row inserted) for the rest of this transaction, and let go if the request is
+    // refused below.
+    let resume = match &key {
+        None => None,
+        Some(key) => {
+            let route = format!("POST /v1/campaigns/{slug}/donations");
+            let fingerprint = idempotency::fingerprint(&route, body);
+            let lease = state.idempotency_lease;
+            match idempotency::claim(&mut tx, key, &fingerprint, lease, new_id).await? {
+                Claim::Fresh => None,
+                Claim::Resume { donation_id } => Some(donation_id),
+                Claim::Replay(first) => {
+                    tx.commit().await?;
+                    return Ok(answer(first.status, first.donation_id, first.body, true));
+                }
+            }
+        }
+    };
+
+    // On the transaction's connection: a request holding a key never waits for a second one.
+    let campaign = campaigns::find(&mut *tx, slug)
         .await?
         .ok_or_else(|| Problem::not_found(format!("There is no campaign {slug:?}.")))?;
     if !campaign.active {
@@ -75,41 +98,25 @@ pub async fn create_donation(
         .with_errors(vec![error]),
     })?;
 
-    let cover_fees_amount = if request.cover_fees {
-        state.fees.cover_for(request.amount)
-    } else {
-        0
-    };
-    let fresh = Pending {
-        id: Uuid::now_v7(),
-        campaign: campaign.slug.clone(),
-        amount: request.amount,
-        cover_fees_amount,
-        total_amount: request.amount + cover_fees_amount,
-        currency: request.currency.clone(),
-    };
-
-    let mut tx = state.db.begin().await?;
-    let donation = match &key {
+    let donation = match resume {
+        Some(donation_id) => load_pending(&mut tx, donation_id).await?,
+        // A fresh key already names `new_id`; the reference is checked at commit.
         None => {
+            let cover_fees_amount = if request.cover_fees {
+                state.fees.cover_for(request.amount)
+            } else {
+                0
+            };
+            let fresh = Pending {
+                id: new_id,
+                campaign: campaign.slug.clone(),
+                amount: request.amount,
+                cover_fees_amount,
+                total_amount: request.amount + cover_fees_amount,
+                currency: request.currency.clone(),
+            };
             insert(&mut tx, &fresh, &request).await?;
             fresh
-        }
-        Some(key) => {
-            let route = format!("POST /v1/campaigns/{slug}/donations");
-            let fingerprint = idempotency::fingerprint(&route, &request);
-            let lease = state.idempotency_lease;
-            match idempotency::claim(&mut tx, key, &fingerprint, lease, fresh.id).await? {
-                Claim::Fresh => {
-                    insert(&mut tx, &fresh, &request).await?;
-                    fresh
-                }
-                Claim::Resume { donation_id } => load_pending(&mut tx, donation_id).await?,
-                Claim::Replay { status, body } => {
-                    tx.commit().await?;
-                    return Ok(replay(status, body));
-                }
-            }
         }
     };
     tx.commit().await?;
@@ -137,7 +144,8 @@ pub async fn create_donation(
         }
     };
 
-    let body = serde_json::to_value(Created {
+    // Serialised once: these bytes are sent now and stored for replays.
+    let body = serde_json::to_string(&Created {
         id: donation.id,
         status: DonationStatus::Pending,
         campaign: &donation.campaign,
@@ -172,31 +180,32 @@ pub async fn create_donation(
     tx.commit().await?;
     tracing::info!(payment_intent_id = %intent.id, total_amount = donation.total_amount, "donation created");
 
-    Ok(created(donation.id, body))
+    Ok(answer(StatusCode::CREATED, Some(donation.id), body, false))
 }
 
-fn created(id: Uuid, body: Value) -> Response {
-    let mut response = (StatusCode::CREATED, Json(body)).into_response();
-    if let Ok(location) = format!("/v1/donations/{id}").parse() {
+/// A JSON answer of exactly `body`'s bytes; a 201 names its donation in `Location`. A replay is
+/// marked the way Stripe marks its own.
+fn answer(status: StatusCode, donation_id: Option<Uuid>, body: String, replayed: bool) -> Response {
+    let mut response = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    if status == StatusCode::CREATED
+        && let Some(location) =
+            donation_id.and_then(|id| HeaderValue::try_from(format!("/v1/donations/{id}")).ok())
+    {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    response
-}
-
-/// The first answer again, marked as a replay the way Stripe marks its own.
-fn replay(status: StatusCode, body: Value) -> Response {
-    let id = body
-        .get("id")
-        .and_then(Value::as_str)
-        .and_then(|id| Uuid::parse_str(id).ok());
-    let mut response = match (status, id) {
-        (StatusCode::CREATED, Some(id)) => created(id, body),
-        _ => (status, Json(body)).into_response(),
-    };
-    response.headers_mut().insert(
-        "idempotent-replayed",
-        axum::http::HeaderValue::from_static("true"),
-    );
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
     response
 }
 

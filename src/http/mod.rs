@@ -20,7 +20,7 @@ use problem::Problem;
 /// The largest body the public API accepts; a donation is a few hundred bytes.
 pub const API_BODY_LIMIT: usize = 16 * 1024;
 /// No request may take longer than this; Stripe calls have their own, shorter timeout.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn router(state: AppState, allowed_origins: Vec<axum::http::HeaderValue>) -> Router {
     let simulated = state.simulator.is_some();

@@ -18,8 +18,8 @@ use stripe_core::payment_intent::{
 use uuid::Uuid;
 
 /// Attempts at one Stripe call that failed in a way worth repeating (network, 429, 5xx).
-const ATTEMPTS: u32 = 3;
-const BACKOFF: Duration = Duration::from_millis(200);
+pub const ATTEMPTS: u32 = 3;
+pub const BACKOFF: Duration = Duration::from_millis(200);
 
 /// Our handle on Stripe.
 #[derive(Clone, Debug)]

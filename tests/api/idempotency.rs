@@ -49,6 +49,132 @@ async fn the_same_key_and_body_replay_the_first_answer() {
 }
 
 #[tokio::test]
+async fn a_replay_is_the_first_answer_byte_for_byte() {
+    let app = spawn_app().await;
+    stripe_creates_payment_intents(&app).await;
+
+    let first = app
+        .post_donation("kashmir", &donation_body(), Some("bytes"))
+        .await;
+    assert_eq!(first.status(), 201);
+    let first_location = first.headers()["location"].clone();
+    let first = first.bytes().await.unwrap();
+
+    let again = app
+        .post_donation("kashmir", &donation_body(), Some("bytes"))
+        .await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["content-type"], "application/json");
+    assert_eq!(again.headers()["location"], first_location);
+    let again = again.bytes().await.unwrap();
+
+    assert_eq!(
+        String::from_utf8_lossy(&again),
+        String::from_utf8_lossy(&first)
+    );
+}
+
+#[tokio::test]
+async fn the_same_body_with_its_keys_in_another_order_is_the_same_request() {
+    let app = spawn_app().await;
+    stripe_creates_payment_intents(&app).await;
+    let send = |body: &'static str| {
+        app.http
+            .post(format!("{}/v1/campaigns/kashmir/donations", app.address))
+            .header("Content-Type", "application/json")
+            .header("Idempotency-Key", "order")
+            .body(body)
+            .send()
+    };
+
+    let first = send(
+        r#"{"amount": 2500, "frequency": "one_off",
+            "donor": {"email": "amina@example.org", "first_name": "Amina", "last_name": "Khan"}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status(), 201);
+    let again = send(
+        r#"{"donor": {"last_name": "Khan", "first_name": "Amina", "email": "amina@example.org"},
+            "frequency": "one_off", "amount": 2500}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(app.donation_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_replay_after_the_campaign_closes_is_the_same_201_and_bytes() {
+    let app = spawn_app().await;
+    stripe_creates_payment_intents(&app).await;
+    let first = app
+        .post_donation("kashmir", &donation_body(), Some("before-closing"))
+        .await;
+    assert_eq!(first.status(), 201);
+    let first_location = first.headers()["location"].clone();
+    let first = first.bytes().await.unwrap();
+
+    close_the_kashmir_campaign(&app).await;
+
+    let again = app
+        .post_donation("kashmir", &donation_body(), Some("before-closing"))
+        .await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["location"], first_location);
+    assert_eq!(again.bytes().await.unwrap(), first);
+    // A new request is refused as before.
+    let new = app
+        .post_donation("kashmir", &donation_body(), Some("after-closing"))
+        .await;
+    assert_problem(new, 409, "campaign-inactive").await;
+    assert_eq!(app.donation_count().await, 1);
+    assert_eq!(app.stripe_requests("/v1/payment_intents").await.len(), 1);
+}
+
+#[tokio::test]
+async fn after_the_campaign_closes_the_key_with_another_body_is_still_a_422() {
+    let app = spawn_app().await;
+    stripe_creates_payment_intents(&app).await;
+    let first = app
+        .post_donation("kashmir", &donation_body(), Some("closing"))
+        .await;
+    assert_eq!(first.status(), 201);
+
+    close_the_kashmir_campaign(&app).await;
+
+    let mut other = donation_body();
+    other["amount"] = json!(5000);
+    let response = app.post_donation("kashmir", &other, Some("closing")).await;
+    assert_problem(response, 422, "idempotency-key-reused").await;
+    assert_eq!(app.donation_count().await, 1);
+}
+
+#[tokio::test]
+async fn an_unknown_campaign_with_an_unknown_key_is_a_404_and_keeps_no_key() {
+    let app = spawn_app().await;
+    let response = app
+        .post_donation("no-such-campaign", &donation_body(), Some("lost"))
+        .await;
+    assert_problem(response, 404, "not-found").await;
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(keys, 0, "a refused request leaves its key free");
+}
+
+async fn close_the_kashmir_campaign(app: &TestApp) {
+    sqlx::query("UPDATE campaigns SET active = false WHERE slug = 'kashmir'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn the_same_key_with_another_body_is_a_422_and_changes_nothing() {
     let app = spawn_app().await;
     stripe_creates_payment_intents(&app).await;
@@ -80,7 +206,7 @@ async fn the_same_key_with_another_body_is_a_422_and_changes_nothing() {
 async fn a_key_whose_first_request_is_still_running_is_a_409() {
     // Stripe answers slowly, well within our timeout: the first request is plainly in flight
     // for as long as the test needs, however slow the machine.
-    let app = spawn_app_with(|s| s.stripe_timeout_secs = 20).await;
+    let app = spawn_app_with(|s| s.stripe_timeout_secs = 15).await;
     Mock::given(method("POST"))
         .and(path("/v1/payment_intents"))
         .respond_with(SlowIntents(Duration::from_secs(6)))

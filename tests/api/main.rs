@@ -10,6 +10,7 @@ mod helpers;
 mod idempotency;
 mod operators;
 mod out_of_the_box;
+mod payments_mode;
 mod poison;
 mod simulator;
 mod storms;
