@@ -69,8 +69,10 @@ impl Cli {
         crate::telemetry::init(settings.log_format);
         match self.command.unwrap_or(Command::Serve) {
             Command::Serve => {
+                // Before the listener is bound, so no signal finds the process unprepared.
+                let shutdown = shutdown_signal();
                 let app = Application::build(settings).await?;
-                app.run_until_stopped(shutdown_signal()).await
+                app.run_until_stopped(shutdown).await
             }
             Command::Migrate => {
                 let database = Database::open(&settings).await?;

@@ -193,6 +193,9 @@ impl Settings {
             );
         }
         self.payments_mode()?;
+        // Checked here too for simulated payments (which sign with the first secret, if one is
+        // set), so a bad secret stops start-up before anything is started.
+        self.webhook_secrets()?;
         if self.app_env == AppEnv::Production {
             ensure!(
                 self.database_url().is_some(),
@@ -425,6 +428,11 @@ mod tests {
         assert!(error_of(r#"app_env = "staging""#).starts_with("APP_ENV:"));
         assert!(error_of("fee_percent_bps = 10000").starts_with("FEE_PERCENT_BPS:"));
         assert!(error_of("fee_fixed_amount = -1").starts_with("FEE_FIXED_AMOUNT:"));
+        assert!(
+            error_of(r#"stripe_webhook_secret = "not-whsec""#)
+                .starts_with("STRIPE_WEBHOOK_SECRET:"),
+            "checked even when payments are simulated"
+        );
         assert!(error_of("stripe_timeout_secs = 0").starts_with("STRIPE_TIMEOUT_SECS:"));
         assert!(error_of("webhook_tolerance_secs = 0").starts_with("WEBHOOK_TOLERANCE_SECS:"));
         assert!(error_of("campaign_cache_ms = 60001").starts_with("CAMPAIGN_CACHE_MS:"));

@@ -565,3 +565,38 @@ async fn an_event_stored_before_the_process_is_killed_is_applied_after_the_resta
     .unwrap();
     pg.stop().unwrap();
 }
+
+#[test]
+fn a_sigterm_while_starting_up_is_a_clean_shutdown_not_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = quickdonate(dir.path()).spawn().expect("the binary starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The first line is logged while the service is still starting its Postgres, long before
+    // it listens: a SIGTERM now must be handled, not kill the process.
+    let first = lines.next().expect("a first log line").unwrap();
+    assert!(!first.contains("listening on"), "{first}");
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    for _ in 0..600 {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "the service exited with {status}");
+            assert!(
+                !dir.path()
+                    .join(".quickdonate/pgdata/postmaster.pid")
+                    .exists(),
+                "its Postgres stopped with it"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().ok();
+    panic!("the service did not stop on SIGTERM");
+}
