@@ -81,7 +81,7 @@ pub struct Outcomes {
     pub released: Vec<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Failure {
     pub id: String,
     pub error: String,
@@ -91,6 +91,14 @@ pub struct Failure {
 }
 
 impl Outcomes {
+    /// Adds a copy of `other`'s outcomes to these.
+    pub fn absorb(&mut self, other: &Outcomes) {
+        self.applied.extend(other.applied.iter().cloned());
+        self.ignored.extend(other.ignored.iter().cloned());
+        self.failed.extend(other.failed.iter().cloned());
+        self.released.extend(other.released.iter().cloned());
+    }
+
     pub fn is_empty(&self) -> bool {
         self.applied.is_empty()
             && self.ignored.is_empty()

@@ -234,10 +234,13 @@ impl Worker {
         let payments: Vec<(&Payment, Option<&Fetched>)> =
             work.iter().map(|(p, f, _)| (*p, *f)).collect();
         let applied = apply::apply(&mut tx, &payments).await?;
-        for (_, _, outcomes) in work {
-            queue::record(&mut tx, token, outcomes, self.max_attempts).await?;
+        // Every outcome of the batch in a few statements, not a few per payment.
+        let mut outcomes = Outcomes::default();
+        for (_, _, theirs) in work {
+            outcomes.absorb(theirs);
         }
-        queue::record(&mut tx, token, general, self.max_attempts).await?;
+        outcomes.absorb(general);
+        queue::record(&mut tx, token, &outcomes, self.max_attempts).await?;
         let requeued = queue::requeue_not_ours(&mut tx, &applied.linked).await?;
         if requeued > 0 {
             tracing::info!(
