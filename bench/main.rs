@@ -136,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
         "3/6 webhook ingest, {} connections, {} s",
         options.connections, options.seconds
     );
-    let donations = seed_donations(&db, 400_000).await?;
+    let donations = seed_donations(&db, 400_000, "pi_bench_").await?;
     let donations = Arc::new(donations);
     let started = Instant::now();
     let ingest = send_events(&options, &http, &base, &donations, &template, 0).await;
@@ -324,18 +324,7 @@ async fn storm(
     db: &PgPool,
     reads: &StripeReads,
 ) -> anyhow::Result<StormResult> {
-    let payments: Vec<(String, String)> = sqlx::query_as(
-        r#"INSERT INTO donations (id, campaign, frequency, amount, cover_fees_amount, total_amount,
-                                  currency, donor_email, donor_first_name, donor_last_name,
-                                  payment_intent_id)
-           SELECT gen_random_uuid(), 'kashmir', 'one_off', 2500, 0, 2500, 'gbp',
-                  'donor@example.org', 'Storm', 'Donor', 'pi_storm_' || g
-           FROM generate_series(1, $1) AS g
-           RETURNING id::text, payment_intent_id"#,
-    )
-    .bind(i64::try_from(options.storm_payments)?)
-    .fetch_all(db)
-    .await?;
+    let payments = seed_donations(db, i64::try_from(options.storm_payments)?, "pi_storm_").await?;
     let t0 = time::OffsetDateTime::now_utc().unix_timestamp() - 600;
     let mut n = 0;
     let mut events: Vec<String> = payments
@@ -588,18 +577,24 @@ fn event_for(template: &str, i: u64, donation: &str, intent: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// Existing pending donations for the ingest phase, written straight into the database.
-async fn seed_donations(db: &PgPool, n: i64) -> anyhow::Result<Vec<(String, String)>> {
+/// `n` pending £25 donations, written straight into the database, their PaymentIntents named
+/// `{prefix}1` to `{prefix}{n}`; returns (donation id, PaymentIntent id) of each.
+async fn seed_donations(
+    db: &PgPool,
+    n: i64,
+    prefix: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
     let rows: Vec<(String, String)> = sqlx::query_as(
         r#"INSERT INTO donations (id, campaign, frequency, amount, cover_fees_amount, total_amount,
                                   currency, donor_email, donor_first_name, donor_last_name,
                                   payment_intent_id)
            SELECT gen_random_uuid(), 'kashmir', 'one_off', 2500, 0, 2500, 'gbp',
-                  'donor@example.org', 'Bench', 'Donor', 'pi_bench_' || g
+                  'donor@example.org', 'Bench', 'Donor', $2 || g
            FROM generate_series(1, $1) AS g
            RETURNING id::text, payment_intent_id"#,
     )
     .bind(n)
+    .bind(prefix)
     .fetch_all(db)
     .await?;
     Ok(rows)

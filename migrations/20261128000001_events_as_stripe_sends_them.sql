@@ -27,10 +27,13 @@ ALTER TABLE stripe_events DROP CONSTRAINT stripe_events_state_check;
 ALTER TABLE stripe_events ADD CONSTRAINT stripe_events_state_check
     CHECK (state IN ('pending', 'applied', 'ignored', 'failed'));
 
--- Which keys a worker holds, and the events set aside as not ours that a newly linked payment
--- makes ours after all.
-CREATE INDEX stripe_events_object_key_idx ON stripe_events (object_key)
-    WHERE state IN ('pending', 'ignored');
+-- Which payments are held by a worker: only claimed events are in it (an outcome ends the
+-- claim), so it stays as small as the batches in hand, and a claim costs what its batch
+-- does, whatever the backlog.
+CREATE INDEX stripe_events_claimed_idx ON stripe_events (object_key)
+    WHERE claimed_until IS NOT NULL;
+-- The events set aside as not ours, which a newly linked payment makes ours after all.
+CREATE INDEX stripe_events_ignored_idx ON stripe_events (object_key) WHERE state = 'ignored';
 
 ALTER TABLE donations
     -- The currency of amount_received, as Stripe reports it.

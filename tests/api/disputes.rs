@@ -133,9 +133,7 @@ async fn an_inquiry_that_escalates_shows_evidence_due_at_once_and_ends_lost() {
 #[tokio::test]
 async fn every_order_of_an_escalating_dispute_ends_the_same() {
     let app = disputes_app().await;
-    let mut orders = Vec::new();
-    permutations(&mut vec![0, 1, 2, 3, 4], 0, &mut orders);
-    for order in &orders {
+    for order in &crate::helpers::orders(5) {
         // A disputed donation of its own for each order.
         let d = Disputed::new(&app).await;
         let events = [
@@ -247,16 +245,4 @@ async fn a_prevented_dispute_and_one_of_a_status_we_do_not_know_read_as_what_the
         .await;
     assert_eq!(d.status().await.as_deref(), Some("lost"));
     d.app.assert_totals_match_rows().await;
-}
-
-fn permutations(items: &mut Vec<usize>, k: usize, out: &mut Vec<Vec<usize>>) {
-    if k == items.len() {
-        out.push(items.clone());
-        return;
-    }
-    for i in k..items.len() {
-        items.swap(k, i);
-        permutations(items, k + 1, out);
-        items.swap(k, i);
-    }
 }

@@ -207,8 +207,7 @@ async fn the_worker_applies_a_new_event_promptly_on_its_own() {
 #[tokio::test]
 async fn every_order_of_a_donations_events_ends_in_the_same_row_with_one_stripe_call() {
     let (app, stripe) = manual_app().await;
-    let mut orders = Vec::new();
-    permutations(&mut vec![0, 1, 2, 3, 4], 0, &mut orders);
+    let orders = crate::helpers::orders(5);
     assert_eq!(orders.len(), 120);
 
     for (n, order) in orders.iter().enumerate() {
@@ -252,18 +251,6 @@ async fn every_order_of_a_donations_events_ends_in_the_same_row_with_one_stripe_
         (Some(0), Some(0))
     );
     app.assert_totals_match_rows().await;
-}
-
-fn permutations(items: &mut Vec<usize>, k: usize, out: &mut Vec<Vec<usize>>) {
-    if k == items.len() {
-        out.push(items.clone());
-        return;
-    }
-    for i in k..items.len() {
-        items.swap(k, i);
-        permutations(items, k + 1, out);
-        items.swap(k, i);
-    }
 }
 
 #[tokio::test]
@@ -729,44 +716,9 @@ async fn many_concurrent_deliveries_of_many_events_leave_totals_exact() {
             }
         }
     }
-    // Shuffle deterministically, then deliver from 16 tasks at once.
-    let mut seed = 42u64;
-    for i in (1..deliveries.len()).rev() {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        deliveries.swap(i, (seed >> 33) as usize % (i + 1));
-    }
-    let deliveries = std::sync::Arc::new(std::sync::Mutex::new(deliveries));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..16 {
-        let deliveries = deliveries.clone();
-        let (http, address) = (app.http.clone(), app.address.clone());
-        tasks.spawn(async move {
-            loop {
-                let next = deliveries.lock().unwrap().pop();
-                let Some(event) = next else { break };
-                let body = serde_json::to_vec(&event).unwrap();
-                let header = quickdonate::webhooks::signature::sign(
-                    &secrecy::SecretString::from(crate::helpers::WEBHOOK_SECRET),
-                    &body,
-                    now(),
-                );
-                let status = http
-                    .post(format!("{address}/v1/webhooks/stripe"))
-                    .header("stripe-signature", header)
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status();
-                assert_eq!(status, 200);
-            }
-        });
-    }
-    while let Some(task) = tasks.join_next().await {
-        task.unwrap();
-    }
+    // Shuffled deterministically, then delivered from 16 connections at once.
+    crate::helpers::shuffle(&mut deliveries, 42);
+    app.deliver_concurrently(deliveries, 16).await;
     app.wait_until_applied().await;
 
     for story in &stories {

@@ -260,9 +260,10 @@ impl TestApp {
         while self.worker.apply_due().await.expect("the worker applies") > 0 {}
     }
 
-    /// Waits until no event is left pending; fails with the events' errors if one stays.
+    /// Waits until no event is left pending (for as long as a slow machine may need); fails
+    /// with the events' errors if one stays.
     pub async fn wait_until_applied(&self) {
-        for _ in 0..500 {
+        for _ in 0..3000 {
             let pending: i64 =
                 sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE state = 'pending'")
                     .fetch_one(&self.db)
@@ -280,6 +281,40 @@ impl TestApp {
         .await
         .unwrap();
         panic!("events never applied: {stuck:?}");
+    }
+
+    /// Delivers `events`, signed, from `tasks` connections at once; each must be answered 200.
+    pub async fn deliver_concurrently(&self, events: Vec<Value>, tasks: usize) {
+        let events = std::sync::Arc::new(Mutex::new(events));
+        let mut running = tokio::task::JoinSet::new();
+        for _ in 0..tasks {
+            let events = events.clone();
+            let (http, address) = (self.http.clone(), self.address.clone());
+            running.spawn(async move {
+                loop {
+                    let next = events.lock().unwrap().pop();
+                    let Some(event) = next else { break };
+                    let body = serde_json::to_vec(&event).unwrap();
+                    let header = quickdonate::webhooks::signature::sign(
+                        &SecretString::from(WEBHOOK_SECRET),
+                        &body,
+                        time::OffsetDateTime::now_utc().unix_timestamp(),
+                    );
+                    let status = http
+                        .post(format!("{address}/v1/webhooks/stripe"))
+                        .header("stripe-signature", header)
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status();
+                    assert_eq!(status, 200);
+                }
+            });
+        }
+        while let Some(task) = running.join_next().await {
+            task.unwrap();
+        }
     }
 
     /// Creates a donation through the API; returns its id and PaymentIntent id.
@@ -370,6 +405,34 @@ pub struct DonationFacts {
     pub counted_amount: i64,
     pub charge_id: Option<String>,
     pub flag: Option<String>,
+}
+
+/// Shuffles `items` deterministically, so a failing order can be run again.
+pub fn shuffle<T>(items: &mut [T], mut seed: u64) {
+    for i in (1..items.len()).rev() {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        items.swap(i, (seed >> 33) as usize % (i + 1));
+    }
+}
+
+/// Every order of `0..n`.
+pub fn orders(n: usize) -> Vec<Vec<usize>> {
+    fn permute(items: &mut Vec<usize>, k: usize, out: &mut Vec<Vec<usize>>) {
+        if k == items.len() {
+            out.push(items.clone());
+            return;
+        }
+        for i in k..items.len() {
+            items.swap(k, i);
+            permute(items, k + 1, out);
+            items.swap(k, i);
+        }
+    }
+    let mut out = Vec::new();
+    permute(&mut (0..n).collect(), 0, &mut out);
+    out
 }
 
 /// A Stripe event around `object`, built from the fixture.

@@ -136,66 +136,6 @@ async fn reads_by_path(app: &TestApp) -> HashMap<String, usize> {
     reads
 }
 
-/// Shuffles deterministically, so a failure can be run again.
-fn shuffle<T>(items: &mut [T], mut seed: u64) {
-    for i in (1..items.len()).rev() {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        items.swap(i, (seed >> 33) as usize % (i + 1));
-    }
-}
-
-/// Delivers `events` from `tasks` connections at once, each answered 200.
-async fn deliver_all(app: &TestApp, events: Vec<Value>, tasks: usize) {
-    let events = std::sync::Arc::new(std::sync::Mutex::new(events));
-    let mut running = tokio::task::JoinSet::new();
-    for _ in 0..tasks {
-        let events = events.clone();
-        let (http, address) = (app.http.clone(), app.address.clone());
-        running.spawn(async move {
-            loop {
-                let next = events.lock().unwrap().pop();
-                let Some(event) = next else { break };
-                let body = serde_json::to_vec(&event).unwrap();
-                let header = quickdonate::webhooks::signature::sign(
-                    &secrecy::SecretString::from(crate::helpers::WEBHOOK_SECRET),
-                    &body,
-                    now(),
-                );
-                let status = http
-                    .post(format!("{address}/v1/webhooks/stripe"))
-                    .header("stripe-signature", header)
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status();
-                assert_eq!(status, 200);
-            }
-        });
-    }
-    while let Some(task) = running.join_next().await {
-        task.unwrap();
-    }
-}
-
-/// Waits, for as long as a slow machine may need, until no event is pending.
-async fn wait_until_settled(app: &TestApp) {
-    for _ in 0..1200 {
-        let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE state = 'pending'")
-                .fetch_one(&app.db)
-                .await
-                .unwrap();
-        if pending == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the storm never drained");
-}
-
 #[tokio::test]
 async fn a_storm_of_distinct_events_in_any_order_drains_exactly_with_one_stripe_call_per_payment() {
     let app = spawn_app().await;
@@ -211,9 +151,9 @@ async fn a_storm_of_distinct_events_in_any_order_drains_exactly_with_one_stripe_
         storm.extend(paid.storm(t0));
         payments.push(paid);
     }
-    shuffle(&mut storm, 7);
-    deliver_all(&app, storm, 16).await;
-    wait_until_settled(&app).await;
+    crate::helpers::shuffle(&mut storm, 7);
+    app.deliver_concurrently(storm, 16).await;
+    app.wait_until_applied().await;
 
     for paid in &payments {
         let row = app.donation_facts(paid.donation).await;
