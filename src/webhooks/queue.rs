@@ -36,9 +36,15 @@ pub struct Claim {
 pub async fn claim(db: &PgPool, batch: i64, lease: Duration) -> sqlx::Result<Claim> {
     let token = Uuid::new_v4();
     let mut tx = db.begin().await?;
-    sqlx::query!("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
-        .execute(&mut *tx)
-        .await?;
+    // The best plan for the claim depends on the backlog, which can grow from nothing to tens
+    // of thousands of events within a minute, before statistics catch up: plan it afresh each
+    // time rather than reuse a plan made when the table was empty (seen to take seconds).
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock($1), set_config('plan_cache_mode', 'force_custom_plan', true)",
+        CLAIM_LOCK
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     // A claimed event is due again only when its claim runs out (next_attempt_at is the end
     // of the claim), so other workers' scans never wade through it. The due index gives the
     // oldest due events in order and the claimed index says, per event, whether its payment is
