@@ -153,8 +153,24 @@ async fn every_order_of_an_escalating_dispute_ends_the_same() {
                 50,
             ),
         ];
+        // Each event's status outranks the one before it, so at every step the donation shows
+        // the furthest status delivered so far, whatever came late.
+        let words = [
+            "inquiry",
+            "inquiry_closed",
+            "needs_response",
+            "under_review",
+            "won",
+        ];
+        let mut furthest = 0;
         for &i in order {
             d.apply(&[&events[i]]).await;
+            furthest = furthest.max(i);
+            assert_eq!(
+                d.status().await.as_deref(),
+                Some(words[furthest]),
+                "order {order:?}, after event {i}"
+            );
         }
         let row = d.app.donation_facts(d.donation).await;
         assert_eq!(
