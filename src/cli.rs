@@ -66,8 +66,13 @@ enum EventsCommand {
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         let settings = Settings::load()?;
-        crate::telemetry::init(settings.log_format);
-        match self.command.unwrap_or(Command::Serve) {
+        let command = self.command.unwrap_or(Command::Serve);
+        let output = match command {
+            Command::Events { .. } => crate::telemetry::Output::Stderr,
+            Command::Serve | Command::Migrate => crate::telemetry::Output::Stdout,
+        };
+        crate::telemetry::init(settings.log_format, output);
+        match command {
             Command::Serve => {
                 // Before the listener is bound, so no signal finds the process unprepared.
                 let shutdown = shutdown_signal();

@@ -121,7 +121,10 @@ pub async fn spawn_app_on(db_name: String, customize: impl FnOnce(&mut Settings)
 /// Starts the app on the database at `url`, which the test looks after itself.
 pub async fn spawn_app_at(url: String, customize: impl FnOnce(&mut Settings)) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
-        quickdonate::telemetry::init(quickdonate::config::LogFormat::Text);
+        quickdonate::telemetry::init(
+            quickdonate::config::LogFormat::Text,
+            quickdonate::telemetry::Output::Stdout,
+        );
     }
     let stripe = MockServer::start().await;
 

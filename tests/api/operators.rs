@@ -17,7 +17,8 @@ fn quickdonate(app: &TestApp, args: &[&str]) -> String {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("NO_COLOR", "1")
-        .env("RUST_LOG", "warn")
+        // The default level: its log must not mix with the command's answer.
+        .env("RUST_LOG", "info")
         .env("DATABASE_URL", &app.database_url)
         .env(
             "CAMPAIGNS_FILE",
@@ -61,6 +62,10 @@ async fn events_can_be_listed_shown_and_replayed() {
         .unwrap();
 
     let listed = quickdonate(&app, &["events", "list"]);
+    assert!(
+        listed.starts_with("id "),
+        "the answer alone on stdout, the log elsewhere:\n{listed}"
+    );
     assert!(
         listed.contains(&id) && listed.contains("payment_intent.succeeded"),
         "{listed}"
