@@ -83,7 +83,6 @@ impl Facts {
 #[derive(Debug, Clone)]
 pub struct Read {
     pub id: String,
-    pub kind: String,
     pub created: OffsetDateTime,
     pub facts: Facts,
 }
@@ -153,7 +152,6 @@ pub async fn plan(db: &PgPool, events: &[Claimed]) -> sqlx::Result<Plan> {
                     key,
                     Read {
                         id: event.id.clone(),
-                        kind: event.kind.clone(),
                         created: event.created,
                         facts,
                     },

@@ -20,7 +20,6 @@ pub struct Claimed {
     pub kind: String,
     pub created: OffsetDateTime,
     pub payload: String,
-    pub attempts: i32,
     pub object_key: Option<String>,
 }
 
@@ -64,7 +63,7 @@ pub async fn claim(db: &PgPool, batch: i64, lease: Duration) -> sqlx::Result<Cla
            SET claimed_by = $2, claimed_until = now() + make_interval(secs => $3),
                next_attempt_at = now() + make_interval(secs => $3)
            FROM due WHERE s.id = due.id
-           RETURNING s.id, s.type AS kind, s.created, s.payload, s.attempts, s.object_key"#,
+           RETURNING s.id, s.type AS kind, s.created, s.payload, s.object_key"#,
         batch,
         token,
         lease.as_secs_f64()

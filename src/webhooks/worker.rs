@@ -158,7 +158,8 @@ impl Worker {
 
         match self.commit(claim.token, &work, &general).await {
             Ok(()) => Ok(()),
-            Err(error) if is_transient(&error) => Err(error),
+            // The database is away or busy: nothing here is any event's fault.
+            Err(error) if !refused_a_statement(&error) => Err(error),
             Err(error) if work.len() <= 1 && general.is_empty() => {
                 self.fail_payments(claim.token, &work, &error).await
             }
@@ -166,9 +167,10 @@ impl Worker {
                 tracing::warn!(%error, payments = work.len(), "a batch failed to apply; applying its payments one at a time");
                 for one in &work {
                     let single = std::slice::from_ref(one);
-                    if let Err(error) = self.commit(claim.token, single, &Outcomes::default()).await
-                    {
-                        self.fail_payments(claim.token, single, &error).await?;
+                    match self.commit(claim.token, single, &Outcomes::default()).await {
+                        Ok(()) => {}
+                        Err(error) if !refused_a_statement(&error) => return Err(error),
+                        Err(error) => self.fail_payments(claim.token, single, &error).await?,
                     }
                 }
                 self.commit(claim.token, &[], &general).await
@@ -419,6 +421,13 @@ fn outcome_ids(outcomes: &Outcomes) -> impl Iterator<Item = String> + '_ {
         .chain(outcomes.ignored.iter().map(|(id, _)| id.clone()))
         .chain(outcomes.failed.iter().map(|f| f.id.clone()))
         .chain(outcomes.released.iter().cloned())
+}
+
+/// The database refused a statement for what it said (a constraint, a bad value): the payment
+/// applied is at fault, not the database. A deadlock or serialization failure that outlasted
+/// its retries is not that.
+fn refused_a_statement(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(_)) && !is_transient(error)
 }
 
 /// A deadlock, a serialization failure or a lock we could not get: trying again at once is
