@@ -14,7 +14,7 @@ use crate::helpers::donation_body;
 const BINARY: &str = env!("CARGO_BIN_EXE_quickdonate");
 
 /// The binary, run in `dir` with none of the settings a developer might have exported.
-fn quickdonate(dir: &Path) -> Command {
+pub fn quickdonate(dir: &Path) -> Command {
     let mut cmd = Command::new(BINARY);
     cmd.current_dir(dir)
         .env_clear()
@@ -280,22 +280,7 @@ async fn simulated_events_stored_before_a_restart_are_applied_after_it_and_can_b
     })
     .await
     .unwrap();
-    let created: Value = http
-        .post(format!(
-            "{}/v1/campaigns/kashmir/donations",
-            service.address
-        ))
-        .json(&donation_body())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (id, pi) = (
-        created["id"].as_str().unwrap().to_owned(),
-        created["payment_intent_id"].as_str().unwrap().to_owned(),
-    );
+    let (id, pi) = create_donation(&http, &service.address).await;
     succeed(&http, &service.address, &pi).await;
     tokio::task::spawn_blocking(move || stop(service))
         .await
@@ -369,6 +354,23 @@ async fn simulated_events_stored_before_a_restart_are_applied_after_it_and_can_b
 }
 
 /// Pays `pi` through the simulator's control; asserts each event reached our webhook.
+/// A £25 donation through the running service's API; returns its id and PaymentIntent id.
+async fn create_donation(http: &reqwest::Client, address: &str) -> (String, String) {
+    let created: Value = http
+        .post(format!("{address}/v1/campaigns/kashmir/donations"))
+        .json(&donation_body())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        created["id"].as_str().unwrap().to_owned(),
+        created["payment_intent_id"].as_str().unwrap().to_owned(),
+    )
+}
+
 async fn succeed(http: &reqwest::Client, address: &str, pi: &str) {
     let response = http
         .post(format!(
@@ -497,22 +499,7 @@ async fn an_event_stored_before_the_process_is_killed_is_applied_after_the_resta
     })
     .await
     .unwrap();
-    let created: Value = http
-        .post(format!(
-            "{}/v1/campaigns/kashmir/donations",
-            service.address
-        ))
-        .json(&donation_body())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (id, pi) = (
-        created["id"].as_str().unwrap().to_owned(),
-        created["payment_intent_id"].as_str().unwrap().to_owned(),
-    );
+    let (id, pi) = create_donation(&http, &service.address).await;
     let paid: Value = http
         .post(format!(
             "{}/v1/simulator/payment_intents/{pi}/succeed",

@@ -4,27 +4,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_quickdonate");
 
 /// The binary, run in `dir` with none of the settings a developer might have exported, on
 /// every address of the machine.
 fn quickdonate_beyond_loopback(dir: &Path) -> Command {
-    let mut cmd = Command::new(BINARY);
-    cmd.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("NO_COLOR", "1")
-        .env("LISTEN_ADDR", "0.0.0.0:0")
-        .env(
-            "CAMPAIGNS_FILE",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config/campaigns.toml"),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = crate::out_of_the_box::quickdonate(dir);
+    cmd.env("LISTEN_ADDR", "0.0.0.0:0");
     cmd
 }
 
