@@ -357,22 +357,7 @@ async fn storm(
         let (http, url) = (http.clone(), format!("{base}/v1/webhooks/stripe"));
         move |i| {
             let (http, url, events) = (http.clone(), url.clone(), events.clone());
-            async move {
-                let body = events[i as usize].clone().into_bytes();
-                let header = sign(
-                    &SecretString::from(WEBHOOK_SECRET),
-                    &body,
-                    time::OffsetDateTime::now_utc().unix_timestamp(),
-                );
-                let response = http
-                    .post(url)
-                    .header("stripe-signature", header)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await;
-                matches!(response, Ok(r) if r.status() == 200)
-            }
+            async move { deliver(&http, url, events[i as usize].clone().into_bytes()).await }
         }
     })
     .await;
@@ -447,23 +432,27 @@ async fn send_events(
             let Some((donation, intent)) = donations.get(i as usize) else {
                 return false;
             };
-            let body = event_for(&template, i, donation, intent);
-            let header = sign(
-                &SecretString::from(WEBHOOK_SECRET),
-                &body,
-                time::OffsetDateTime::now_utc().unix_timestamp(),
-            );
-            let response = http
-                .post(url)
-                .header("stripe-signature", header)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await;
-            matches!(response, Ok(r) if r.status() == 200)
+            deliver(&http, url, event_for(&template, i, donation, intent)).await
         }
     })
     .await
+}
+
+/// Posts `body` to the webhook endpoint `url`, signed now as Stripe signs; true if stored.
+async fn deliver(http: &reqwest::Client, url: String, body: Vec<u8>) -> bool {
+    let header = sign(
+        &SecretString::from(WEBHOOK_SECRET),
+        &body,
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    );
+    let response = http
+        .post(url)
+        .header("stripe-signature", header)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await;
+    matches!(response, Ok(r) if r.status() == 200)
 }
 
 /// What one phase of load measured.

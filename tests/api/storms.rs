@@ -125,6 +125,16 @@ impl Paid {
     }
 }
 
+/// An app whose events are applied only when the test says so, with a fake Stripe that
+/// creates PaymentIntents and serves the objects the test puts in `StripeObjects`.
+async fn manual_app() -> (TestApp, StripeObjects) {
+    let app = spawn_app_with(|s| s.apply_events = false).await;
+    stripe_creates_payment_intents(&app).await;
+    let stripe = StripeObjects::default();
+    stripe.serve(&app).await;
+    (app, stripe)
+}
+
 /// Stripe GETs so far, by path.
 async fn reads_by_path(app: &TestApp) -> HashMap<String, usize> {
     let mut reads = HashMap::new();
@@ -224,10 +234,7 @@ async fn a_storm_of_distinct_events_in_any_order_drains_exactly_with_one_stripe_
 
 #[tokio::test]
 async fn older_snapshots_of_a_settled_payment_change_nothing_and_call_nobody() {
-    let app = spawn_app_with(|s| s.apply_events = false).await;
-    stripe_creates_payment_intents(&app).await;
-    let stripe = StripeObjects::default();
-    stripe.serve(&app).await;
+    let (app, stripe) = manual_app().await;
     let paid = Paid::new(&app, &stripe).await;
     let t0 = now() - 600;
     let storm = paid.storm(t0);
@@ -267,10 +274,7 @@ async fn older_snapshots_of_a_settled_payment_change_nothing_and_call_nobody() {
 
 #[tokio::test]
 async fn a_refund_stripe_no_longer_shows_is_not_fetched_again_for_an_older_snapshot() {
-    let app = spawn_app_with(|s| s.apply_events = false).await;
-    stripe_creates_payment_intents(&app).await;
-    let stripe = StripeObjects::default();
-    stripe.serve(&app).await;
+    let (app, stripe) = manual_app().await;
     let paid = Paid::new(&app, &stripe).await;
     let t0 = now() - 600;
     // The refund failed since; Stripe's charge now shows nothing refunded.
