@@ -168,13 +168,18 @@ impl Payments {
 
 impl Payments {
     /// A payment as Stripe has it now, in one call: the PaymentIntent with its latest charge,
-    /// that charge's balance transaction (the fee) and its refunds expanded.
+    /// that charge's balance transaction (the fee), and its refunds with theirs, expanded.
     pub async fn retrieve_payment(&self, payment_intent: &str) -> Result<Value, PaymentError> {
         self.get(
             &format!("/payment_intents/{payment_intent}"),
             &[
                 ("expand[]", "latest_charge.balance_transaction"),
                 ("expand[]", "latest_charge.refunds"),
+                ("expand[]", "latest_charge.refunds.data.balance_transaction"),
+                (
+                    "expand[]",
+                    "latest_charge.refunds.data.failure_balance_transaction",
+                ),
             ],
         )
         .await
@@ -186,7 +191,12 @@ impl Payments {
         let mut after: Option<String> = None;
         // Bounded: a charge cannot be refunded in more pieces than its pennies.
         for _ in 0..1_000 {
-            let mut query = vec![("charge", charge_id), ("limit", "100")];
+            let mut query = vec![
+                ("charge", charge_id),
+                ("limit", "100"),
+                ("expand[]", "data.balance_transaction"),
+                ("expand[]", "data.failure_balance_transaction"),
+            ];
             if let Some(after) = &after {
                 query.push(("starting_after", after));
             }
@@ -202,6 +212,29 @@ impl Payments {
             }
         }
         Ok(refunds)
+    }
+
+    /// Every balance transaction paid out in an automatic payout, page by page: the gifts,
+    /// fees, refunds and disputes it took to the bank.
+    pub async fn list_payout_transactions(&self, payout: &str) -> Result<Vec<Value>, PaymentError> {
+        let mut transactions = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut query = vec![("payout", payout), ("limit", "100")];
+            if let Some(after) = &after {
+                query.push(("starting_after", after));
+            }
+            let page = self.get("/balance_transactions", &query).await?;
+            let data = page["data"].as_array().cloned().unwrap_or_default();
+            after = data
+                .last()
+                .and_then(|t| t["id"].as_str())
+                .map(str::to_owned);
+            transactions.extend(data);
+            if !page["has_more"].as_bool().unwrap_or(false) || after.is_none() {
+                return Ok(transactions);
+            }
+        }
     }
 
     /// One page of events created at or after `since` (unix seconds), newest first as Stripe

@@ -116,7 +116,7 @@ pub struct RefundList {
     pub complete: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BalanceTransactionRef {
     Id(String),
     Object(BalanceTransactionFacts),
@@ -131,8 +131,9 @@ impl BalanceTransactionRef {
     }
 }
 
-/// A movement of money in our Stripe balance: a gift received, a dispute's withdrawal or
-/// reinstatement. `amount` and `fee` are in `currency`, the currency Stripe settled in.
+/// A movement of money in our Stripe balance: a gift received, a refund, a dispute's
+/// withdrawal or reinstatement, a payout. `amount` and `fee` are in `currency`, the currency
+/// Stripe settled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BalanceTransactionFacts {
     pub id: String,
@@ -140,7 +141,11 @@ pub struct BalanceTransactionFacts {
     pub fee: i64,
     pub net: i64,
     pub currency: String,
+    /// Stripe's `type`: charge, payment, refund, refund_failure, adjustment, payout, ...
+    pub kind: Option<String>,
     pub reporting_category: Option<String>,
+    /// The object that moved the money (a charge, refund, dispute or payout id).
+    pub source: Option<String>,
     pub created: Option<OffsetDateTime>,
 }
 
@@ -152,6 +157,9 @@ pub struct RefundFacts {
     pub status: String,
     pub charge: Option<String>,
     pub payment_intent: Option<String>,
+    /// The money it took from the balance, and, if it failed, the money that came back.
+    pub balance_transaction: Option<BalanceTransactionRef>,
+    pub failure_balance_transaction: Option<BalanceTransactionRef>,
 }
 
 impl RefundFacts {
@@ -265,6 +273,60 @@ pub struct DisputeFacts {
     pub balance_transactions: Vec<BalanceTransactionFacts>,
 }
 
+/// What a payout tells us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutFacts {
+    pub id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub arrival_date: Option<OffsetDateTime>,
+    pub created: Option<OffsetDateTime>,
+    pub balance_transaction: Option<BalanceTransactionRef>,
+    pub failure_balance_transaction: Option<BalanceTransactionRef>,
+    /// `completed` once Stripe knows every transaction the payout contains.
+    pub reconciliation_status: Option<String>,
+    /// Made by Stripe's payout schedule. Stripe lists the transactions of these only.
+    pub automatic: bool,
+}
+
+impl PayoutFacts {
+    /// Payout statuses only move up: pending (1), in transit (2), paid (3), failed or
+    /// canceled (4). A paid payout can still fail; a failed one is over.
+    pub fn rank(&self) -> i16 {
+        payout_rank(&self.status)
+    }
+
+    /// Whether the money has left, or came back: the moment to list what it contained.
+    pub fn settled(&self) -> bool {
+        self.rank() >= 3 || self.reconciliation_status.as_deref() == Some("completed")
+    }
+}
+
+pub fn payout_rank(status: &str) -> i16 {
+    match status {
+        "in_transit" => 2,
+        "paid" => 3,
+        "failed" | "canceled" => 4,
+        _ => 1,
+    }
+}
+
+pub fn payout(v: &Value) -> Result<PayoutFacts, String> {
+    Ok(PayoutFacts {
+        id: required_id(v)?,
+        amount: int_of(v, "amount"),
+        currency: currency_of(v),
+        status: str_of(v, "status").ok_or("the payout has no status")?,
+        arrival_date: time_of(v, "arrival_date"),
+        created: time_of(v, "created"),
+        balance_transaction: balance_transaction_of(v, "balance_transaction")?,
+        failure_balance_transaction: balance_transaction_of(v, "failure_balance_transaction")?,
+        reconciliation_status: str_of(v, "reconciliation_status"),
+        automatic: v["automatic"].as_bool().unwrap_or(true),
+    })
+}
+
 fn str_of(v: &Value, key: &str) -> Option<String> {
     v.get(key).and_then(Value::as_str).map(str::to_owned)
 }
@@ -326,14 +388,19 @@ pub fn payment_intent(v: &Value) -> Result<PaymentIntentFacts, String> {
     })
 }
 
-pub fn charge(v: &Value) -> Result<ChargeFacts, String> {
-    let balance_transaction = match v.get("balance_transaction") {
+/// A balance transaction named by `key`: its id, or the object when expanded.
+fn balance_transaction_of(v: &Value, key: &str) -> Result<Option<BalanceTransactionRef>, String> {
+    Ok(match v.get(key) {
         Some(Value::String(id)) => Some(BalanceTransactionRef::Id(id.clone())),
         Some(object @ Value::Object(_)) => {
             Some(BalanceTransactionRef::Object(balance_transaction(object)?))
         }
         _ => None,
-    };
+    })
+}
+
+pub fn charge(v: &Value) -> Result<ChargeFacts, String> {
+    let balance_transaction = balance_transaction_of(v, "balance_transaction")?;
     let refunds = match v.get("refunds") {
         Some(list @ Value::Object(_)) => {
             let refunds = list
@@ -369,12 +436,18 @@ pub fn balance_transaction(v: &Value) -> Result<BalanceTransactionFacts, String>
         fee: int_of(v, "fee"),
         net: int_of(v, "net"),
         currency: currency_of(v),
+        kind: str_of(v, "type"),
         reporting_category: str_of(v, "reporting_category"),
-        created: v
-            .get("created")
-            .and_then(Value::as_i64)
-            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
+        source: id_of(v, "source"),
+        created: time_of(v, "created"),
     })
+}
+
+/// A time Stripe gives in unix seconds.
+fn time_of(v: &Value, key: &str) -> Option<OffsetDateTime> {
+    v.get(key)
+        .and_then(Value::as_i64)
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
 }
 
 pub fn refund(v: &Value) -> Result<RefundFacts, String> {
@@ -385,6 +458,8 @@ pub fn refund(v: &Value) -> Result<RefundFacts, String> {
         status: str_of(v, "status").unwrap_or_else(|| "pending".to_owned()),
         charge: id_of(v, "charge"),
         payment_intent: id_of(v, "payment_intent"),
+        balance_transaction: balance_transaction_of(v, "balance_transaction")?,
+        failure_balance_transaction: balance_transaction_of(v, "failure_balance_transaction")?,
     })
 }
 

@@ -12,16 +12,17 @@
 //! transactions never wait on each other in a circle. Nothing here calls Stripe: whatever a
 //! payment needed from Stripe was fetched before the transaction began.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::plan::{Facts, Payment};
+use crate::finance::ledger::{self, Entry, Source};
 use crate::payments::objects::{
-    BalanceTransactionFacts, BalanceTransactionRef, ChargeFacts, ChargeRef, DisputeFacts,
-    DisputeStatus, PaymentIntentFacts, PaymentStatus, RefundFacts,
+    BalanceTransactionRef, ChargeFacts, ChargeRef, DisputeFacts, DisputeStatus, PaymentIntentFacts,
+    PaymentStatus, RefundFacts,
 };
 
 /// A payment as Stripe had it when we fetched it, and when that was (our clock).
@@ -94,11 +95,13 @@ struct State {
     rows: BTreeMap<Uuid, Row>,
     refunds: BTreeMap<String, Refund>,
     disputes: BTreeMap<String, Dispute>,
-    /// Dispute balance transactions: the fee of each, by id, and its donation.
-    dispute_transactions: HashMap<String, (Uuid, i64)>,
+    /// The donations' ledger rows: those written before, then those this batch adds.
+    ledger: Vec<Entry>,
+    recorded: HashSet<(String, &'static str)>,
+    /// How many of `ledger` were written before this batch.
+    held_entries: usize,
     changed_refunds: HashSet<String>,
     changed_disputes: HashSet<String>,
-    new_transactions: Vec<(String, Uuid, BalanceTransactionFacts)>,
     linked: Vec<String>,
 }
 
@@ -186,13 +189,7 @@ impl State {
         )
         .fetch_all(&mut *tx)
         .await?;
-        let transactions = sqlx::query!(
-            r#"SELECT id, donation_id, fee FROM dispute_balance_transactions
-               WHERE donation_id = ANY($1)"#,
-            ids
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        let ledger = ledger::of_donations(tx, ids).await?;
         Ok(Self {
             rows: rows.into_iter().map(|r| (r.id, r)).collect(),
             refunds: refunds
@@ -226,13 +223,11 @@ impl State {
                     )
                 })
                 .collect(),
-            dispute_transactions: transactions
-                .into_iter()
-                .map(|t| (t.id, (t.donation_id, t.fee)))
-                .collect(),
+            recorded: ledger.iter().map(Entry::key).collect(),
+            held_entries: ledger.len(),
+            ledger,
             changed_refunds: HashSet::new(),
             changed_disputes: HashSet::new(),
-            new_transactions: Vec::new(),
             linked: Vec::new(),
         })
     }
@@ -276,13 +271,9 @@ impl State {
             merge_status(row, PaymentStatus::Succeeded, at);
             merge_received(row, charge.amount_captured, &charge.currency);
             row.charge_id = Some(charge.id.clone());
-            if row.balance_transaction_id.is_none()
-                && let Some(BalanceTransactionRef::Object(bt)) = &charge.balance_transaction
-            {
+            if let Some(BalanceTransactionRef::Object(bt)) = &charge.balance_transaction {
                 row.balance_transaction_id = Some(bt.id.clone());
-                row.fee = Some(bt.fee);
-                row.net = Some(bt.net);
-                row.settlement_currency = Some(bt.currency.clone());
+                self.record(id, &charge.balance_transaction, Source::Charge, &charge.id);
             }
         }
         if let Some(intent) = &charge.payment_intent {
@@ -304,7 +295,33 @@ impl State {
         }
     }
 
+    /// Adds the ledger rows of a balance transaction of donation `id`, if it is expanded and
+    /// not yet recorded.
+    fn record(
+        &mut self,
+        id: Uuid,
+        bt: &Option<BalanceTransactionRef>,
+        source: Source,
+        source_id: &str,
+    ) {
+        let (Some(BalanceTransactionRef::Object(bt)), Some(row)) = (bt, self.rows.get(&id)) else {
+            return;
+        };
+        for entry in ledger::entries(bt, source, source_id, Some((id, &row.campaign))) {
+            if self.recorded.insert(entry.key()) {
+                self.ledger.push(entry);
+            }
+        }
+    }
+
     fn merge_refund(&mut self, id: Uuid, refund: &RefundFacts) {
+        self.record(id, &refund.balance_transaction, Source::Refund, &refund.id);
+        self.record(
+            id,
+            &refund.failure_balance_transaction,
+            Source::RefundFailure,
+            &refund.id,
+        );
         let rank = refund.rank();
         match self.refunds.get_mut(&refund.id) {
             Some(held) if held.rank >= rank => return,
@@ -330,12 +347,8 @@ impl State {
 
     fn merge_dispute(&mut self, id: Uuid, dispute: &DisputeFacts, at: OffsetDateTime) {
         for bt in &dispute.balance_transactions {
-            if !self.dispute_transactions.contains_key(&bt.id) {
-                self.dispute_transactions
-                    .insert(bt.id.clone(), (id, bt.fee));
-                self.new_transactions
-                    .push((dispute.id.clone(), id, bt.clone()));
-            }
+            let bt = Some(BalanceTransactionRef::Object(bt.clone()));
+            self.record(id, &bt, Source::Dispute, &dispute.id);
         }
         let rank = dispute.status.rank();
         let newer = match self.disputes.get(&dispute.id) {
@@ -381,12 +394,25 @@ impl State {
             .filter(|d| d.status == "lost")
             .map(|d| d.amount)
             .sum();
-        row.dispute_fee = self
-            .dispute_transactions
-            .values()
-            .filter(|(donation, _)| *donation == row.id)
-            .map(|(_, fee)| fee)
-            .sum();
+        // The money Stripe moved is the ledger's: fee, net and dispute fees are its sums.
+        let entries: Vec<&Entry> = self
+            .ledger
+            .iter()
+            .filter(|e| e.donation.as_ref().is_some_and(|(d, _)| *d == row.id))
+            .collect();
+        let sum = |kinds: &[&str]| -> i64 {
+            entries
+                .iter()
+                .filter(|e| kinds.contains(&e.kind))
+                .map(|e| e.amount)
+                .sum()
+        };
+        if let Some(gift) = entries.iter().find(|e| e.kind == ledger::GIFT) {
+            row.fee = Some(-sum(&[ledger::STRIPE_FEE]));
+            row.net = Some(sum(&[ledger::GIFT, ledger::STRIPE_FEE]));
+            row.settlement_currency = Some(gift.currency.clone());
+        }
+        row.dispute_fee = -sum(&[ledger::DISPUTE_FEE]);
 
         let succeeded = row.payment_status == PaymentStatus::Succeeded.as_str();
         let received = if row.received_currency.as_deref() == Some(row.currency.as_str()) {
@@ -503,38 +529,7 @@ impl State {
             .execute(&mut *tx)
             .await?;
         }
-        if !self.new_transactions.is_empty() {
-            let t = &self.new_transactions;
-            sqlx::query!(
-                r#"INSERT INTO dispute_balance_transactions
-                       (id, dispute_id, donation_id, amount, fee, net, currency,
-                        reporting_category, created)
-                   SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bigint[],
-                                        $5::bigint[], $6::bigint[], $7::text[], $8::text[],
-                                        $9::timestamptz[])
-                   ON CONFLICT (id) DO NOTHING"#,
-                &t.iter().map(|(_, _, bt)| bt.id.clone()).collect::<Vec<_>>(),
-                &t.iter()
-                    .map(|(dispute, _, _)| dispute.clone())
-                    .collect::<Vec<_>>(),
-                &t.iter()
-                    .map(|(_, donation, _)| *donation)
-                    .collect::<Vec<_>>(),
-                &t.iter().map(|(_, _, bt)| bt.amount).collect::<Vec<_>>(),
-                &t.iter().map(|(_, _, bt)| bt.fee).collect::<Vec<_>>(),
-                &t.iter().map(|(_, _, bt)| bt.net).collect::<Vec<_>>(),
-                &t.iter()
-                    .map(|(_, _, bt)| bt.currency.clone())
-                    .collect::<Vec<_>>(),
-                &t.iter()
-                    .map(|(_, _, bt)| bt.reporting_category.clone())
-                    .collect::<Vec<_>>() as &[Option<String>],
-                &t.iter().map(|(_, _, bt)| bt.created).collect::<Vec<_>>()
-                    as &[Option<OffsetDateTime>],
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
+        ledger::append(tx, &self.ledger[self.held_entries..]).await?;
         Ok(())
     }
 }

@@ -127,11 +127,13 @@ impl Event {
     }
 }
 
-/// The event types whose objects we apply to donations; all others are stored and ignored.
+/// The event types we apply (to donations, and to payouts and the ledger); all others are
+/// stored and ignored.
 pub fn is_handled(kind: &str) -> bool {
     kind.starts_with("payment_intent.")
         || kind.starts_with("charge.")
         || kind.starts_with("refund.")
+        || kind.starts_with("payout.")
 }
 
 /// Stores `event`, to be applied unless `ignore` gives a reason not to. A delivery of an event

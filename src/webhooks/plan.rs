@@ -4,12 +4,12 @@
 //!
 //! An event is someone else's when nothing in it and nothing we stored ties it to a donation:
 //! that is decided here from the event alone, with no Stripe call. A payment needs a fetch only
-//! when an event refers to something we lack and cannot settle from its own content: a fee
-//! whose balance transaction we have not seen, or refunds the charge counts that we have never
-//! heard of (a refund from the dashboard). An older snapshot of a payment needs nothing: the
+//! when an event refers to something we lack and cannot settle from its own content: a balance
+//! transaction (a charge's, a refund's) the ledger has not recorded, or refunds the charge
+//! counts that we have never heard of (a refund from the dashboard). An older snapshot of a payment needs nothing: the
 //! merge settles it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::queue::{Claimed, NOT_OURS};
+use crate::finance::payouts::PayoutWork;
 use crate::payments::objects::{
     self, BalanceTransactionRef, ChargeFacts, DisputeFacts, PaymentIntentFacts, RefundFacts,
 };
@@ -92,6 +93,8 @@ pub struct Read {
 pub struct Plan {
     /// Each payment's events, with its donation, by the payment's key.
     pub payments: BTreeMap<String, Payment>,
+    /// Each payout's events, merged, by the payout's id.
+    pub payouts: BTreeMap<String, PayoutWork>,
     /// Events that are not ours, or of a type we do not apply, with the reason.
     pub ignored: Vec<(String, String)>,
     /// Events that cannot be read, with the reason: applying them again cannot help.
@@ -111,8 +114,9 @@ pub struct Payment {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Need {
-    /// The fee: this balance transaction's, which no event carried.
-    Fee(String),
+    /// A balance transaction of the payment's (its fee, a refund's money) that the ledger has
+    /// not recorded and no event carried.
+    Transaction(String),
     /// Refunds: the charge counts this much refunded, more than every refund we know of.
     Refunds(i64),
 }
@@ -120,7 +124,7 @@ pub enum Need {
 impl std::fmt::Display for Need {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Fee(bt) => write!(f, "the fee of balance transaction {bt}"),
+            Self::Transaction(bt) => write!(f, "balance transaction {bt}"),
             Self::Refunds(amount) => write!(f, "the refunds making up {amount} refunded"),
         }
     }
@@ -133,7 +137,8 @@ struct Held {
     id: Uuid,
     payment_intent_id: Option<String>,
     charge_id: Option<String>,
-    has_fee: bool,
+    /// The balance transactions the ledger holds for it.
+    recorded: Vec<String>,
     synced_at: Option<OffsetDateTime>,
 }
 
@@ -142,6 +147,10 @@ pub async fn plan(db: &PgPool, events: &[Claimed]) -> sqlx::Result<Plan> {
     let mut plan = Plan::default();
     let mut read: Vec<(String, Read)> = Vec::new();
     for event in events {
+        if event.kind.starts_with("payout.") {
+            read_payout(&mut plan, event);
+            continue;
+        }
         let object = serde_json::from_str::<Value>(&event.payload)
             .map_err(|e| e.to_string())
             .and_then(|payload| Facts::read(&event.kind, &payload["data"]["object"]));
@@ -178,9 +187,10 @@ pub async fn plan(db: &PgPool, events: &[Claimed]) -> sqlx::Result<Plan> {
     }
     let held = sqlx::query_as!(
         Held,
-        r#"SELECT id, payment_intent_id, charge_id, balance_transaction_id IS NOT NULL AS "has_fee!",
-                  stripe_synced_at AS synced_at
-           FROM donations
+        r#"SELECT id, payment_intent_id, charge_id, stripe_synced_at AS synced_at,
+                  ARRAY(SELECT DISTINCT l.balance_transaction_id FROM ledger_entries l
+                        WHERE l.donation_id = d.id) AS "recorded!"
+           FROM donations d
            WHERE id = ANY($1) OR payment_intent_id = ANY($2) OR charge_id = ANY($3)"#,
         &ids,
         &intents,
@@ -255,6 +265,37 @@ pub async fn plan(db: &PgPool, events: &[Claimed]) -> sqlx::Result<Plan> {
     Ok(plan)
 }
 
+/// Adds a payout event to the plan: every payout of the account is the charity's business,
+/// since every payout takes money from the one balance donations are paid into.
+fn read_payout(plan: &mut Plan, event: &Claimed) {
+    let payout = serde_json::from_str::<Value>(&event.payload)
+        .map_err(|e| e.to_string())
+        .and_then(|payload| {
+            objects::payout(&payload["data"]["object"])
+                .map_err(|e| format!("unreadable payout: {e}"))
+        });
+    match payout {
+        Ok(facts) => match plan.payouts.get_mut(&facts.id) {
+            Some(work) => {
+                work.merge(facts, event.created);
+                work.events.push(event.id.clone());
+            }
+            None => {
+                plan.payouts.insert(
+                    facts.id.clone(),
+                    PayoutWork {
+                        facts,
+                        at: event.created,
+                        events: vec![event.id.clone()],
+                        listing: None,
+                    },
+                );
+            }
+        },
+        Err(error) => plan.unreadable.push((event.id.clone(), error)),
+    }
+}
+
 /// The donation a payment's events belong to: named in metadata, or found by the
 /// PaymentIntent or charge we stored.
 fn locate<'a>(
@@ -310,7 +351,8 @@ fn needs(
         .into_iter()
         .map(|(id, (amount, status))| (id.to_owned(), (amount, objects::refund_rank(status))))
         .collect();
-    let mut fee_carried = false;
+    // Balance transactions the batch's events carry whole, or the ledger already holds.
+    let mut known: HashSet<&str> = donation.recorded.iter().map(String::as_str).collect();
     for event in events {
         let charge = match &event.facts {
             Facts::Refund(refund) => {
@@ -328,10 +370,9 @@ fn needs(
             Facts::Dispute(_) => None,
         };
         if let Some(charge) = charge {
-            fee_carried |= matches!(
-                charge.balance_transaction,
-                Some(BalanceTransactionRef::Object(_))
-            );
+            if let Some(BalanceTransactionRef::Object(bt)) = &charge.balance_transaction {
+                known.insert(&bt.id);
+            }
             for refund in charge.refunds.iter().flat_map(|list| &list.refunds) {
                 let held = refunds
                     .entry(refund.id.clone())
@@ -348,17 +389,26 @@ fn needs(
 
     let mut needs = Vec::new();
     for event in events {
+        let named: Vec<&Option<BalanceTransactionRef>> = match &event.facts {
+            Facts::Charge(charge) if charge.succeeded => vec![&charge.balance_transaction],
+            Facts::Refund(refund) => vec![
+                &refund.balance_transaction,
+                &refund.failure_balance_transaction,
+            ],
+            _ => Vec::new(),
+        };
+        for bt in named {
+            if let Some(BalanceTransactionRef::Id(bt)) = bt
+                && !known.contains(bt.as_str())
+            {
+                needs.push((event.id.clone(), Need::Transaction(bt.clone())));
+            }
+        }
         let Facts::Charge(charge) = &event.facts else {
             continue;
         };
         if !charge.succeeded {
             continue;
-        }
-        if !donation.has_fee
-            && !fee_carried
-            && let Some(BalanceTransactionRef::Id(bt)) = &charge.balance_transaction
-        {
-            needs.push((event.id.clone(), Need::Fee(bt.clone())));
         }
         // A snapshot older than our last look at Stripe cannot show a refund that look missed.
         let newer_than_our_look = donation

@@ -25,7 +25,8 @@ use super::apply::{self, Applied, Fetched};
 use super::plan::{self, Need, Payment, Plan};
 use super::queue::{self, Claim, Failure, Outcomes};
 use crate::campaigns::cache::CampaignCache;
-use crate::payments::objects::{self, BalanceTransactionRef, ChargeRef};
+use crate::finance::payouts::{self, PayoutWork};
+use crate::payments::objects::{self, BalanceTransactionFacts, BalanceTransactionRef, ChargeRef};
 use crate::payments::{PaymentError, Payments};
 
 /// Events claimed at once.
@@ -122,13 +123,37 @@ impl Worker {
 
     async fn work(&self, claim: &Claim) -> sqlx::Result<()> {
         let plan = plan::plan(&self.db, &claim.events).await?;
-        let fetched = self.fetch(&plan).await;
+        let (fetched, listed) = tokio::join!(self.fetch(&plan), self.list_payouts(&plan));
+        let listed = listed?;
 
         // Outcomes not tied to a payment we apply.
         let mut general = Outcomes {
             ignored: plan.ignored.clone(),
             ..Outcomes::default()
         };
+        let mut payouts: Vec<PayoutWork> = Vec::new();
+        for (id, payout) in &plan.payouts {
+            let ids = payout.events.iter().cloned();
+            match listed.get(id) {
+                None => {
+                    payouts.push(payout.clone());
+                    general.applied.extend(ids);
+                }
+                Some(Fetch::Done(Ok(listing))) => {
+                    payouts.push(PayoutWork {
+                        listing: Some(listing.clone()),
+                        ..payout.clone()
+                    });
+                    general.applied.extend(ids);
+                }
+                Some(Fetch::Done(Err(error))) => general.failed.extend(ids.map(|id| Failure {
+                    id,
+                    error: error.message.clone(),
+                    poison: error.poison,
+                })),
+                Some(Fetch::Deferred) => general.released.extend(ids),
+            }
+        }
         for (id, error) in &plan.unreadable {
             tracing::warn!(event_id = %id, %error, "an event cannot be read");
             general.failed.push(Failure {
@@ -156,7 +181,7 @@ impl Worker {
             }
         }
 
-        match self.commit(claim.token, &work, &general).await {
+        match self.commit(claim.token, &work, &payouts, &general).await {
             Ok(()) => Ok(()),
             // The database is away or busy: nothing here is any event's fault.
             Err(error) if !refused_a_statement(&error) => Err(error),
@@ -167,13 +192,16 @@ impl Worker {
                 tracing::warn!(%error, payments = work.len(), "a batch failed to apply; applying its payments one at a time");
                 for one in &work {
                     let single = std::slice::from_ref(one);
-                    match self.commit(claim.token, single, &Outcomes::default()).await {
+                    match self
+                        .commit(claim.token, single, &[], &Outcomes::default())
+                        .await
+                    {
                         Ok(()) => {}
                         Err(error) if !refused_a_statement(&error) => return Err(error),
                         Err(error) => self.fail_payments(claim.token, single, &error).await?,
                     }
                 }
-                self.commit(claim.token, &[], &general).await
+                self.commit(claim.token, &[], &payouts, &general).await
             }
         }
     }
@@ -184,12 +212,13 @@ impl Worker {
         &self,
         token: Uuid,
         work: &[(&Payment, Option<&Fetched>, Outcomes)],
+        payouts: &[PayoutWork],
         general: &Outcomes,
     ) -> sqlx::Result<()> {
         let mut tries = 0;
         loop {
             tries += 1;
-            match self.commit_once(token, work, general).await {
+            match self.commit_once(token, work, payouts, general).await {
                 Err(error) if is_transient(&error) && tries < TRANSIENT_RETRIES => {
                     tracing::info!(%error, tries, "a batch met a transient database error; trying again");
                     tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
@@ -212,6 +241,7 @@ impl Worker {
         &self,
         token: Uuid,
         work: &[(&Payment, Option<&Fetched>, Outcomes)],
+        payouts: &[PayoutWork],
         general: &Outcomes,
     ) -> sqlx::Result<Applied> {
         if work.is_empty() && general.is_empty() {
@@ -236,6 +266,7 @@ impl Worker {
         let payments: Vec<(&Payment, Option<&Fetched>)> =
             work.iter().map(|(p, f, _)| (*p, *f)).collect();
         let applied = apply::apply(&mut tx, &payments).await?;
+        payouts::apply(&mut tx, payouts).await?;
         // Every outcome of the batch in a few statements, not a few per payment.
         let mut outcomes = Outcomes::default();
         for (_, _, theirs) in work {
@@ -279,6 +310,39 @@ impl Worker {
         tx.commit().await
     }
 
+    /// Lists, for each payout whose money has moved, its balance transactions, unless a
+    /// complete list is held already.
+    async fn list_payouts(
+        &self,
+        plan: &Plan,
+    ) -> sqlx::Result<HashMap<String, Fetch<Vec<BalanceTransactionFacts>>>> {
+        let deadline = tokio::time::Instant::now() + FETCH_BUDGET;
+        let mut calls = tokio::task::JoinSet::new();
+        for (id, payout) in &plan.payouts {
+            let complete = payouts::listed_complete(&self.db, id).await?;
+            if !payouts::wants_listing(&payout.facts, complete) {
+                continue;
+            }
+            let (id, payments, fetches) = (id.clone(), self.payments.clone(), self.fetches.clone());
+            calls.spawn(async move {
+                let Ok(Ok(_permit)) =
+                    tokio::time::timeout_at(deadline, fetches.acquire_owned()).await
+                else {
+                    return (id, Fetch::Deferred);
+                };
+                let listed = list_payout(&payments, &id).await;
+                (id, Fetch::Done(listed))
+            });
+        }
+        let mut results = HashMap::new();
+        while let Some(done) = calls.join_next().await {
+            if let Ok((id, listed)) = done {
+                results.insert(id, listed);
+            }
+        }
+        Ok(results)
+    }
+
     /// Fetches, for each payment that needs it, the payment as Stripe has it now: the
     /// PaymentIntent with its latest charge, that charge's balance transaction and its
     /// refunds, in one call.
@@ -320,9 +384,9 @@ impl Worker {
     }
 }
 
-/// What became of a payment's fetch.
-enum Fetch {
-    Done(Result<Fetched, FetchError>),
+/// What became of a payment's fetch, or a payout's listing.
+enum Fetch<T = Fetched> {
+    Done(Result<T, FetchError>),
     /// Not started within the batch's time for Stripe.
     Deferred,
 }
@@ -331,6 +395,33 @@ enum Fetch {
 struct FetchError {
     message: String,
     poison: bool,
+}
+
+/// Lists a payout's balance transactions from Stripe.
+async fn list_payout(
+    payments: &Payments,
+    payout: &str,
+) -> Result<Vec<BalanceTransactionFacts>, FetchError> {
+    let listed = payments
+        .list_payout_transactions(payout)
+        .await
+        .map_err(|error| FetchError {
+            poison: matches!(error, PaymentError::Rejected(_)),
+            message: format!(
+                "{error}: {} (listing the transactions of {payout})",
+                std::error::Error::source(&error)
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ),
+        })?;
+    listed
+        .iter()
+        .map(objects::balance_transaction)
+        .collect::<Result<_, _>>()
+        .map_err(|error| FetchError {
+            message: format!("Stripe's transactions of {payout} are unreadable: {error}"),
+            poison: true,
+        })
 }
 
 async fn fetch_payment(payments: &Payments, intent: &str) -> Result<Fetched, FetchError> {
@@ -388,10 +479,12 @@ fn outcomes_of(payment: &Payment, fetched: Option<&Result<Fetched, FetchError>>)
             .collect();
         let unmet = needs.iter().find_map(|need| match (fetched, need) {
             (Some(Err(error)), _) => Some((error.message.clone(), error.poison)),
-            (Some(Ok(fetched)), Need::Fee(bt)) if !shows_transaction(fetched, bt) => Some((
-                format!("Stripe does not show {need} on {} yet", fetched.intent.id),
-                true,
-            )),
+            (Some(Ok(fetched)), Need::Transaction(bt)) if !shows_transaction(fetched, bt) => {
+                Some((
+                    format!("Stripe does not show {need} on {} yet", fetched.intent.id),
+                    true,
+                ))
+            }
             _ => None,
         });
         match unmet {
@@ -408,9 +501,19 @@ fn outcomes_of(payment: &Payment, fetched: Option<&Result<Fetched, FetchError>>)
     outcomes
 }
 
+/// Whether the fetched payment holds balance transaction `bt` whole: its charge's, or one of
+/// its refunds'.
 fn shows_transaction(fetched: &Fetched, bt: &str) -> bool {
-    matches!(&fetched.intent.latest_charge, Some(ChargeRef::Object(charge))
-        if matches!(&charge.balance_transaction, Some(BalanceTransactionRef::Object(t)) if t.id == bt))
+    let Some(ChargeRef::Object(charge)) = &fetched.intent.latest_charge else {
+        return false;
+    };
+    let whole = |t: &Option<BalanceTransactionRef>| matches!(t, Some(BalanceTransactionRef::Object(t)) if t.id == bt);
+    whole(&charge.balance_transaction)
+        || charge
+            .refunds
+            .iter()
+            .flat_map(|l| &l.refunds)
+            .any(|r| whole(&r.balance_transaction) || whole(&r.failure_balance_transaction))
 }
 
 fn outcome_ids(outcomes: &Outcomes) -> impl Iterator<Item = String> + '_ {

@@ -68,11 +68,14 @@ impl<'a> Disputed<'a> {
         self.app.donation_facts(self.donation).await.dispute_status
     }
 
-    /// The dispute's money as recorded: (amount, fee) per balance transaction, by id.
+    /// The dispute's money as the ledger records it: (amount, fee) per balance transaction.
     async fn money(&self) -> Vec<(String, i64, i64)> {
         sqlx::query_as(
-            "SELECT id, amount, fee FROM dispute_balance_transactions WHERE donation_id = $1
-             ORDER BY id",
+            "SELECT balance_transaction_id,
+                    sum(amount) FILTER (WHERE kind <> 'dispute_fee')::bigint,
+                    coalesce(-sum(amount) FILTER (WHERE kind = 'dispute_fee'), 0)::bigint
+             FROM ledger_entries WHERE donation_id = $1 AND kind LIKE 'dispute_%'
+             GROUP BY balance_transaction_id ORDER BY balance_transaction_id",
         )
         .bind(self.donation)
         .fetch_all(&self.app.db)

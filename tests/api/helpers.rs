@@ -563,8 +563,13 @@ pub mod objects {
     }
 }
 
+/// How many of a payout's balance transactions the fake Stripe lists per page.
+pub const PAYOUT_PAGE: usize = 2;
+
 /// Stripe's current objects, as a test sets them, served to the app's fetches: PaymentIntents
-/// (with their latest charge expanded when asked), balance transactions, refunds by charge.
+/// (with their latest charge, its balance transaction and refunds, and theirs, expanded when
+/// asked), balance transactions, refunds by charge, and a payout's balance transactions (those
+/// whose `payouts` field, the tests' own, names it).
 #[derive(Clone, Default)]
 pub struct StripeObjects(std::sync::Arc<Mutex<std::collections::HashMap<String, Value>>>);
 
@@ -587,24 +592,12 @@ impl Respond for StripeObjects {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let objects = self.0.lock().unwrap();
         let path = request.url.path();
-        if path == "/v1/refunds" {
-            let charge = request
+        let param = |name: &str| {
+            request
                 .url
                 .query_pairs()
-                .find(|(k, _)| k == "charge")
+                .find(|(k, _)| k == name)
                 .map(|(_, v)| v.into_owned())
-                .unwrap_or_default();
-            let refunds: Vec<Value> = objects
-                .values()
-                .filter(|o| o["object"] == "refund" && o["charge"] == charge.as_str())
-                .cloned()
-                .collect();
-            return ResponseTemplate::new(200)
-                .set_body_json(json!({"object": "list", "data": refunds, "has_more": false}));
-        }
-        let id = path.rsplit('/').next().unwrap_or_default();
-        let Some(mut object) = objects.get(id).cloned() else {
-            return stripe_error(404, "invalid_request_error", "No such object");
         };
         let expand: Vec<String> = request
             .url
@@ -616,6 +609,67 @@ impl Respond for StripeObjects {
             expand
                 .iter()
                 .any(|e| e == what || e.starts_with(&format!("{what}.")))
+        };
+        // A refund with its balance transactions embedded when `prefix` asks for them.
+        let refund_as_asked = |refund: &Value, prefix: &str| {
+            let mut refund = refund.clone();
+            for field in ["balance_transaction", "failure_balance_transaction"] {
+                if expands(&format!("{prefix}{field}"))
+                    && let Some(txn) = refund[field].as_str().and_then(|t| objects.get(t))
+                {
+                    refund[field] = txn.clone();
+                }
+            }
+            refund
+        };
+        if path == "/v1/refunds" {
+            let charge = param("charge").unwrap_or_default();
+            let refunds: Vec<Value> = objects
+                .values()
+                .filter(|o| o["object"] == "refund" && o["charge"] == charge.as_str())
+                .map(|r| refund_as_asked(r, "data."))
+                .collect();
+            return ResponseTemplate::new(200)
+                .set_body_json(json!({"object": "list", "data": refunds, "has_more": false}));
+        }
+        if path == "/v1/balance_transactions" {
+            // A payout's transactions, `PAYOUT_PAGE` at a time whatever the limit asked, so
+            // that every listing spans pages; in a stable order, as Stripe's cursor needs.
+            let payout = param("payout").unwrap_or_default();
+            let mut listed: Vec<&Value> = objects
+                .values()
+                .filter(|o| {
+                    o["object"] == "balance_transaction"
+                        && o["payouts"]
+                            .as_array()
+                            .is_some_and(|p| p.iter().any(|p| *p == payout.as_str()))
+                })
+                .collect();
+            listed.sort_by_key(|t| t["id"].as_str().unwrap_or_default().to_owned());
+            let start = match param("starting_after") {
+                Some(after) => listed
+                    .iter()
+                    .position(|t| t["id"] == after.as_str())
+                    .map_or(listed.len(), |i| i + 1),
+                None => 0,
+            };
+            let page: Vec<Value> = listed
+                .iter()
+                .skip(start)
+                .take(PAYOUT_PAGE)
+                .map(|t| {
+                    let mut t = (*t).clone();
+                    t.as_object_mut().unwrap().remove("payouts");
+                    t
+                })
+                .collect();
+            let has_more = start + page.len() < listed.len();
+            return ResponseTemplate::new(200)
+                .set_body_json(json!({"object": "list", "data": page, "has_more": has_more}));
+        }
+        let id = path.rsplit('/').next().unwrap_or_default();
+        let Some(mut object) = objects.get(id).cloned() else {
+            return stripe_error(404, "invalid_request_error", "No such object");
         };
         if expands("latest_charge")
             && let Some(charge) = object["latest_charge"]
@@ -634,7 +688,7 @@ impl Respond for StripeObjects {
                 let refunds: Vec<Value> = objects
                     .values()
                     .filter(|o| o["object"] == "refund" && o["charge"] == charge["id"])
-                    .cloned()
+                    .map(|r| refund_as_asked(r, "latest_charge.refunds.data."))
                     .collect();
                 charge["refunds"] = json!({"object": "list", "data": refunds, "has_more": false});
             }

@@ -1,0 +1,136 @@
+//! A campaign's money over a period, from the ledger: gross, fees, refunds, disputes and net,
+//! in each settlement currency, in total and per day (UK calendar days).
+
+use serde::Serialize;
+use sqlx::PgPool;
+use time::{Date, OffsetDateTime};
+
+/// The figures of a period, in one settlement currency. Every amount is positive (money in or
+/// money out, as named) except `net`, the sum of every ledger row: what the balance gained.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Figures {
+    pub currency: String,
+    /// Succeeded gifts received, gross (with fee cover).
+    pub count: i64,
+    pub gross: i64,
+    /// The part of `gross` donors added to cover the fee, in the campaign's currency.
+    pub fee_cover: i64,
+    pub fees: i64,
+    /// Refunded, less refunds that failed and came back.
+    pub refunds: i64,
+    /// Withdrawn by disputes the charity lost.
+    pub dispute_losses: i64,
+    /// Withdrawn by disputes not yet decided.
+    pub disputes_open: i64,
+    pub dispute_fees: i64,
+    pub net: i64,
+}
+
+impl Figures {
+    fn add(&mut self, other: &Figures) {
+        self.count += other.count;
+        self.gross += other.gross;
+        self.fee_cover += other.fee_cover;
+        self.fees += other.fees;
+        self.refunds += other.refunds;
+        self.dispute_losses += other.dispute_losses;
+        self.disputes_open += other.disputes_open;
+        self.dispute_fees += other.dispute_fees;
+        self.net += other.net;
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Day {
+    pub date: String,
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub campaign: String,
+    /// One entry per settlement currency.
+    pub totals: Vec<Figures>,
+    pub days: Vec<Day>,
+}
+
+/// The summary of `campaign`'s ledger rows that occurred in [`from`, `to`).
+pub async fn summarize(
+    db: &PgPool,
+    campaign: &str,
+    from: Option<OffsetDateTime>,
+    to: Option<OffsetDateTime>,
+) -> sqlx::Result<Summary> {
+    let rows = sqlx::query!(
+        r#"SELECT (l.occurred_at AT TIME ZONE 'Europe/London')::date AS "day!", l.currency,
+                  count(*) FILTER (WHERE l.kind = 'gift') AS "count!",
+                  coalesce(sum(l.amount) FILTER (WHERE l.kind = 'gift'), 0)::bigint AS "gross!",
+                  coalesce(sum(d.cover_fees_amount) FILTER (WHERE l.kind = 'gift'), 0)::bigint
+                      AS "fee_cover!",
+                  coalesce(-sum(l.amount) FILTER (WHERE l.kind = 'stripe_fee'), 0)::bigint
+                      AS "fees!",
+                  coalesce(-sum(l.amount) FILTER (WHERE l.kind IN ('refund', 'refund_failure')),
+                           0)::bigint AS "refunds!",
+                  coalesce(-sum(l.amount) FILTER (
+                      WHERE l.kind IN ('dispute_withdrawal', 'dispute_reinstatement')
+                        AND x.status = 'lost'), 0)::bigint AS "dispute_losses!",
+                  coalesce(-sum(l.amount) FILTER (
+                      WHERE l.kind IN ('dispute_withdrawal', 'dispute_reinstatement')
+                        AND x.status IS DISTINCT FROM 'lost'), 0)::bigint AS "disputes_open!",
+                  coalesce(-sum(l.amount) FILTER (WHERE l.kind = 'dispute_fee'), 0)::bigint
+                      AS "dispute_fees!",
+                  sum(l.amount)::bigint AS "net!"
+           FROM ledger_entries l
+           LEFT JOIN donations d ON d.id = l.donation_id
+           LEFT JOIN disputes x ON x.id = l.source_id
+           WHERE l.campaign = $1
+             AND ($2::timestamptz IS NULL OR l.occurred_at >= $2)
+             AND ($3::timestamptz IS NULL OR l.occurred_at < $3)
+           GROUP BY 1, 2 ORDER BY 1, 2"#,
+        campaign,
+        from,
+        to
+    )
+    .fetch_all(db)
+    .await?;
+    let mut totals: Vec<Figures> = Vec::new();
+    let mut days = Vec::new();
+    for r in rows {
+        let figures = Figures {
+            currency: r.currency,
+            count: r.count,
+            gross: r.gross,
+            fee_cover: r.fee_cover,
+            fees: r.fees,
+            refunds: r.refunds,
+            dispute_losses: r.dispute_losses,
+            disputes_open: r.disputes_open,
+            dispute_fees: r.dispute_fees,
+            net: r.net,
+        };
+        match totals.iter_mut().find(|t| t.currency == figures.currency) {
+            Some(total) => total.add(&figures),
+            None => totals.push(figures.clone()),
+        }
+        days.push(Day {
+            date: iso_date(r.day),
+            figures,
+        });
+    }
+    totals.sort_by(|a, b| a.currency.cmp(&b.currency));
+    Ok(Summary {
+        campaign: campaign.to_owned(),
+        totals,
+        days,
+    })
+}
+
+fn iso_date(date: Date) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
+}

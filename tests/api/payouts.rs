@@ -1,0 +1,356 @@
+//! Payouts: on a payout's events its balance transactions are listed from Stripe, every page,
+//! and the payout is reconciled against the ledger to the penny; what the ledger cannot
+//! account for is named, and gifts no payout has taken are found.
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::helpers::{
+    PAYOUT_PAGE, StripeObjects, TestApp, event, objects, spawn_app_with,
+    stripe_creates_payment_intents,
+};
+
+async fn payouts_app() -> (TestApp, StripeObjects) {
+    let app = spawn_app_with(|s| s.apply_events = false).await;
+    stripe_creates_payment_intents(&app).await;
+    let stripe = StripeObjects::default();
+    stripe.serve(&app).await;
+    (app, stripe)
+}
+
+/// A balance transaction that payout `payout` (if any) contains, as the fake lists it.
+fn transaction(
+    id: &str,
+    kind: &str,
+    amount: i64,
+    fee: i64,
+    source: &str,
+    payout: Option<&str>,
+) -> Value {
+    let mut t = objects::balance_transaction(id, amount, fee);
+    t["type"] = json!(kind);
+    t["reporting_category"] = json!(kind);
+    t["source"] = json!(source);
+    t["payouts"] = json!(payout.into_iter().collect::<Vec<_>>());
+    t
+}
+
+/// A paid donation of `amount` with a fee of `fee`, its gift in `payout`; returns its id and
+/// its balance transaction's net.
+async fn paid(
+    app: &TestApp,
+    stripe: &StripeObjects,
+    amount: i64,
+    fee: i64,
+    payout: Option<&str>,
+) -> (Uuid, String, i64) {
+    let (donation, pi) = app.create_donation(amount).await;
+    let charge = format!("ch_{}", &pi[3..]);
+    let txn = format!("txn_{charge}");
+    let mut intent = objects::payment_intent(&pi, Some(donation), "succeeded", amount);
+    intent["latest_charge"] = json!(charge);
+    stripe.put(intent.clone());
+    stripe.put(objects::charge(&charge, &pi, amount, 0, Some(&txn)));
+    stripe.put(transaction(&txn, "charge", amount, fee, &charge, payout));
+    let t = OffsetDateTime::now_utc().unix_timestamp() - 5000;
+    app.deliver(&event("payment_intent.succeeded", intent, t))
+        .await;
+    app.deliver(&event(
+        "charge.succeeded",
+        objects::charge(&charge, &pi, amount, 0, Some(&txn)),
+        t + 1,
+    ))
+    .await;
+    app.apply_events().await;
+    (donation, pi, amount - fee)
+}
+
+/// A payout of `amount` in `status`, with its own balance transaction, as Stripe sends it.
+fn payout(id: &str, amount: i64, status: &str, reconciliation: &str) -> Value {
+    json!({
+        "id": id, "object": "payout", "amount": amount, "currency": "gbp", "status": status,
+        "automatic": true, "arrival_date": 1_790_000_000, "created": 1_789_900_000,
+        "balance_transaction": format!("txn_{id}"), "failure_balance_transaction": null,
+        "reconciliation_status": reconciliation, "method": "standard", "type": "bank_account",
+        "livemode": false, "metadata": {}
+    })
+}
+
+async fn reconciliation(app: &TestApp, id: &str) -> Value {
+    let found = quickdonate::finance::payouts::reconcile(&app.db, &[id.to_owned()])
+        .await
+        .unwrap();
+    serde_json::to_value(found.first().expect("the payout is recorded")).unwrap()
+}
+
+async fn listings(app: &TestApp) -> usize {
+    app.stripe_requests("/v1/balance_transactions").await.len()
+}
+
+#[tokio::test]
+async fn a_payout_over_several_pages_reconciles_to_the_penny() {
+    let (app, stripe) = payouts_app().await;
+    let po = "po_several_pages";
+    let mut total = 0;
+    let mut donations = Vec::new();
+    for (amount, fee) in [(2500, 58), (1000, 35), (5000, 95)] {
+        let (donation, _, net) = paid(&app, &stripe, amount, fee, Some(po)).await;
+        total += net;
+        donations.push(donation);
+    }
+    // A refund of the second gift, taken from the same payout.
+    let (refunded, pi, net) = paid(&app, &stripe, 2000, 50, Some(po)).await;
+    total += net;
+    let charge = format!("ch_{}", &pi[3..]);
+    let mut refund = objects::refund("re_payout_1", &charge, &pi, 700, "succeeded");
+    refund["balance_transaction"] = json!("txn_re_payout_1");
+    stripe.put(refund.clone());
+    stripe.put(transaction(
+        "txn_re_payout_1",
+        "refund",
+        -700,
+        0,
+        "re_payout_1",
+        Some(po),
+    ));
+    stripe.put(objects::charge(
+        &charge,
+        &pi,
+        2000,
+        700,
+        Some(&format!("txn_{charge}")),
+    ));
+    app.deliver(&event(
+        "refund.created",
+        refund,
+        OffsetDateTime::now_utc().unix_timestamp(),
+    ))
+    .await;
+    app.apply_events().await;
+    total -= 700;
+
+    stripe.put(transaction(
+        &format!("txn_{po}"),
+        "payout",
+        -total,
+        0,
+        po,
+        Some(po),
+    ));
+    let listed_before = listings(&app).await;
+    app.deliver(&event(
+        "payout.paid",
+        payout(po, total, "paid", "completed"),
+        1_790_000_000,
+    ))
+    .await;
+    app.apply_events().await;
+
+    let shown = reconciliation(&app, po).await;
+    assert_eq!(shown["status"], "paid");
+    assert_eq!(shown["amount"], total);
+    assert_eq!(
+        shown["transaction_count"], 5,
+        "four gifts and a refund: {shown}"
+    );
+    assert_eq!(shown["transactions_total"], total);
+    assert_eq!(shown["ledger_total"], total);
+    assert_eq!(shown["difference"], 0, "{shown}");
+    assert_eq!(shown["unmatched"], json!([]));
+    assert_eq!(shown["donation_count"], 4);
+    assert_eq!(shown["listing_complete"], true);
+    // Six transactions (with the payout's own), two to a page: every page was read.
+    let pages = 6usize.div_ceil(PAYOUT_PAGE);
+    assert_eq!(listings(&app).await - listed_before, pages);
+
+    // The money leaving for the bank is in the ledger, once.
+    let payout_rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT kind, amount FROM ledger_entries WHERE source_id = $1")
+            .bind(po)
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(payout_rows, vec![("payout".to_owned(), -total)]);
+
+    // Stripe says again that it is reconciled: the complete list is not read again.
+    app.deliver(&event(
+        "payout.reconciliation_completed",
+        payout(po, total, "paid", "completed"),
+        1_790_000_100,
+    ))
+    .await;
+    app.apply_events().await;
+    assert_eq!(
+        listings(&app).await - listed_before,
+        pages,
+        "no second listing"
+    );
+    assert_eq!(reconciliation(&app, po).await["difference"], 0);
+    let _ = refunded;
+}
+
+#[tokio::test]
+async fn a_transaction_the_ledger_does_not_hold_is_named_with_the_difference_it_makes() {
+    let (app, stripe) = payouts_app().await;
+    let po = "po_with_a_stranger";
+    let (_, _, net) = paid(&app, &stripe, 2500, 58, Some(po)).await;
+    // The shop's sale on the same Stripe account, paid out with the donations.
+    stripe.put(transaction(
+        "txn_shop_sale",
+        "charge",
+        1200,
+        40,
+        "ch_shop_sale",
+        Some(po),
+    ));
+    let amount = net + 1160;
+    stripe.put(transaction(
+        &format!("txn_{po}"),
+        "payout",
+        -amount,
+        0,
+        po,
+        Some(po),
+    ));
+    app.deliver(&event(
+        "payout.paid",
+        payout(po, amount, "paid", "completed"),
+        1_790_000_000,
+    ))
+    .await;
+    app.apply_events().await;
+
+    let shown = reconciliation(&app, po).await;
+    assert_eq!(shown["difference"], 1160, "{shown}");
+    assert_eq!(shown["transactions_total"], amount);
+    assert_eq!(shown["ledger_total"], net);
+    assert_eq!(
+        shown["unmatched"],
+        json!([{"id": "txn_shop_sale", "type": "charge", "net": 1160, "ledger": 0,
+                "currency": "gbp", "source": "ch_shop_sale"}])
+    );
+}
+
+#[tokio::test]
+async fn a_payout_listed_before_stripe_finished_reconciling_is_listed_again_once_it_has() {
+    let (app, stripe) = payouts_app().await;
+    let po = "po_in_progress";
+    let (_, _, first) = paid(&app, &stripe, 2500, 58, Some(po)).await;
+    let second = 1000 - 35;
+    let amount = first + second;
+    app.deliver(&event(
+        "payout.paid",
+        payout(po, amount, "paid", "in_progress"),
+        1_790_000_000,
+    ))
+    .await;
+    app.apply_events().await;
+    let early = reconciliation(&app, po).await;
+    assert_eq!(early["listing_complete"], false);
+    assert_eq!(early["transaction_count"], 1);
+    assert_eq!(
+        early["difference"], second,
+        "a gift not listed yet: {early}"
+    );
+
+    // Stripe has found the payout's second gift by the time it says it is reconciled.
+    paid(&app, &stripe, 1000, 35, Some(po)).await;
+    app.deliver(&event(
+        "payout.reconciliation_completed",
+        payout(po, amount, "paid", "completed"),
+        1_790_000_100,
+    ))
+    .await;
+    // A late copy of an older snapshot changes nothing.
+    app.deliver(&event(
+        "payout.created",
+        payout(po, amount, "pending", "not_applicable"),
+        1_789_900_000,
+    ))
+    .await;
+    app.apply_events().await;
+    let done = reconciliation(&app, po).await;
+    assert_eq!(
+        done["status"], "paid",
+        "an older snapshot never moves a payout back"
+    );
+    assert_eq!(done["listing_complete"], true);
+    assert_eq!(done["reconciliation_status"], "completed");
+    assert_eq!(done["transaction_count"], 2);
+    assert_eq!(done["difference"], 0, "{done}");
+}
+
+#[tokio::test]
+async fn a_failed_payout_returns_its_money_and_its_gifts_are_not_paid_out() {
+    let (app, stripe) = payouts_app().await;
+    let po = "po_failed";
+    let (donation, _, net) = paid(&app, &stripe, 2500, 58, Some(po)).await;
+    let (elsewhere, _, _) = paid(&app, &stripe, 1000, 35, Some("po_other")).await;
+    let mut failed = payout(po, net, "failed", "completed");
+    failed["failure_balance_transaction"] = json!(format!("txn_{po}_failure"));
+    app.deliver(&event("payout.failed", failed, 1_790_000_000))
+        .await;
+    app.apply_events().await;
+
+    let shown = reconciliation(&app, po).await;
+    assert_eq!(shown["status"], "failed");
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT kind, amount FROM ledger_entries WHERE source_id = $1 ORDER BY kind",
+    )
+    .bind(po)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("payout".to_owned(), -net),
+            ("payout_failure".to_owned(), net)
+        ],
+        "the money left and came back"
+    );
+
+    // Both gifts are in no paid payout: po_other has not been paid either.
+    let later = OffsetDateTime::now_utc() + time::Duration::days(1);
+    let missing = quickdonate::finance::payouts::not_paid_out(&app.db, later, 100)
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = missing.iter().map(|d| d.id).collect();
+    assert!(
+        ids.contains(&donation) && ids.contains(&elsewhere),
+        "{ids:?}"
+    );
+    // Once po_other is paid, its gift is no longer missing; and nothing is missing yet that
+    // succeeded after the cut-off.
+    let amount = 1000 - 35;
+    stripe.put(transaction(
+        "txn_po_other",
+        "payout",
+        -amount,
+        0,
+        "po_other",
+        Some("po_other"),
+    ));
+    app.deliver(&event(
+        "payout.paid",
+        payout("po_other", amount, "paid", "completed"),
+        1_790_000_000,
+    ))
+    .await;
+    app.apply_events().await;
+    let missing = quickdonate::finance::payouts::not_paid_out(&app.db, later, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        missing.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![donation]
+    );
+    let earlier = OffsetDateTime::now_utc() - time::Duration::days(1);
+    assert!(
+        quickdonate::finance::payouts::not_paid_out(&app.db, earlier, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
