@@ -52,7 +52,7 @@ CREATE TABLE payouts (
     status_rank                    smallint NOT NULL,
     status_at                      timestamptz NOT NULL,
     arrival_date                   timestamptz,
-    created                        timestamptz,
+    created                        timestamptz NOT NULL,
     balance_transaction_id         text,
     failure_balance_transaction_id text,
     reconciliation_status          text,

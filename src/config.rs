@@ -92,6 +92,7 @@ pub struct Settings {
     pub webhook_tolerance_secs: u64,
     pub apply_events: bool,
     pub event_max_attempts: i32,
+    pub payout_overdue_days: i64,
     pub stripe_api_base: String,
     pub stripe_timeout_secs: u64,
     pub statement_descriptor_suffix: String,
@@ -169,6 +170,10 @@ impl Settings {
         ensure!(
             (1..=100).contains(&self.event_max_attempts),
             "EVENT_MAX_ATTEMPTS: must be between 1 and 100"
+        );
+        ensure!(
+            (1..=365).contains(&self.payout_overdue_days),
+            "PAYOUT_OVERDUE_DAYS: must be between 1 and 365"
         );
         ensure!(
             self.campaign_cache_ms <= 60_000,

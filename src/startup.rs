@@ -45,6 +45,8 @@ pub struct AppState {
     pub simulator: Option<Simulator>,
     /// Campaigns as the API shows them, kept for a second.
     pub campaigns: Arc<CampaignCache>,
+    /// After how many days a succeeded donation in no paid payout is overdue.
+    pub payout_overdue_days: i64,
 }
 
 /// The service, bound to its address and ready to run.
@@ -103,6 +105,7 @@ impl Application {
             wake_worker: wake_worker.clone(),
             simulator,
             campaigns: campaigns.clone(),
+            payout_overdue_days: settings.payout_overdue_days,
         };
         let worker = Worker::new(
             database.pool.clone(),

@@ -24,13 +24,26 @@ use axum::Router;
 use axum::routing::get;
 use sqlx::{PgPool, Postgres, Transaction};
 
+use crate::http::problem::{FieldError, Problem};
 use crate::startup::AppState;
+
+/// A 404 problem: the thing `field` names does not exist.
+pub fn unknown(field: &str, detail: String) -> Problem {
+    Problem::not_found(detail).with_errors(vec![FieldError::new(field, "names nothing we hold")])
+}
 
 /// Every `/v1/finance/...` route.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/finance/donations", get(donations::list))
         .route("/v1/finance/audit", get(audit::list))
+        .route("/v1/finance/payouts", get(payouts::routes::list))
+        .route(
+            "/v1/finance/payouts/overdue-donations",
+            get(payouts::routes::overdue),
+        )
+        .route("/v1/finance/payouts/{id}", get(payouts::routes::show))
+        .route("/v1/finance/campaigns/{slug}/summary", get(summary::show))
 }
 
 /// A read-only transaction whose statements are planned for their own parameters: a list's

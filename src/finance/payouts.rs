@@ -118,7 +118,7 @@ async fn apply_one(tx: &mut PgConnection, work: &PayoutWork) -> sqlx::Result<()>
         p.rank(),
         work.at,
         p.arrival_date,
-        p.created,
+        p.created.unwrap_or(work.at),
         own,
         failure,
         reconciliation,
@@ -230,8 +230,8 @@ pub struct Reconciliation {
     pub currency: String,
     #[serde(with = "time::serde::rfc3339::option")]
     pub arrival_date: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub created: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
     pub reconciliation_status: Option<String>,
     /// Whether its transactions were listed from Stripe, and whether Stripe had finished
     /// reconciling the payout when they were (only then is the list final).
@@ -368,4 +368,327 @@ pub async fn not_paid_out(
     )
     .fetch_all(db)
     .await
+}
+
+/// One balance transaction a payout contains, with what the ledger holds for it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Contained {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub reporting_category: Option<String>,
+    pub amount: i64,
+    pub fee: i64,
+    pub net: i64,
+    pub currency: String,
+    pub source: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub created: Option<OffsetDateTime>,
+    /// What the ledger holds for it; `null` when nothing (a transaction not ours).
+    pub ledger: Option<i64>,
+    pub donation_id: Option<uuid::Uuid>,
+    pub campaign: Option<String>,
+}
+
+/// The balance transactions payout `id` contains, in the order Stripe made them.
+pub async fn contained(db: &sqlx::PgPool, id: &str) -> sqlx::Result<Vec<Contained>> {
+    sqlx::query_as!(
+        Contained,
+        r#"SELECT t.balance_transaction_id AS id, t.type AS kind, t.reporting_category, t.amount,
+                  t.fee, t.net, t.currency, t.source_id AS source, t.created,
+                  l.ledger, l.donation_id, l.campaign
+           FROM payout_transactions t
+           LEFT JOIN LATERAL (
+               SELECT sum(e.amount)::bigint AS ledger, min(e.donation_id::text)::uuid AS donation_id,
+                      min(e.campaign) AS campaign
+               FROM ledger_entries e WHERE e.balance_transaction_id = t.balance_transaction_id
+               HAVING count(*) > 0) l ON true
+           WHERE t.payout_id = $1
+           ORDER BY t.created, t.balance_transaction_id"#,
+        id
+    )
+    .fetch_all(db)
+    .await
+}
+
+pub mod routes {
+    //! `GET /v1/finance/payouts`, `GET /v1/finance/payouts/{id}` and
+    //! `GET /v1/finance/payouts/overdue-donations`.
+
+    use axum::Json;
+    use axum::body::Body;
+    use axum::extract::{Path, RawQuery, State};
+    use axum::http::HeaderMap;
+    use axum::response::{IntoResponse, Response};
+    use serde_json::json;
+    use time::OffsetDateTime;
+
+    use super::{Contained, NotPaidOut, Reconciliation};
+    use crate::finance::access::Caller;
+    use crate::finance::audit;
+    use crate::finance::export::{self, Cell, CsvChunks, CsvRow, Format};
+    use crate::finance::params::{Cursor, Params, bad_parameter, next_page};
+    use crate::http::problem::ApiResult;
+    use crate::startup::AppState;
+
+    /// Payouts newest first (by when Stripe made them), in [from, to), in `status`.
+    pub async fn list(
+        State(state): State<AppState>,
+        caller: Caller,
+        RawQuery(query): RawQuery,
+        headers: HeaderMap,
+    ) -> ApiResult<Response> {
+        let params = Params::parse(
+            query.as_deref(),
+            &["from", "to", "status", "cursor", "limit"],
+        )?;
+        let format = export::negotiate(&headers, &[Format::Json, Format::Csv])?;
+        let (from, to) = params.range()?;
+        let status = params.text("status");
+        if let Some(status) = status
+            && !STATUSES.contains(&status)
+        {
+            return Err(
+                bad_parameter("status", format!("must be one of {}", STATUSES.join(", "))).into(),
+            );
+        }
+        if format == Format::Csv {
+            export::refuse_paging(&params)?;
+        }
+        let (cursor, limit) = match format {
+            Format::Json => (params.cursor::<String>()?, params.limit()?),
+            _ => (None, crate::finance::params::MAX_LIMIT * 100),
+        };
+        let mut page = sqlx::query!(
+            r#"SELECT id, created FROM payouts
+               WHERE ($1::timestamptz IS NULL OR created >= $1)
+                 AND ($2::timestamptz IS NULL OR created < $2)
+                 AND ($3::text IS NULL OR status = $3)
+                 AND ($4::timestamptz IS NULL OR (created, id) < ($4, $5))
+               ORDER BY created DESC, id DESC
+               LIMIT $6"#,
+            from,
+            to,
+            status,
+            cursor.as_ref().map(|c| c.at),
+            cursor.as_ref().map(|c| c.id.clone()),
+            limit + 1
+        )
+        .fetch_all(&mut *crate::finance::reading(&state.db).await?)
+        .await?;
+        let next_cursor = next_page(&mut page, limit, |p| Cursor::new(p.created, p.id.clone()));
+        let ids: Vec<String> = page.into_iter().map(|p| p.id).collect();
+        let payouts = super::reconcile(&state.db, &ids).await?;
+        let what = match format {
+            Format::Json => "GET /v1/finance/payouts",
+            _ => "GET /v1/finance/payouts (csv)",
+        };
+        audit::record(
+            &state.db,
+            &caller,
+            what,
+            &params.filters(),
+            payouts.len() as i64,
+        )
+        .await?;
+        match format {
+            Format::Json => {
+                Ok(Json(json!({"data": payouts, "next_cursor": next_cursor})).into_response())
+            }
+            _ => csv("payouts", &payouts),
+        }
+    }
+
+    /// One payout's reconciliation, with every transaction it contains.
+    pub async fn show(
+        State(state): State<AppState>,
+        caller: Caller,
+        Path(id): Path<String>,
+        RawQuery(query): RawQuery,
+        headers: HeaderMap,
+    ) -> ApiResult<Response> {
+        let params = Params::parse(query.as_deref(), &[])?;
+        let format = export::negotiate(&headers, &[Format::Json, Format::Csv])?;
+        let Some(payout) = super::reconcile(&state.db, std::slice::from_ref(&id))
+            .await?
+            .pop()
+        else {
+            return Err(
+                crate::finance::unknown("payout", format!("There is no payout {id:?}.")).into(),
+            );
+        };
+        let transactions = super::contained(&state.db, &id).await?;
+        let what = format!("GET /v1/finance/payouts/{id}");
+        let mut filters = params.filters();
+        filters["payout"] = json!(id);
+        audit::record(
+            &state.db,
+            &caller,
+            &what,
+            &filters,
+            transactions.len() as i64,
+        )
+        .await?;
+        match format {
+            Format::Json => {
+                let mut shown = serde_json::to_value(&payout).map_err(anyhow::Error::from)?;
+                shown["transactions"] =
+                    serde_json::to_value(&transactions).map_err(anyhow::Error::from)?;
+                Ok(Json(shown).into_response())
+            }
+            _ => csv(&format!("payout-{id}"), &transactions),
+        }
+    }
+
+    /// Succeeded donations no paid payout contains, `days` (by default PAYOUT_OVERDUE_DAYS)
+    /// after they succeeded, oldest first.
+    pub async fn overdue(
+        State(state): State<AppState>,
+        caller: Caller,
+        RawQuery(query): RawQuery,
+        headers: HeaderMap,
+    ) -> ApiResult<Response> {
+        let params = Params::parse(query.as_deref(), &["days", "limit"])?;
+        let format = export::negotiate(&headers, &[Format::Json, Format::Csv])?;
+        let days = match params.text("days") {
+            None => state.payout_overdue_days,
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(days) if (0..=3650).contains(&days) => days,
+                _ => {
+                    return Err(
+                        bad_parameter("days", "must be a whole number from 0 to 3650").into(),
+                    );
+                }
+            },
+        };
+        let limit = params.limit()?;
+        let before = OffsetDateTime::now_utc() - time::Duration::days(days);
+        let donations = super::not_paid_out(&state.db, before, limit).await?;
+        audit::record(
+            &state.db,
+            &caller,
+            "GET /v1/finance/payouts/overdue-donations",
+            &params.filters(),
+            donations.len() as i64,
+        )
+        .await?;
+        match format {
+            Format::Json => Ok(Json(json!({"days": days, "data": donations})).into_response()),
+            _ => csv("overdue-donations", &donations),
+        }
+    }
+
+    const STATUSES: &[&str] = &["pending", "in_transit", "paid", "failed", "canceled"];
+
+    /// A short list as one CSV body.
+    fn csv<T: CsvRow>(stem: &str, rows: &[T]) -> ApiResult<Response> {
+        let mut chunks = CsvChunks::new();
+        chunks.header(T::HEADER).map_err(anyhow::Error::from)?;
+        for row in rows {
+            row.write(&mut chunks).map_err(anyhow::Error::from)?;
+        }
+        let bytes = chunks.take().map_err(anyhow::Error::from)?;
+        Ok(export::csv_response(stem, Body::from(bytes)))
+    }
+
+    fn time(at: Option<OffsetDateTime>) -> String {
+        at.map(export::rfc3339).unwrap_or_default()
+    }
+
+    impl CsvRow for Reconciliation {
+        const HEADER: &'static [&'static str] = &[
+            "id",
+            "status",
+            "amount",
+            "currency",
+            "arrival_date",
+            "created",
+            "listing_complete",
+            "transaction_count",
+            "transactions_total",
+            "ledger_total",
+            "difference",
+            "unmatched",
+            "donation_count",
+        ];
+
+        fn write(&self, csv: &mut CsvChunks) -> std::io::Result<()> {
+            let unmatched: Vec<&str> = self.unmatched.iter().map(|u| u.id.as_str()).collect();
+            csv.row(&[
+                Cell::Text(&self.id),
+                Cell::Text(&self.status),
+                Cell::Int(self.amount),
+                Cell::Text(&self.currency),
+                Cell::Text(&time(self.arrival_date)),
+                Cell::Text(&export::rfc3339(self.created)),
+                Cell::Bool(self.listing_complete),
+                Cell::Int(self.transaction_count),
+                Cell::Int(self.transactions_total),
+                Cell::Int(self.ledger_total),
+                Cell::Int(self.difference),
+                Cell::Text(&unmatched.join(" ")),
+                Cell::Int(self.donation_count),
+            ])
+        }
+    }
+
+    impl CsvRow for Contained {
+        const HEADER: &'static [&'static str] = &[
+            "id",
+            "type",
+            "reporting_category",
+            "amount",
+            "fee",
+            "net",
+            "currency",
+            "source",
+            "created",
+            "ledger",
+            "donation_id",
+            "campaign",
+        ];
+
+        fn write(&self, csv: &mut CsvChunks) -> std::io::Result<()> {
+            let donation = self.donation_id.map(|d| d.to_string());
+            csv.row(&[
+                Cell::Text(&self.id),
+                Cell::Text(&self.kind),
+                self.reporting_category.as_deref().into(),
+                Cell::Int(self.amount),
+                Cell::Int(self.fee),
+                Cell::Int(self.net),
+                Cell::Text(&self.currency),
+                self.source.as_deref().into(),
+                Cell::Text(&time(self.created)),
+                self.ledger.into(),
+                donation.as_deref().into(),
+                self.campaign.as_deref().into(),
+            ])
+        }
+    }
+
+    impl CsvRow for NotPaidOut {
+        const HEADER: &'static [&'static str] = &[
+            "id",
+            "campaign",
+            "total_amount",
+            "currency",
+            "succeeded_at",
+            "charge_id",
+            "balance_transaction_id",
+        ];
+
+        fn write(&self, csv: &mut CsvChunks) -> std::io::Result<()> {
+            let id = self.id.to_string();
+            csv.row(&[
+                Cell::Text(&id),
+                Cell::Text(&self.campaign),
+                Cell::Int(self.total_amount),
+                Cell::Text(&self.currency),
+                Cell::Text(&time(self.succeeded_at)),
+                self.charge_id.as_deref().into(),
+                self.balance_transaction_id.as_deref().into(),
+            ])
+        }
+    }
 }

@@ -134,3 +134,76 @@ fn iso_date(date: Date) -> String {
         date.day()
     )
 }
+
+/// `GET /v1/finance/campaigns/{slug}/summary?from=&to=`: JSON, or the days as CSV.
+pub async fn show(
+    axum::extract::State(state): axum::extract::State<crate::startup::AppState>,
+    caller: super::access::Caller,
+    axum::extract::Path(slug): axum::extract::Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: axum::http::HeaderMap,
+) -> crate::http::problem::ApiResult<axum::response::Response> {
+    use super::export::{self, Cell, CsvChunks, Format};
+    use axum::response::IntoResponse;
+
+    let params = super::params::Params::parse(query.as_deref(), &["from", "to"])?;
+    let format = export::negotiate(&headers, &[Format::Json, Format::Csv])?;
+    let (from, to) = params.range()?;
+    if crate::campaigns::find(&state.db, &slug).await?.is_none() {
+        let shown: String = slug.chars().take(64).collect();
+        return Err(super::unknown("campaign", format!("There is no campaign {shown:?}.")).into());
+    }
+    let summary = summarize(&state.db, &slug, from, to).await?;
+    let mut filters = params.filters();
+    filters["campaign"] = serde_json::json!(slug);
+    super::audit::record(
+        &state.db,
+        &caller,
+        "GET /v1/finance/campaigns/{slug}/summary",
+        &filters,
+        summary.days.len() as i64,
+    )
+    .await?;
+    if format == Format::Json {
+        return Ok(axum::Json(summary).into_response());
+    }
+    let mut csv = CsvChunks::new();
+    let write = |csv: &mut CsvChunks| -> std::io::Result<()> {
+        csv.header(&[
+            "date",
+            "currency",
+            "count",
+            "gross",
+            "fee_cover",
+            "fees",
+            "refunds",
+            "dispute_losses",
+            "disputes_open",
+            "dispute_fees",
+            "net",
+        ])?;
+        for day in &summary.days {
+            let f = &day.figures;
+            csv.row(&[
+                Cell::Text(&day.date),
+                Cell::Text(&f.currency),
+                Cell::Int(f.count),
+                Cell::Int(f.gross),
+                Cell::Int(f.fee_cover),
+                Cell::Int(f.fees),
+                Cell::Int(f.refunds),
+                Cell::Int(f.dispute_losses),
+                Cell::Int(f.disputes_open),
+                Cell::Int(f.dispute_fees),
+                Cell::Int(f.net),
+            ])?;
+        }
+        Ok(())
+    };
+    write(&mut csv).map_err(anyhow::Error::from)?;
+    let bytes = csv.take().map_err(anyhow::Error::from)?;
+    Ok(export::csv_response(
+        &format!("summary-{slug}"),
+        axum::body::Body::from(bytes),
+    ))
+}

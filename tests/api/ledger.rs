@@ -14,8 +14,12 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use quickdonate::finance::access::Role;
+
+use crate::finance_access::{get_as, get_with, token};
 use crate::helpers::{
-    StripeObjects, TestApp, event, objects, shuffle, spawn_app_with, stripe_creates_payment_intents,
+    StripeObjects, TestApp, assert_problem, event, objects, shuffle, spawn_app_with,
+    stripe_creates_payment_intents,
 };
 
 /// How a generated dispute ends.
@@ -366,6 +370,44 @@ async fn every_history_in_every_order_leaves_one_ledger_whose_sums_are_the_figur
     if let Err(failure) = result {
         panic!("{failure}");
     }
+
+    // The campaign's summary, read from the ledger, says what its donations say.
+    let finance = token(&app, "finance", Role::Finance).await;
+    let summary: Value = get_as(
+        &app,
+        Some(&finance),
+        "/v1/finance/campaigns/kashmir/summary",
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let (count, gross, fees, refunds, lost, dispute_fees): (i64, i64, i64, i64, i64, i64) =
+        sqlx::query_as(
+            r#"SELECT count(*), sum(net + fee)::bigint, sum(fee)::bigint,
+                      sum(refunded_amount)::bigint, sum(dispute_lost_amount)::bigint,
+                      sum(dispute_fee)::bigint
+               FROM donations WHERE fee IS NOT NULL"#,
+        )
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let totals = &summary["totals"][0];
+    assert_eq!(summary["totals"].as_array().unwrap().len(), 1, "{summary}");
+    assert_eq!(
+        [
+            &totals["count"],
+            &totals["gross"],
+            &totals["fees"],
+            &totals["refunds"],
+            &totals["dispute_losses"],
+            &totals["dispute_fees"]
+        ],
+        [count, gross, fees, refunds, lost, dispute_fees]
+            .map(|n| json!(n))
+            .each_ref(),
+        "{summary}"
+    );
 }
 
 #[tokio::test]
@@ -421,4 +463,126 @@ async fn the_ledger_refuses_to_change_or_lose_a_row() {
             .await
             .unwrap();
     assert_eq!(rows, 2, "gift and fee, still there");
+}
+
+#[tokio::test]
+async fn a_campaign_summary_gives_each_day_and_the_period_asked_for() {
+    let app = spawn_app_with(|s| s.apply_events = false).await;
+    stripe_creates_payment_intents(&app).await;
+    let stripe = StripeObjects::default();
+    stripe.serve(&app).await;
+    // 2026-11-01, 02 and 03, at noon UTC.
+    let day = |n: i64| 1_793_534_400 + (n - 1) * 86_400;
+    let mut plays = Vec::new();
+    for (amount, fee, refund) in [(2500, 58, 0), (1000, 35, 400)] {
+        let h = History {
+            amount,
+            fee,
+            refunds: if refund > 0 {
+                vec![(refund, false)]
+            } else {
+                vec![]
+            },
+            dispute: None,
+            seed: 0,
+        };
+        let (donation, pi) = app.create_donation(amount).await;
+        plays.push((play(&h, donation, &pi, day(1)), plays.len() as i64 + 1));
+    }
+    for (played, n) in &plays {
+        for object in played.snapshots.last().unwrap() {
+            let mut object = object.clone();
+            // The gift on day n, the refund on day 3.
+            if object["object"] == "balance_transaction" {
+                let when = if object["type"] == "refund" {
+                    day(3)
+                } else {
+                    day(*n)
+                };
+                object["created"] = json!(when);
+            }
+            stripe.put(object);
+        }
+        for event in &played.events {
+            app.deliver(event).await;
+        }
+    }
+    app.apply_events().await;
+
+    let finance = token(&app, "finance", Role::Finance).await;
+    let summary = |query: &'static str| {
+        let (app, finance) = (&app, &finance);
+        async move {
+            let path = format!("/v1/finance/campaigns/kashmir/summary{query}");
+            let response = get_as(app, Some(finance), &path).await;
+            assert_eq!(response.status(), 200, "{path}");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let all = summary("").await;
+    let totals = &all["totals"][0];
+    assert_eq!(totals["currency"], "gbp");
+    assert_eq!(totals["count"], 2);
+    assert_eq!(totals["gross"], 3500);
+    assert_eq!(totals["fees"], 93);
+    assert_eq!(totals["refunds"], 400);
+    assert_eq!(totals["net"], 3500 - 93 - 400);
+    let days: Vec<(&str, i64)> = all["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["date"].as_str().unwrap(), d["net"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        days,
+        [
+            ("2026-11-01", 2442),
+            ("2026-11-02", 965),
+            ("2026-11-03", -400)
+        ]
+    );
+
+    let second = summary("?from=2026-11-02T00:00:00Z&to=2026-11-03T00:00:00%2B00:00").await;
+    assert_eq!(second["totals"][0]["gross"], 1000);
+    assert_eq!(second["totals"][0]["count"], 1);
+    assert_eq!(second["days"].as_array().unwrap().len(), 1);
+
+    let csv = get_with(
+        &app,
+        Some(&finance),
+        "/v1/finance/campaigns/kashmir/summary",
+        &[("accept", "text/csv")],
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    assert_eq!(&reader.headers().unwrap()[0], "date");
+    assert_eq!(reader.records().count(), 3);
+
+    let problem = assert_problem(
+        get_as(
+            &app,
+            Some(&finance),
+            "/v1/finance/campaigns/nowhere/summary",
+        )
+        .await,
+        404,
+        "not-found",
+    )
+    .await;
+    assert_eq!(problem["errors"][0]["field"], "campaign");
+    let problem = assert_problem(
+        get_as(
+            &app,
+            Some(&finance),
+            "/v1/finance/campaigns/kashmir/summary?from=2026-11-03T00:00:00Z&to=2026-11-02T00:00:00Z",
+        )
+        .await,
+        400,
+        "bad-parameter",
+    )
+    .await;
+    assert_eq!(problem["errors"][0]["field"], "from");
 }

@@ -6,8 +6,11 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use quickdonate::finance::access::Role;
+
+use crate::finance_access::{get_as, get_with, token};
 use crate::helpers::{
-    PAYOUT_PAGE, StripeObjects, TestApp, event, objects, spawn_app_with,
+    PAYOUT_PAGE, StripeObjects, TestApp, assert_problem, event, objects, spawn_app_with,
     stripe_creates_payment_intents,
 };
 
@@ -17,6 +20,14 @@ async fn payouts_app() -> (TestApp, StripeObjects) {
     let stripe = StripeObjects::default();
     stripe.serve(&app).await;
     (app, stripe)
+}
+
+/// GET a finance path as a finance token, expecting 200 and JSON.
+async fn read(app: &TestApp, path: &str) -> Value {
+    let finance = token(app, &format!("finance-{}", Uuid::new_v4()), Role::Finance).await;
+    let response = get_as(app, Some(&finance), path).await;
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.unwrap()
 }
 
 /// A balance transaction that payout `payout` (if any) contains, as the fake lists it.
@@ -78,10 +89,7 @@ fn payout(id: &str, amount: i64, status: &str, reconciliation: &str) -> Value {
 }
 
 async fn reconciliation(app: &TestApp, id: &str) -> Value {
-    let found = quickdonate::finance::payouts::reconcile(&app.db, &[id.to_owned()])
-        .await
-        .unwrap();
-    serde_json::to_value(found.first().expect("the payout is recorded")).unwrap()
+    read(app, &format!("/v1/finance/payouts/{id}")).await
 }
 
 async fn listings(app: &TestApp) -> usize {
@@ -352,5 +360,122 @@ async fn a_failed_payout_returns_its_money_and_its_gifts_are_not_paid_out() {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn payouts_are_listed_newest_first_page_by_page_with_the_gifts_each_contains() {
+    let (app, stripe) = payouts_app().await;
+    let mut made = Vec::new();
+    for (i, po) in ["po_list_a", "po_list_b", "po_list_c"]
+        .into_iter()
+        .enumerate()
+    {
+        let (donation, _, net) = paid(&app, &stripe, 1000 + i as i64, 30, Some(po)).await;
+        let mut shown = payout(po, net, "paid", "completed");
+        shown["created"] = json!(1_789_900_000 + i as i64 * 86_400);
+        app.deliver(&event("payout.paid", shown, 1_790_000_000 + i as i64))
+            .await;
+        made.push((po, donation));
+    }
+    app.apply_events().await;
+
+    let mut seen = Vec::new();
+    let mut path = "/v1/finance/payouts?limit=2".to_owned();
+    loop {
+        let page = read(&app, &path).await;
+        for p in page["data"].as_array().unwrap() {
+            assert_eq!(p["difference"], 0, "{p}");
+            seen.push(p["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/finance/payouts?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ["po_list_c", "po_list_b", "po_list_a"],
+        "newest first, each once"
+    );
+
+    let (po, donation) = made[1];
+    let shown = reconciliation(&app, po).await;
+    let gifts: Vec<&Value> = shown["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["type"] == "charge")
+        .collect();
+    assert_eq!(gifts.len(), 1);
+    assert_eq!(gifts[0]["donation_id"], donation.to_string());
+    assert_eq!(gifts[0]["campaign"], "kashmir");
+    assert_eq!(gifts[0]["ledger"], gifts[0]["net"]);
+
+    // As CSV, for a spreadsheet: one line per payout.
+    let finance = token(&app, "csv-reader", Role::Finance).await;
+    let response = get_with(
+        &app,
+        Some(&finance),
+        "/v1/finance/payouts?status=paid",
+        &[("accept", "text/csv")],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let body = response.text().await.unwrap();
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let difference = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "difference")
+        .unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| &r[difference] == "0"));
+    assert!(
+        read(&app, "/v1/finance/payouts?status=failed").await["data"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_payout_a_bad_status_and_a_bad_cursor_are_named() {
+    let (app, _) = payouts_app().await;
+    let finance = token(&app, "finance", Role::Finance).await;
+    let problem = assert_problem(
+        get_as(&app, Some(&finance), "/v1/finance/payouts/po_nowhere").await,
+        404,
+        "not-found",
+    )
+    .await;
+    assert_eq!(problem["errors"][0]["field"], "payout");
+    for (path, field) in [
+        ("/v1/finance/payouts?status=lost", "status"),
+        ("/v1/finance/payouts?cursor=garbage", "cursor"),
+        ("/v1/finance/payouts?from=yesterday", "from"),
+        ("/v1/finance/payouts?payout=po_1", "payout"),
+        ("/v1/finance/payouts/overdue-donations?days=-1", "days"),
+    ] {
+        let problem = assert_problem(
+            get_as(&app, Some(&finance), path).await,
+            400,
+            "bad-parameter",
+        )
+        .await;
+        assert_eq!(problem["errors"][0]["field"], field, "{path}");
+    }
+    assert_eq!(
+        get_as(&app, None, "/v1/finance/payouts").await.status(),
+        401,
+        "a token is needed"
     );
 }
