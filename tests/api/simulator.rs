@@ -530,3 +530,251 @@ async fn a_restarted_simulated_stripe_answers_a_reused_idempotency_key_as_stripe
     let error: Value = other.json().await.unwrap();
     assert_eq!(error["error"]["type"], "idempotency_error");
 }
+
+/// Every item of the list at `path` (a query without `limit`), read one page at a time with
+/// `limit=1` and `starting_after`, as the Stripe client pages; each page but the last says
+/// it has more.
+async fn list_page_by_page(app: &TestApp, base: &str, path: &str) -> Vec<Value> {
+    let mut items: Vec<Value> = Vec::new();
+    for _ in 0..100 {
+        let mut page_path = format!("{path}&limit=1");
+        if let Some(last) = items.last() {
+            page_path.push_str(&format!("&starting_after={}", last["id"].as_str().unwrap()));
+        }
+        let page = stripe_get(app, base, &page_path).await;
+        assert_eq!(page["object"], "list", "{page}");
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= 1, "{page}");
+        items.extend(data.iter().cloned());
+        if !page["has_more"].as_bool().unwrap() {
+            return items;
+        }
+        assert_eq!(
+            data.len(),
+            1,
+            "a page with more after it is not empty: {page}"
+        );
+    }
+    panic!("{path}: the list never ended");
+}
+
+/// The ids of the simulated refunds, in the order they were made.
+async fn refund_ids(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar("SELECT id FROM simulator_refunds ORDER BY seq")
+        .fetch_all(&app.db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_refund_has_its_own_balance_transaction_read_through_the_payment_intent() {
+    let app = simulated_app().await;
+    let (_, pi) = create(&app).await;
+    simulate_ok(&app, &pi, "succeed", None).await;
+    simulate_ok(&app, &pi, "refund", Some(json!({"amount": 1000}))).await;
+    simulate_ok(&app, &pi, "refund", Some(json!({"amount": 300}))).await;
+    app.wait_until_applied().await;
+    let refunds = refund_ids(&app).await;
+    assert_eq!(refunds.len(), 2);
+    let base = simulated_stripe(&app).await;
+
+    // The one expansion the service asks for brings the charge, its refunds and theirs.
+    let intent = stripe_get(
+        &app,
+        &base,
+        &format!("v1/payment_intents/{pi}?expand[]=latest_charge.refunds.data.balance_transaction"),
+    )
+    .await;
+    let charge = &intent["latest_charge"];
+    let listed = charge["refunds"]["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{charge}");
+    for (refund, amount) in listed.iter().zip([300, 1000]) {
+        assert_eq!(refund["amount"], amount, "newest first");
+        assert_eq!(refund["status"], "succeeded");
+        assert_eq!(refund["failure_balance_transaction"], Value::Null);
+        let transaction = &refund["balance_transaction"];
+        assert!(
+            transaction["id"].as_str().unwrap().starts_with("txn_sim_"),
+            "{refund}"
+        );
+        assert_eq!(
+            (
+                &transaction["object"],
+                &transaction["type"],
+                &transaction["reporting_category"],
+                &transaction["amount"],
+                &transaction["fee"],
+                &transaction["net"],
+                &transaction["currency"],
+                &transaction["source"],
+            ),
+            (
+                &json!("balance_transaction"),
+                &json!("refund"),
+                &json!("refund"),
+                &json!(-amount),
+                &json!(0),
+                &json!(-amount),
+                &json!("gbp"),
+                &refund["id"],
+            )
+        );
+    }
+    assert_eq!(listed[1]["id"], refunds[0].as_str());
+    // The charge's own transaction stays an id unless asked for.
+    assert!(charge["balance_transaction"].is_string(), "{charge}");
+
+    // The refund as its event carried it names the same transaction, by id.
+    let events: Vec<Value> = sqlx::query_scalar(
+        "SELECT payload::jsonb #> '{data,object}' FROM stripe_events WHERE type = 'refund.created'",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    for refund in events {
+        let read = listed.iter().find(|r| r["id"] == refund["id"]).unwrap();
+        assert_eq!(
+            refund["balance_transaction"],
+            read["balance_transaction"]["id"]
+        );
+    }
+
+    // The refunds list expands the same, and pages as the service pages it.
+    let charge_id = charge["id"].as_str().unwrap();
+    let expanded = stripe_get(
+        &app,
+        &base,
+        &format!("v1/refunds?charge={charge_id}&expand[]=data.balance_transaction"),
+    )
+    .await;
+    assert_eq!(expanded["data"], charge["refunds"]["data"]);
+    let paged = list_page_by_page(&app, &base, &format!("v1/refunds?charge={charge_id}")).await;
+    let paged: Vec<&str> = paged.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(paged, [refunds[1].as_str(), refunds[0].as_str()]);
+
+    // An expansion the simulator does not offer is refused, as Stripe refuses one.
+    let refused = app
+        .http
+        .get(format!(
+            "{base}v1/payment_intents/{pi}?expand[]=latest_charge.refunds.data.charge"
+        ))
+        .bearer_auth(SECRET_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+}
+
+/// Fails refund `id` through the control.
+async fn fail_refund(app: &TestApp, id: &str) -> reqwest::Response {
+    app.http
+        .post(format!("{}/v1/simulator/refunds/{id}/fail", app.address))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_refund_that_fails_puts_the_money_back_with_a_refund_failure_transaction() {
+    let app = simulated_app().await;
+    let (id, pi) = create(&app).await;
+    simulate_ok(&app, &pi, "succeed", None).await;
+    simulate_ok(&app, &pi, "refund", Some(json!({"amount": 1000}))).await;
+    app.wait_until_applied().await;
+    assert_eq!(app.campaign().await["raised_amount"], 1500);
+    let refund = refund_ids(&app).await.remove(0);
+
+    let response = fail_refund(&app, &refund).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["refund"], refund.as_str());
+    let events: Vec<&str> = answer["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["delivery_status"], 200, "{e}");
+            e["type"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        events,
+        ["refund.updated", "refund.failed", "charge.refund.updated"]
+    );
+    // The service applies them: the money is the charity's again.
+    app.wait_until_applied().await;
+    let donation: Value = app
+        .get(&format!("/v1/donations/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            donation["status"].as_str(),
+            donation["refunded_amount"].as_i64()
+        ),
+        (Some("succeeded"), Some(0))
+    );
+    assert_eq!(app.campaign().await["raised_amount"], 2500);
+    let failed = stored_object(&app, "refund.failed").await;
+    assert_eq!(failed["status"], "failed");
+    assert!(failed["failure_reason"].is_string(), "{failed}");
+
+    let base = simulated_stripe(&app).await;
+    let intent = stripe_get(
+        &app,
+        &base,
+        &format!(
+            "v1/payment_intents/{pi}?expand[]=latest_charge.refunds.data.balance_transaction&expand[]=latest_charge.refunds.data.failure_balance_transaction"
+        ),
+    )
+    .await;
+    let charge = &intent["latest_charge"];
+    assert_eq!(
+        (&charge["amount_refunded"], &charge["refunded"]),
+        (&json!(0), &json!(false))
+    );
+    let read = &charge["refunds"]["data"][0];
+    assert_eq!(read["status"], "failed");
+    assert_eq!(read["balance_transaction"]["amount"], -1000);
+    let failure = &read["failure_balance_transaction"];
+    assert_eq!(failure["id"], failed["failure_balance_transaction"]);
+    assert_eq!(
+        (
+            &failure["object"],
+            &failure["type"],
+            &failure["reporting_category"],
+            &failure["amount"],
+            &failure["fee"],
+            &failure["net"],
+            &failure["currency"],
+            &failure["source"],
+        ),
+        (
+            &json!("balance_transaction"),
+            &json!("refund_failure"),
+            &json!("refund_failure"),
+            &json!(1000),
+            &json!(0),
+            &json!(1000),
+            &json!("gbp"),
+            &json!(refund),
+        )
+    );
+    let listed = stripe_get(
+        &app,
+        &base,
+        &format!(
+            "v1/refunds?charge={}&expand[]=data.failure_balance_transaction",
+            charge["id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(listed["data"][0]["failure_balance_transaction"], *failure);
+    assert!(listed["data"][0]["balance_transaction"].is_string());
+
+    // A failed refund cannot fail again; a refund the simulator never made is not found.
+    assert_problem(fail_refund(&app, &refund).await, 409, "simulation-refused").await;
+    assert_problem(fail_refund(&app, "re_sim_unknown").await, 404, "not-found").await;
+}
