@@ -1,9 +1,10 @@
 //! The simulator's controls, served by the API only when payments are simulated:
 //! `POST /v1/simulator/payment_intents/{id}/succeed`, `/fail` and `/refund` (body `{amount}`,
-//! optional) and `POST /v1/simulator/refunds/{id}/fail`. Each changes the simulated Stripe's
-//! objects the way a donor, the dashboard or a card issuer would, then delivers the resulting
-//! events, signed with the webhook secret, to our own webhook endpoint: the local flow runs the
-//! production code from end to end. Every use is logged as a warning.
+//! optional), `POST /v1/simulator/refunds/{id}/fail`, and `POST /v1/simulator/payouts` (body
+//! `{fail}`, optional). Each changes the simulated Stripe's objects the way a donor, the
+//! dashboard, a card issuer or a bank would, then delivers the resulting events, signed with
+//! the webhook secret, to our own webhook endpoint: the local flow runs the production code
+//! from end to end. Every use is logged as a warning.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -71,6 +72,7 @@ pub fn router() -> Router<AppState> {
             post(simulate),
         )
         .route("/v1/simulator/refunds/{id}/{action}", post(simulate_refund))
+        .route("/v1/simulator/payouts", post(simulate_payout))
 }
 
 fn simulator_of(state: &AppState) -> Result<&Simulator, Problem> {
@@ -128,6 +130,27 @@ async fn simulate_refund(
     Ok(Json(json!({"refund": id, "events": events})))
 }
 
+/// `POST /v1/simulator/payouts`: an automatic payout of the balance, paid or (`{"fail": true}`)
+/// returned by the bank.
+async fn simulate_payout(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
+    let simulator = simulator_of(&state)?;
+    let fail = payout_fails(&body)?;
+    tracing::warn!(
+        fail,
+        "SIMULATED PAYMENTS: the simulator's payout control was used; no money moves"
+    );
+    let (payouts, events) = simulator.stripe.pay_out(fail).await.map_err(refused)?;
+    let events = simulator.deliver_all(&events).await;
+    let payouts: Vec<Value> = payouts
+        .iter()
+        .map(|p| {
+            json!({"id": p["id"], "amount": p["amount"], "currency": p["currency"],
+                   "status": p["status"]})
+        })
+        .collect();
+    Ok(Json(json!({"payouts": payouts, "events": events})))
+}
+
 impl Simulator {
     /// Delivers each event in turn; what became of each.
     async fn deliver_all(&self, events: &[Value]) -> Vec<Value> {
@@ -155,9 +178,9 @@ fn refused(error: SimulationError) -> ApiError {
         SimulationError::UnknownPaymentIntent(_) | SimulationError::UnknownRefund(_) => {
             Problem::not_found(error.to_string()).into()
         }
-        SimulationError::WrongState(..) | SimulationError::RefundCannotFail(_) => {
-            not_now(&error).into()
-        }
+        SimulationError::WrongState(..)
+        | SimulationError::RefundCannotFail(_)
+        | SimulationError::NothingToPayOut(_) => not_now(&error).into(),
         SimulationError::BadRefundAmount(_) => {
             Problem::invalid(vec![FieldError::new("amount", error.to_string())]).into()
         }
@@ -185,6 +208,38 @@ fn json_body(body: &[u8]) -> Result<Value, Problem> {
             format!("The body is not valid JSON: {e}."),
         )
     })
+}
+
+/// `{"fail": true|false}`, or an empty body for a payout that is paid.
+fn payout_fails(body: &[u8]) -> Result<bool, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(false);
+    }
+    let value = json_body(body)?;
+    let Some(object) = value.as_object() else {
+        return Err(Problem::invalid(vec![FieldError::new(
+            "",
+            "must be a JSON object",
+        )]));
+    };
+    let mut errors: Vec<FieldError> = object
+        .keys()
+        .filter(|k| *k != "fail")
+        .map(|k| FieldError::new(k.clone(), "is not a field of a payout"))
+        .collect();
+    let fail = match object.get("fail") {
+        None => false,
+        Some(Value::Bool(fail)) => *fail,
+        Some(_) => {
+            errors.push(FieldError::new("fail", "must be true or false"));
+            false
+        }
+    };
+    if errors.is_empty() {
+        Ok(fail)
+    } else {
+        Err(Problem::invalid(errors))
+    }
 }
 
 /// `{"amount": N}`, or an empty body for all that is left.
