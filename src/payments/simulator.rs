@@ -9,6 +9,10 @@
 //! fetched when it is applied or replayed later. A change to a PaymentIntent is made in one
 //! transaction with its row locked, so two controls used at once on one payment act one after
 //! the other, as at Stripe.
+//!
+//! Money moves as it does in a Stripe balance: a charge, a refund, a refund that fails later and
+//! a payout each make a balance transaction. A payout pays out every transaction still in the
+//! balance, and remembers them, for `GET /v1/balance_transactions?payout=po_...`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -43,6 +47,12 @@ pub enum SimulationError {
     WrongState(String, &'static str),
     #[error("a refund must be more than 0 and at most the {0} not yet refunded")]
     BadRefundAmount(i64),
+    #[error("the simulator has no refund {0}")]
+    UnknownRefund(String),
+    #[error("the refund is {0}; only a succeeded refund can fail")]
+    RefundCannotFail(String),
+    #[error("the simulated balance has nothing to pay out: {0}")]
+    NothingToPayOut(String),
     #[error("the simulator could not use its database")]
     Database(#[from] sqlx::Error),
 }
@@ -74,7 +84,10 @@ impl SimulatedStripe {
                 "/v1/balance_transactions/{id}",
                 get(retrieve_balance_transaction),
             )
+            .route("/v1/balance_transactions", get(list_balance_transactions))
             .route("/v1/refunds", get(list_refunds))
+            .route("/v1/payouts", get(list_payouts))
+            .route("/v1/payouts/{id}", get(retrieve_payout))
             .route("/v1/events", get(list_events))
             .with_state(self.clone())
     }
@@ -199,14 +212,26 @@ impl SimulatedStripe {
         }
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let refund_id = format!("re_sim_{}", Uuid::new_v4().simple());
+        let txn_id = format!("txn_sim_{}", Uuid::new_v4().simple());
+        // The money leaves the balance at once; Stripe keeps no fee back on a refund.
+        let transaction = json!({
+            "id": txn_id, "object": "balance_transaction", "amount": -amount,
+            "available_on": now, "created": now, "currency": charge["currency"],
+            "description": "REFUND FOR CHARGE (Donation)", "exchange_rate": null, "fee": 0,
+            "fee_details": [], "net": -amount, "reporting_category": "refund",
+            "source": refund_id, "status": "available", "type": "refund"
+        });
         let refund = json!({
-            "id": refund_id, "object": "refund", "amount": amount, "charge": charge_id,
-            "created": now, "currency": charge["currency"], "metadata": {},
-            "payment_intent": id, "reason": "requested_by_customer", "status": "succeeded"
+            "id": refund_id, "object": "refund", "amount": amount, "balance_transaction": txn_id,
+            "charge": charge_id, "created": now, "currency": charge["currency"],
+            "failure_balance_transaction": null, "failure_reason": null, "metadata": {},
+            "payment_intent": id, "reason": "requested_by_customer", "receipt_number": null,
+            "source_transfer_reversal": null, "status": "succeeded", "transfer_reversal": null
         });
         let refunded = charge["amount_refunded"].as_i64().unwrap_or(0) + amount;
         charge["amount_refunded"] = json!(refunded);
         charge["refunded"] = json!(refunded == charge["amount"].as_i64().unwrap_or(0));
+        insert_balance_transaction(&mut tx, &transaction).await?;
         sqlx::query!(
             "INSERT INTO simulator_refunds (id, charge_id, object) VALUES ($1, $2, $3)",
             refund_id,
@@ -229,6 +254,228 @@ impl SimulatedStripe {
         tx.commit().await?;
         Ok(events)
     }
+}
+
+impl SimulatedStripe {
+    /// A succeeded refund fails afterwards, as one does when the card it went back to is closed:
+    /// the money comes back to the balance (a `refund_failure` balance transaction, the refund's
+    /// `failure_balance_transaction`) and the charge counts it refunded no more.
+    pub async fn fail_refund(&self, refund_id: &str) -> Result<Vec<Value>, SimulationError> {
+        let mut tx = self.db.begin().await?;
+        let unknown = || SimulationError::UnknownRefund(refund_id.to_owned());
+        let found = sqlx::query!(
+            r#"SELECT c.id AS charge_id, c.payment_intent_id
+               FROM simulator_refunds r JOIN simulator_charges c ON c.id = r.charge_id
+               WHERE r.id = $1"#,
+            refund_id
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(unknown)?;
+        // Locked in the order every control takes them: the PaymentIntent, its charge, then
+        // the refund.
+        lock_intent(&mut tx, &found.payment_intent_id).await?;
+        let mut charge = sqlx::query_scalar!(
+            "SELECT object FROM simulator_charges WHERE id = $1 FOR UPDATE",
+            found.charge_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut refund = sqlx::query_scalar!(
+            "SELECT object FROM simulator_refunds WHERE id = $1 FOR UPDATE",
+            refund_id
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(unknown)?;
+        let status = status_of(&refund);
+        if status != "succeeded" {
+            return Err(SimulationError::RefundCannotFail(status));
+        }
+        let amount = refund["amount"].as_i64().unwrap_or(0);
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let txn_id = format!("txn_sim_{}", Uuid::new_v4().simple());
+        let transaction = json!({
+            "id": txn_id, "object": "balance_transaction", "amount": amount,
+            "available_on": now, "created": now, "currency": refund["currency"],
+            "description": "REFUND FAILURE", "exchange_rate": null, "fee": 0,
+            "fee_details": [], "net": amount, "reporting_category": "refund_failure",
+            "source": refund_id, "status": "available", "type": "refund_failure"
+        });
+        refund["status"] = json!("failed");
+        refund["failure_reason"] = json!("expired_or_canceled_card");
+        refund["failure_balance_transaction"] = json!(txn_id);
+        let refunded = charge["amount_refunded"].as_i64().unwrap_or(0) - amount;
+        charge["amount_refunded"] = json!(refunded);
+        charge["refunded"] = json!(refunded == charge["amount"].as_i64().unwrap_or(0));
+        insert_balance_transaction(&mut tx, &transaction).await?;
+        sqlx::query!(
+            "UPDATE simulator_refunds SET object = $2 WHERE id = $1",
+            refund_id,
+            refund
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "UPDATE simulator_charges SET object = $2 WHERE id = $1",
+            found.charge_id,
+            charge
+        )
+        .execute(&mut *tx)
+        .await?;
+        let events = vec![
+            record_event(&mut tx, "refund.updated", refund.clone(), now).await?,
+            record_event(&mut tx, "refund.failed", refund.clone(), now).await?,
+            record_event(&mut tx, "charge.refund.updated", refund, now).await?,
+        ];
+        tx.commit().await?;
+        Ok(events)
+    }
+
+    /// An automatic payout of everything in the balance not yet paid out: one payout per
+    /// currency whose transactions add up to more than 0, each remembering the transactions
+    /// it pays out, with its own `payout` balance transaction. With `fail`, the bank returns
+    /// it: the payout fails and a `payout_failure` transaction puts the money back in the
+    /// balance, for the next payout. Returns the payouts as they end and the events Stripe
+    /// would send.
+    pub async fn pay_out(&self, fail: bool) -> Result<(Vec<Value>, Vec<Value>), SimulationError> {
+        let mut tx = self.db.begin().await?;
+        // Each transaction is paid out once: a payout made at the same time waits for these
+        // rows, then finds them paid out and passes them by.
+        let unpaid = sqlx::query!(
+            r#"SELECT id, object->>'currency' AS "currency!", (object->>'net')::bigint AS "net!"
+               FROM simulator_balance_transactions
+               WHERE payout_id IS NULL
+               ORDER BY seq
+               FOR UPDATE"#
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut balances: Vec<(String, i64, Vec<String>)> = Vec::new();
+        for row in unpaid {
+            match balances.iter_mut().find(|(c, ..)| *c == row.currency) {
+                Some((_, total, ids)) => {
+                    *total += row.net;
+                    ids.push(row.id);
+                }
+                None => balances.push((row.currency, row.net, vec![row.id])),
+            }
+        }
+        if let Some(reason) = nothing_to_pay_out(&balances) {
+            return Err(SimulationError::NothingToPayOut(reason));
+        }
+
+        let now = OffsetDateTime::now_utc();
+        // Stripe's arrival dates are midnight UTC; a standard payout arrives two days on.
+        let arrival = (now.date() + time::Duration::days(2))
+            .midnight()
+            .assume_utc()
+            .unix_timestamp();
+        let now = now.unix_timestamp();
+        let (mut payouts, mut events) = (Vec::new(), Vec::new());
+        for (currency, amount, ids) in balances.into_iter().filter(|(_, total, _)| *total > 0) {
+            let payout_id = format!("po_sim_{}", Uuid::new_v4().simple());
+            let txn_id = format!("txn_sim_{}", Uuid::new_v4().simple());
+            let transaction = json!({
+                "id": txn_id, "object": "balance_transaction", "amount": -amount,
+                "available_on": arrival, "created": now, "currency": currency,
+                "description": "STRIPE PAYOUT", "exchange_rate": null, "fee": 0,
+                "fee_details": [], "net": -amount, "reporting_category": "payout",
+                "source": payout_id, "status": "available", "type": "payout"
+            });
+            let mut payout = json!({
+                "id": payout_id, "object": "payout", "amount": amount,
+                "application_fee": null, "application_fee_amount": null,
+                "arrival_date": arrival, "automatic": true, "balance_transaction": txn_id,
+                "created": now, "currency": currency, "description": "STRIPE PAYOUT",
+                "destination": "ba_sim_charity", "failure_balance_transaction": null,
+                "failure_code": null, "failure_message": null, "livemode": false,
+                "metadata": {}, "method": "standard", "original_payout": null,
+                "reconciliation_status": "in_progress", "reversed_by": null,
+                "source_type": "card", "statement_descriptor": null, "status": "pending",
+                "trace_id": {"status": "unsupported", "value": null}, "type": "bank_account"
+            });
+            sqlx::query!(
+                "INSERT INTO simulator_payouts (id, object) VALUES ($1, $2)",
+                payout_id,
+                payout
+            )
+            .execute(&mut *tx)
+            .await?;
+            insert_balance_transaction(&mut tx, &transaction).await?;
+            // What it pays out had to be available to be paid out; its own transaction is
+            // part of it, as Stripe lists it.
+            sqlx::query!(
+                r#"UPDATE simulator_balance_transactions
+                   SET payout_id = $1, object = jsonb_set(object, '{status}', '"available"')
+                   WHERE id = ANY($2) OR id = $3"#,
+                payout_id,
+                &ids,
+                txn_id
+            )
+            .execute(&mut *tx)
+            .await?;
+            events.push(record_event(&mut tx, "payout.created", payout.clone(), now).await?);
+
+            if fail {
+                let failure_id = format!("txn_sim_{}", Uuid::new_v4().simple());
+                let failure = json!({
+                    "id": failure_id, "object": "balance_transaction", "amount": amount,
+                    "available_on": now, "created": now, "currency": currency,
+                    "description": "STRIPE PAYOUT FAILURE", "exchange_rate": null, "fee": 0,
+                    "fee_details": [], "net": amount, "reporting_category": "payout_reversal",
+                    "source": payout_id, "status": "available", "type": "payout_failure"
+                });
+                insert_balance_transaction(&mut tx, &failure).await?;
+                payout["status"] = json!("failed");
+                payout["failure_balance_transaction"] = json!(failure_id);
+                payout["failure_code"] = json!("account_closed");
+                payout["failure_message"] = json!("The bank account has been closed.");
+                events.push(record_event(&mut tx, "payout.failed", payout.clone(), now).await?);
+            } else {
+                payout["status"] = json!("paid");
+                events.push(record_event(&mut tx, "payout.paid", payout.clone(), now).await?);
+            }
+            payout["reconciliation_status"] = json!("completed");
+            sqlx::query!(
+                "UPDATE simulator_payouts SET object = $2 WHERE id = $1",
+                payout_id,
+                payout
+            )
+            .execute(&mut *tx)
+            .await?;
+            events.push(
+                record_event(
+                    &mut tx,
+                    "payout.reconciliation_completed",
+                    payout.clone(),
+                    now,
+                )
+                .await?,
+            );
+            payouts.push(payout);
+        }
+        tx.commit().await?;
+        Ok((payouts, events))
+    }
+}
+
+/// Why nothing can be paid out of `balances` (currency, total, transactions), if so.
+fn nothing_to_pay_out(balances: &[(String, i64, Vec<String>)]) -> Option<String> {
+    if balances.is_empty() {
+        return Some("every balance transaction is in a payout already".to_owned());
+    }
+    if balances.iter().any(|(_, total, _)| *total > 0) {
+        return None;
+    }
+    let totals: Vec<String> = balances
+        .iter()
+        .map(|(currency, total, _)| format!("{total} {currency}"))
+        .collect();
+    Some(format!(
+        "what is not paid out adds up to {}, nothing above 0",
+        totals.join(", ")
+    ))
 }
 
 fn status_of(intent: &Value) -> String {
@@ -499,37 +746,40 @@ fn cannot_expand(path: &str) -> Response {
 struct ChargeExpansion {
     balance_transaction: bool,
     refunds: bool,
+    inside_refunds: TransactionExpansion,
 }
 
 impl ChargeExpansion {
-    /// Takes `path` (relative to the charge) if it names something of the charge.
+    /// Takes `path` (relative to the charge) if it names something of the charge. A path
+    /// into its refunds (`refunds.data.balance_transaction`) expands the refunds too.
     fn take(&mut self, path: &str) -> bool {
         match path {
             "balance_transaction" => self.balance_transaction = true,
             "refunds" => self.refunds = true,
-            _ => return false,
+            _ => {
+                let Some(inside) = path.strip_prefix("refunds.data.") else {
+                    return false;
+                };
+                if !self.inside_refunds.take(inside) {
+                    return false;
+                }
+                self.refunds = true;
+            }
         }
         true
     }
 
     /// Embeds the charge's balance transaction and its refunds (a list, newest first).
     async fn apply(&self, tx: &mut PgConnection, charge: &mut Value) -> sqlx::Result<()> {
-        if self.balance_transaction
-            && let Some(id) = charge["balance_transaction"].as_str()
-        {
-            let transaction = sqlx::query_scalar!(
-                "SELECT object FROM simulator_balance_transactions WHERE id = $1",
-                id
-            )
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(transaction) = transaction {
-                charge["balance_transaction"] = transaction;
-            }
+        if self.balance_transaction {
+            expand_transaction(tx, &mut charge["balance_transaction"]).await?;
         }
         if self.refunds {
             let id = charge["id"].as_str().unwrap_or_default().to_owned();
-            let refunds = refunds_of(tx, &id, i64::MAX).await?;
+            let mut refunds = refunds_of(tx, &id, None, i64::MAX).await?;
+            for refund in &mut refunds {
+                self.inside_refunds.apply(tx, refund).await?;
+            }
             charge["refunds"] = json!({
                 "object": "list", "data": refunds, "has_more": false,
                 "url": format!("/v1/charges/{id}/refunds")
@@ -539,6 +789,53 @@ impl ChargeExpansion {
     }
 }
 
+/// What of a refund or a payout to embed in place of its ids: its balance transaction, and
+/// the one that reversed it if it failed.
+#[derive(Default)]
+struct TransactionExpansion {
+    balance_transaction: bool,
+    failure_balance_transaction: bool,
+}
+
+impl TransactionExpansion {
+    /// Takes `path` (relative to the object) if it names one of those.
+    fn take(&mut self, path: &str) -> bool {
+        match path {
+            "balance_transaction" => self.balance_transaction = true,
+            "failure_balance_transaction" => self.failure_balance_transaction = true,
+            _ => return false,
+        }
+        true
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, object: &mut Value) -> sqlx::Result<()> {
+        if self.balance_transaction {
+            expand_transaction(tx, &mut object["balance_transaction"]).await?;
+        }
+        if self.failure_balance_transaction {
+            expand_transaction(tx, &mut object["failure_balance_transaction"]).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Puts the balance transaction whose id `slot` holds in its place; a null stays null.
+async fn expand_transaction(tx: &mut PgConnection, slot: &mut Value) -> sqlx::Result<()> {
+    let Some(id) = slot.as_str() else {
+        return Ok(());
+    };
+    let transaction = sqlx::query_scalar!(
+        "SELECT object FROM simulator_balance_transactions WHERE id = $1",
+        id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(transaction) = transaction {
+        *slot = transaction;
+    }
+    Ok(())
+}
+
 /// A read of several objects sees them as of one moment.
 async fn snapshot(db: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
     db.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -546,7 +843,9 @@ async fn snapshot(db: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::
 }
 
 /// A PaymentIntent. `expand[]=latest_charge` embeds the charge; `latest_charge.
-/// balance_transaction` and `latest_charge.refunds` embed the charge with those inside it.
+/// balance_transaction` and `latest_charge.refunds` embed the charge with those inside it, and
+/// `latest_charge.refunds.data.balance_transaction` (or `.failure_balance_transaction`) each
+/// refund's transaction inside those.
 async fn retrieve_payment_intent(
     State(stripe): State<SimulatedStripe>,
     headers: HeaderMap,
@@ -594,7 +893,8 @@ async fn retrieve_payment_intent(
     Ok(found_or_404(intent, "payment_intent", &id))
 }
 
-/// A charge; `expand[]=balance_transaction` and `expand[]=refunds` embed those.
+/// A charge; `expand[]=balance_transaction` and `expand[]=refunds` (and the refunds' own, as
+/// for a PaymentIntent's charge) embed those.
 async fn retrieve_charge(
     State(stripe): State<SimulatedStripe>,
     headers: HeaderMap,
@@ -638,12 +938,22 @@ async fn retrieve_balance_transaction(
     Ok(found_or_404(found, "balance_transaction", &id))
 }
 
-/// Up to `limit` refunds of a charge, newest first.
-async fn refunds_of(tx: &mut PgConnection, charge: &str, limit: i64) -> sqlx::Result<Vec<Value>> {
+/// Up to `limit` refunds of a charge, newest first, after the refund `starting_after` if given.
+async fn refunds_of(
+    tx: &mut PgConnection,
+    charge: &str,
+    starting_after: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<Value>> {
+    // After a refund we do not know, nothing: the page cannot be placed.
     sqlx::query_scalar!(
-        r#"SELECT object FROM simulator_refunds WHERE charge_id = $1
-           ORDER BY seq DESC LIMIT $2"#,
+        r#"SELECT object FROM simulator_refunds
+           WHERE charge_id = $1
+             AND ($2::text IS NULL
+                  OR seq < (SELECT seq FROM simulator_refunds WHERE id = $2))
+           ORDER BY seq DESC LIMIT $3"#,
         charge,
+        starting_after,
         limit
     )
     .fetch_all(&mut *tx)
@@ -659,22 +969,188 @@ fn limit_of(query: &HashMap<String, String>) -> i64 {
         .clamp(1, 100)
 }
 
-/// `GET /v1/refunds?charge=...`: a charge's refunds, newest first.
+/// What a list's `expand[]=data.X` asks of each item, taken by `take`; the first path it
+/// does not know, if any.
+fn list_expansions(query: Option<&str>, mut take: impl FnMut(&str) -> bool) -> Option<String> {
+    expansions(query)
+        .into_iter()
+        .find(|path| !path.strip_prefix("data.").is_some_and(&mut take))
+}
+
+/// `GET /v1/refunds?charge=...`: a charge's refunds, newest first, paginated;
+/// `expand[]=data.balance_transaction` and `data.failure_balance_transaction` embed those.
 async fn list_refunds(
     State(stripe): State<SimulatedStripe>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
+    RawQuery(raw): RawQuery,
 ) -> Answer {
     if !authorized(&headers) {
         return Ok(unauthorized());
     }
+    let mut expansion = TransactionExpansion::default();
+    if let Some(path) = list_expansions(raw.as_deref(), |p| expansion.take(p)) {
+        return Ok(cannot_expand(&path));
+    }
     let charge = query.get("charge").cloned().unwrap_or_default();
     let limit = limit_of(&query);
-    let mut conn = stripe.db.acquire().await?;
-    let mut refunds = refunds_of(&mut conn, &charge, limit + 1).await?;
+    let mut tx = snapshot(&stripe.db).await?;
+    let after = query.get("starting_after").map(String::as_str);
+    let mut refunds = refunds_of(&mut tx, &charge, after, limit + 1).await?;
     let has_more = refunds.len() as i64 > limit;
     refunds.truncate(limit as usize);
+    for refund in &mut refunds {
+        expansion.apply(&mut tx, refund).await?;
+    }
+    tx.commit().await?;
     Ok(list(refunds, has_more, "/v1/refunds"))
+}
+
+/// `GET /v1/balance_transactions`: newest first, paginated; with `payout=po_...`, only those
+/// that payout paid out, its own `payout` transaction among them. `expand[]=data.source`
+/// embeds each one's charge, refund or payout.
+async fn list_balance_transactions(
+    State(stripe): State<SimulatedStripe>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    RawQuery(raw): RawQuery,
+) -> Answer {
+    if !authorized(&headers) {
+        return Ok(unauthorized());
+    }
+    let mut source = false;
+    if let Some(path) = list_expansions(raw.as_deref(), |p| {
+        let known = p == "source";
+        source |= known;
+        known
+    }) {
+        return Ok(cannot_expand(&path));
+    }
+    let limit = limit_of(&query);
+    let payout = query.get("payout");
+    let mut tx = snapshot(&stripe.db).await?;
+    if let Some(payout) = payout {
+        let known = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM simulator_payouts WHERE id = $1) AS "known!""#,
+            payout
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if !known {
+            return Ok(stripe_error(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                Some("payout"),
+                &format!("No such payout: '{payout}'"),
+            ));
+        }
+    }
+    // After a transaction we do not know, nothing: the page cannot be placed.
+    let mut transactions = sqlx::query_scalar!(
+        r#"SELECT object FROM simulator_balance_transactions
+           WHERE ($1::text IS NULL OR payout_id = $1)
+             AND ($2::text IS NULL
+                  OR seq < (SELECT seq FROM simulator_balance_transactions WHERE id = $2))
+           ORDER BY seq DESC
+           LIMIT $3"#,
+        payout,
+        query.get("starting_after"),
+        limit + 1
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let has_more = transactions.len() as i64 > limit;
+    transactions.truncate(limit as usize);
+    if source {
+        for transaction in &mut transactions {
+            expand_source(&mut tx, &mut transaction["source"]).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(list(transactions, has_more, "/v1/balance_transactions"))
+}
+
+/// Puts the charge, refund or payout whose id `slot` holds in its place.
+async fn expand_source(tx: &mut PgConnection, slot: &mut Value) -> sqlx::Result<()> {
+    let Some(id) = slot.as_str() else {
+        return Ok(());
+    };
+    let found = sqlx::query_scalar!(
+        r#"SELECT object AS "object!" FROM simulator_charges WHERE id = $1
+           UNION ALL SELECT object FROM simulator_refunds WHERE id = $1
+           UNION ALL SELECT object FROM simulator_payouts WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(object) = found {
+        *slot = object;
+    }
+    Ok(())
+}
+
+/// A payout; `expand[]=balance_transaction` and `failure_balance_transaction` embed those.
+async fn retrieve_payout(
+    State(stripe): State<SimulatedStripe>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    if !authorized(&headers) {
+        return Ok(unauthorized());
+    }
+    let mut expansion = TransactionExpansion::default();
+    if let Some(path) = expansions(query.as_deref())
+        .into_iter()
+        .find(|p| !expansion.take(p))
+    {
+        return Ok(cannot_expand(&path));
+    }
+    let mut tx = snapshot(&stripe.db).await?;
+    let mut payout = sqlx::query_scalar!("SELECT object FROM simulator_payouts WHERE id = $1", id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some(payout) = payout.as_mut() {
+        expansion.apply(&mut tx, payout).await?;
+    }
+    tx.commit().await?;
+    Ok(found_or_404(payout, "payout", &id))
+}
+
+/// `GET /v1/payouts`: newest first, paginated.
+async fn list_payouts(
+    State(stripe): State<SimulatedStripe>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    RawQuery(raw): RawQuery,
+) -> Answer {
+    if !authorized(&headers) {
+        return Ok(unauthorized());
+    }
+    let mut expansion = TransactionExpansion::default();
+    if let Some(path) = list_expansions(raw.as_deref(), |p| expansion.take(p)) {
+        return Ok(cannot_expand(&path));
+    }
+    let limit = limit_of(&query);
+    let mut tx = snapshot(&stripe.db).await?;
+    // After a payout we do not know, nothing: the page cannot be placed.
+    let mut payouts = sqlx::query_scalar!(
+        r#"SELECT object FROM simulator_payouts
+           WHERE ($1::text IS NULL OR seq < (SELECT seq FROM simulator_payouts WHERE id = $1))
+           ORDER BY seq DESC
+           LIMIT $2"#,
+        query.get("starting_after"),
+        limit + 1
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let has_more = payouts.len() as i64 > limit;
+    payouts.truncate(limit as usize);
+    for payout in &mut payouts {
+        expansion.apply(&mut tx, payout).await?;
+    }
+    tx.commit().await?;
+    Ok(list(payouts, has_more, "/v1/payouts"))
 }
 
 /// Events newest first, as Stripe lists them.

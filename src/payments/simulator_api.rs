@@ -1,9 +1,10 @@
 //! The simulator's controls, served by the API only when payments are simulated:
 //! `POST /v1/simulator/payment_intents/{id}/succeed`, `/fail` and `/refund` (body `{amount}`,
-//! optional). Each changes the simulated Stripe's objects the way a donor or the dashboard
-//! would, then delivers the resulting events, signed with the webhook secret, to our own
-//! webhook endpoint: the local flow runs the production code from end to end. Every use is
-//! logged as a warning.
+//! optional), `POST /v1/simulator/refunds/{id}/fail`, and `POST /v1/simulator/payouts` (body
+//! `{fail}`, optional). Each changes the simulated Stripe's objects the way a donor, the
+//! dashboard, a card issuer or a bank would, then delivers the resulting events, signed with
+//! the webhook secret, to our own webhook endpoint: the local flow runs the production code
+//! from end to end. Every use is logged as a warning.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -65,10 +66,20 @@ impl Simulator {
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/v1/simulator/payment_intents/{id}/{action}",
-        post(simulate),
-    )
+    Router::new()
+        .route(
+            "/v1/simulator/payment_intents/{id}/{action}",
+            post(simulate),
+        )
+        .route("/v1/simulator/refunds/{id}/{action}", post(simulate_refund))
+        .route("/v1/simulator/payouts", post(simulate_payout))
+}
+
+fn simulator_of(state: &AppState) -> Result<&Simulator, Problem> {
+    state
+        .simulator
+        .as_ref()
+        .ok_or_else(|| Problem::not_found("Payments are not simulated."))
 }
 
 async fn simulate(
@@ -76,21 +87,18 @@ async fn simulate(
     Path((id, action)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let simulator = state
-        .simulator
-        .as_ref()
-        .ok_or_else(|| Problem::not_found("Payments are not simulated."))?;
+    let simulator = simulator_of(&state)?;
     let events = match action.as_str() {
         "succeed" => {
-            warn_simulated("succeed", &id);
+            warn_simulated("succeed", "PaymentIntent", &id);
             simulator.stripe.succeed(&id).await
         }
         "fail" => {
-            warn_simulated("fail", &id);
+            warn_simulated("fail", "PaymentIntent", &id);
             simulator.stripe.fail(&id).await
         }
         "refund" => {
-            warn_simulated("refund", &id);
+            warn_simulated("refund", "PaymentIntent", &id);
             // The body is checked before the PaymentIntent is looked up.
             let amount = refund_amount(&body)?;
             simulator.stripe.refund(&id, amount).await
@@ -102,42 +110,136 @@ async fn simulate(
             .into());
         }
     }
-    .map_err(|error| -> ApiError {
-        match error {
-            SimulationError::UnknownPaymentIntent(_) => {
-                Problem::not_found(error.to_string()).into()
-            }
-            SimulationError::WrongState(..) => Problem::new(
-                StatusCode::CONFLICT,
-                "simulation-refused",
-                "Not possible now",
-                error.to_string(),
-            )
-            .into(),
-            SimulationError::BadRefundAmount(_) => {
-                Problem::invalid(vec![FieldError::new("amount", error.to_string())]).into()
-            }
-            SimulationError::Database(error) => error.into(),
-        }
-    })?;
+    .map_err(refused)?;
+    let events = simulator.deliver_all(&events).await;
+    Ok(Json(json!({"payment_intent": id, "events": events})))
+}
 
-    let mut delivered = Vec::new();
-    for event in &events {
-        let status = simulator.deliver(event).await;
-        delivered
-            .push(json!({"id": event["id"], "type": event["type"], "delivery_status": status}));
+/// `POST /v1/simulator/refunds/{id}/fail`: a succeeded refund fails.
+async fn simulate_refund(
+    State(state): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let simulator = simulator_of(&state)?;
+    if action != "fail" {
+        return Err(Problem::not_found("The simulator can fail a refund.").into());
     }
-    Ok(Json(json!({"payment_intent": id, "events": delivered})))
+    warn_simulated("fail", "refund", &id);
+    let events = simulator.stripe.fail_refund(&id).await.map_err(refused)?;
+    let events = simulator.deliver_all(&events).await;
+    Ok(Json(json!({"refund": id, "events": events})))
+}
+
+/// `POST /v1/simulator/payouts`: an automatic payout of the balance, paid or (`{"fail": true}`)
+/// returned by the bank.
+async fn simulate_payout(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
+    let simulator = simulator_of(&state)?;
+    let fail = payout_fails(&body)?;
+    tracing::warn!(
+        fail,
+        "SIMULATED PAYMENTS: the simulator's payout control was used; no money moves"
+    );
+    let (payouts, events) = simulator.stripe.pay_out(fail).await.map_err(refused)?;
+    let events = simulator.deliver_all(&events).await;
+    let payouts: Vec<Value> = payouts
+        .iter()
+        .map(|p| {
+            json!({"id": p["id"], "amount": p["amount"], "currency": p["currency"],
+                   "status": p["status"]})
+        })
+        .collect();
+    Ok(Json(json!({"payouts": payouts, "events": events})))
+}
+
+impl Simulator {
+    /// Delivers each event in turn; what became of each.
+    async fn deliver_all(&self, events: &[Value]) -> Vec<Value> {
+        let mut delivered = Vec::new();
+        for event in events {
+            let status = self.deliver(event).await;
+            delivered
+                .push(json!({"id": event["id"], "type": event["type"], "delivery_status": status}));
+        }
+        delivered
+    }
+}
+
+/// The problem a refusal of the simulator's is.
+fn refused(error: SimulationError) -> ApiError {
+    let not_now = |error: &SimulationError| {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "simulation-refused",
+            "Not possible now",
+            error.to_string(),
+        )
+    };
+    match error {
+        SimulationError::UnknownPaymentIntent(_) | SimulationError::UnknownRefund(_) => {
+            Problem::not_found(error.to_string()).into()
+        }
+        SimulationError::WrongState(..)
+        | SimulationError::RefundCannotFail(_)
+        | SimulationError::NothingToPayOut(_) => not_now(&error).into(),
+        SimulationError::BadRefundAmount(_) => {
+            Problem::invalid(vec![FieldError::new("amount", error.to_string())]).into()
+        }
+        SimulationError::Database(error) => error.into(),
+    }
 }
 
 /// Says loudly that a control was used: it changes payments as a donor or Stripe would, so
 /// it must never pass unnoticed in a log. The id is quoted, as the path gave it.
-fn warn_simulated(action: &'static str, payment_intent: &str) {
+fn warn_simulated(action: &'static str, what: &'static str, id: &str) {
     tracing::warn!(
         action,
-        payment_intent = ?payment_intent,
-        "SIMULATED PAYMENTS: the simulator's {action} control was used on a PaymentIntent; no money moves"
+        id = ?id,
+        "SIMULATED PAYMENTS: the simulator's {action} control was used on a {what}; no money moves"
     );
+}
+
+/// A JSON body, or a 400 problem.
+fn json_body(body: &[u8]) -> Result<Value, Problem> {
+    serde_json::from_slice(body).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "Malformed JSON",
+            format!("The body is not valid JSON: {e}."),
+        )
+    })
+}
+
+/// `{"fail": true|false}`, or an empty body for a payout that is paid.
+fn payout_fails(body: &[u8]) -> Result<bool, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(false);
+    }
+    let value = json_body(body)?;
+    let Some(object) = value.as_object() else {
+        return Err(Problem::invalid(vec![FieldError::new(
+            "",
+            "must be a JSON object",
+        )]));
+    };
+    let mut errors: Vec<FieldError> = object
+        .keys()
+        .filter(|k| *k != "fail")
+        .map(|k| FieldError::new(k.clone(), "is not a field of a payout"))
+        .collect();
+    let fail = match object.get("fail") {
+        None => false,
+        Some(Value::Bool(fail)) => *fail,
+        Some(_) => {
+            errors.push(FieldError::new("fail", "must be true or false"));
+            false
+        }
+    };
+    if errors.is_empty() {
+        Ok(fail)
+    } else {
+        Err(Problem::invalid(errors))
+    }
 }
 
 /// `{"amount": N}`, or an empty body for all that is left.
@@ -145,14 +247,7 @@ fn refund_amount(body: &[u8]) -> Result<Option<i64>, Problem> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed-json",
-            "Malformed JSON",
-            format!("The body is not valid JSON: {e}."),
-        )
-    })?;
+    let value = json_body(body)?;
     let object = value
         .as_object()
         .filter(|o| o.keys().all(|k| k == "amount"));
