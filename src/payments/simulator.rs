@@ -72,7 +72,10 @@ impl SimulatedStripe {
                 tracing::error!(%error, "the simulated Stripe stopped");
             }
         });
-        Ok(format!("http://{addr}/"))
+        let base = format!("http://{addr}/");
+        // Where to read its objects (payouts, balance transactions) with Stripe's API.
+        tracing::info!("the simulated Stripe answers Stripe's API at {base}");
+        Ok(base)
     }
 
     fn router(&self) -> Router {

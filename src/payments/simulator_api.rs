@@ -111,8 +111,13 @@ async fn simulate(
         }
     }
     .map_err(refused)?;
-    let events = simulator.deliver_all(&events).await;
-    Ok(Json(json!({"payment_intent": id, "events": events})))
+    let mut answer = json!({"payment_intent": id});
+    if action == "refund" {
+        // Its id, for the refund's own control.
+        answer["refund"] = events[0]["data"]["object"]["id"].clone();
+    }
+    answer["events"] = json!(simulator.deliver_all(&events).await);
+    Ok(Json(answer))
 }
 
 /// `POST /v1/simulator/refunds/{id}/fail`: a succeeded refund fails.

@@ -158,6 +158,13 @@ async fn cargo_run_serves_the_flow_on_its_defaults_and_keeps_donations_across_a_
         service.startup_log
     );
     assert!(
+        service
+            .startup_log
+            .contains("the simulated Stripe answers Stripe's API at http://127.0.0.1:"),
+        "{}",
+        service.startup_log
+    );
+    assert!(
         service.startup_log.contains(".quickdonate"),
         "it says where its data is"
     );

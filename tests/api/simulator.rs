@@ -690,10 +690,16 @@ async fn a_refund_that_fails_puts_the_money_back_with_a_refund_failure_transacti
     let app = simulated_app().await;
     let (id, pi) = create(&app).await;
     simulate_ok(&app, &pi, "succeed", None).await;
-    simulate_ok(&app, &pi, "refund", Some(json!({"amount": 1000}))).await;
+    // The refund control names the refund it made.
+    let made: Value = simulate(&app, &pi, "refund", Some(json!({"amount": 1000})))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let refund = made["refund"].as_str().unwrap().to_owned();
+    assert_eq!(refund_ids(&app).await, std::slice::from_ref(&refund));
     app.wait_until_applied().await;
     assert_eq!(app.campaign().await["raised_amount"], 1500);
-    let refund = refund_ids(&app).await.remove(0);
 
     let response = fail_refund(&app, &refund).await;
     assert_eq!(response.status(), 200);
