@@ -4,6 +4,9 @@ use serde_json::{Value, json};
 
 use quickdonate::payments::simulator::{SECRET_KEY, SimulatedStripe};
 
+use quickdonate::finance::access::Role;
+
+use crate::finance_access::{get_as, token};
 use crate::helpers::{TestApp, assert_problem, donation_body, spawn_app, spawn_app_with};
 
 async fn simulated_app() -> TestApp {
@@ -808,8 +811,8 @@ async fn pay_out(app: &TestApp, body: Option<Value>) -> reqwest::Response {
 }
 
 /// Runs the payout control, which must make one payout; returns it (as the control answers)
-/// and its events' types, after checking that our webhook endpoint took each and stored it
-/// ignored (nothing applies payouts yet).
+/// and its events' types, after checking that our webhook endpoint took each and stored it to
+/// be applied.
 async fn pay_out_ok(app: &TestApp, body: Option<Value>) -> (Value, Vec<String>) {
     let response = pay_out(app, body).await;
     assert_eq!(response.status(), 200);
@@ -826,7 +829,7 @@ async fn pay_out_ok(app: &TestApp, body: Option<Value>) -> (Value, Vec<String>) 
         .fetch_one(&app.db)
         .await
         .unwrap();
-        assert_eq!(state, "ignored", "{event}");
+        assert_ne!(state, "ignored", "payout events are applied: {event}");
         assert_eq!(object["id"], payouts[0]["id"]);
         kinds.push(event["type"].as_str().unwrap().to_owned());
     }
@@ -893,6 +896,24 @@ async fn a_payout_pays_out_the_balance_once_and_lists_what_it_paid_out() {
         )
     );
     assert!(payout["arrival_date"].as_i64() > payout["created"].as_i64());
+    // Applied, the payout reconciles to the penny: both gifts and the refund are in the ledger.
+    app.wait_until_applied().await;
+    let finance = token(&app, "finance", Role::Finance).await;
+    let shown: Value = get_as(&app, Some(&finance), &format!("/v1/finance/payouts/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            &shown["difference"],
+            &shown["transaction_count"],
+            &shown["donation_count"],
+            &shown["unmatched"]
+        ),
+        (&json!(0), &json!(3), &json!(2), &json!([])),
+        "{shown}"
+    );
     // The events carry the payout as it was at each step, the last as it is now.
     let statuses: Vec<(String, String)> = sqlx::query_as(
         r#"SELECT payload::jsonb #>> '{data,object,status}',
