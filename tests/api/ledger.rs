@@ -44,8 +44,22 @@ struct History {
     /// Each refund's amount, and whether it fails after succeeding.
     refunds: Vec<(i64, bool)>,
     dispute: Option<(Ending, i64)>,
+    /// Whether Stripe settles the gift in another currency (US dollars, at 1.25 to the
+    /// pound) than the gift's: the ledger is in the settlement currency.
+    abroad: bool,
     /// Orders the deliveries, picks the duplicates and splits the batches.
     seed: u64,
+}
+
+impl History {
+    /// What `amount` pence of the gift's currency are in the settlement currency.
+    fn settled(&self, amount: i64) -> i64 {
+        if self.abroad { amount * 5 / 4 } else { amount }
+    }
+
+    fn settlement_currency(&self) -> &'static str {
+        if self.abroad { "usd" } else { "gbp" }
+    }
 }
 
 fn histories() -> impl Strategy<Value = History> {
@@ -63,14 +77,16 @@ fn histories() -> impl Strategy<Value = History> {
                 0..=amount / 10,
                 proptest::collection::vec(refund, 0..=2),
                 proptest::option::of((ending, 0i64..=2_000)),
+                proptest::bool::weighted(0.2),
                 any::<u64>(),
             )
         })
-        .prop_map(|(amount, fee, refunds, dispute, seed)| History {
+        .prop_map(|(amount, fee, refunds, dispute, abroad, seed)| History {
             amount,
             fee,
             refunds,
             dispute,
+            abroad,
             seed,
         })
 }
@@ -127,10 +143,13 @@ fn play(h: &History, donation: Uuid, pi: &str, t0: i64) -> Played {
     charge["metadata"] = json!({"donation_id": donation.to_string()});
     stripe.set(&intent);
     stripe.set(&charge);
-    stripe.set(&objects::balance_transaction(&charge_txn, h.amount, h.fee));
+    stripe.set(&settled(
+        h,
+        objects::balance_transaction(&charge_txn, h.amount, h.fee),
+    ));
     stripe.emit("payment_intent.succeeded", &intent);
     stripe.emit("charge.succeeded", &charge);
-    rows.insert(("gift".into(), charge_txn.clone(), h.amount));
+    rows.insert(("gift".into(), charge_txn.clone(), h.settled(h.amount)));
     if h.fee != 0 {
         rows.insert(("stripe_fee".into(), charge_txn.clone(), -h.fee));
     }
@@ -141,7 +160,7 @@ fn play(h: &History, donation: Uuid, pi: &str, t0: i64) -> Played {
         let txn = format!("txn_{id}");
         let mut refund = objects::refund(&id, &charge_id, pi, *amount, "succeeded");
         refund["balance_transaction"] = json!(txn);
-        let mut taken = objects::balance_transaction(&txn, -amount, 0);
+        let mut taken = settled(h, objects::balance_transaction(&txn, -amount, 0));
         taken["type"] = json!("refund");
         refunded += amount;
         charge["amount_refunded"] = json!(refunded);
@@ -150,12 +169,12 @@ fn play(h: &History, donation: Uuid, pi: &str, t0: i64) -> Played {
         stripe.set(&charge);
         stripe.emit("refund.created", &refund);
         stripe.emit("charge.refunded", &charge);
-        rows.insert(("refund".into(), txn.clone(), -amount));
+        rows.insert(("refund".into(), txn.clone(), -h.settled(*amount)));
         if *fails {
             let failure = format!("txn_{id}_failure");
             refund["status"] = json!("failed");
             refund["failure_balance_transaction"] = json!(failure);
-            let mut back = objects::balance_transaction(&failure, *amount, 0);
+            let mut back = settled(h, objects::balance_transaction(&failure, *amount, 0));
             back["type"] = json!("refund_failure");
             refunded -= amount;
             charge["amount_refunded"] = json!(refunded);
@@ -164,7 +183,7 @@ fn play(h: &History, donation: Uuid, pi: &str, t0: i64) -> Played {
             stripe.set(&charge);
             stripe.emit("refund.failed", &refund);
             stripe.emit("charge.refund.updated", &refund);
-            rows.insert(("refund_failure".into(), failure, *amount));
+            rows.insert(("refund_failure".into(), failure, h.settled(*amount)));
         }
     }
 
@@ -173,7 +192,11 @@ fn play(h: &History, donation: Uuid, pi: &str, t0: i64) -> Played {
         let id = format!("dp_{}", &pi[3..]);
         let withdrawn = [fee];
         let snapshot = |status: &str, fees: &[i64]| {
-            objects::dispute(&id, &charge_id, pi, h.amount, status, fees)
+            let mut dispute = objects::dispute(&id, &charge_id, pi, h.amount, status, fees);
+            for txn in dispute["balance_transactions"].as_array_mut().unwrap() {
+                *txn = settled(h, txn.take());
+            }
+            dispute
         };
         let record = |i: usize, amount: i64, fee: i64, rows: &mut BTreeSet<Row>| {
             let txn = format!("txn_{id}_{i}");
@@ -182,7 +205,7 @@ fn play(h: &History, donation: Uuid, pi: &str, t0: i64) -> Played {
             } else {
                 "dispute_reinstatement"
             };
-            rows.insert((kind.into(), txn.clone(), amount));
+            rows.insert((kind.into(), txn.clone(), h.settled(amount)));
             if fee != 0 {
                 rows.insert(("dispute_fee".into(), txn, -fee));
             }
@@ -233,6 +256,17 @@ fn play(h: &History, donation: Uuid, pi: &str, t0: i64) -> Played {
         refunded,
         lost,
     }
+}
+
+/// A balance transaction of the gift's currency (pounds) as Stripe settles it for `h`: the
+/// amount converted, the fee (Stripe's, charged in the settlement currency) as it is.
+fn settled(h: &History, mut txn: Value) -> Value {
+    let amount = h.settled(txn["amount"].as_i64().unwrap());
+    let fee = txn["fee"].as_i64().unwrap();
+    txn["amount"] = json!(amount);
+    txn["net"] = json!(amount - fee);
+    txn["currency"] = json!(h.settlement_currency());
+    txn
 }
 
 /// Plays `h` on a fresh donation of `app`, delivering its events in the order, duplicates
@@ -291,7 +325,7 @@ async fn check(app: &TestApp, stripe: &StripeObjects, h: History) -> Result<(), 
 
     let facts = app.donation_facts(donation).await;
     prop_assert_eq!(facts.fee, Some(h.fee));
-    prop_assert_eq!(facts.net, Some(h.amount - h.fee));
+    prop_assert_eq!(facts.net, Some(h.settled(h.amount) - h.fee));
     prop_assert_eq!(facts.refunded_amount, played.refunded);
     prop_assert_eq!(facts.dispute_lost_amount, played.lost);
     assert_sums_match_rows(app).await?;
@@ -315,8 +349,11 @@ async fn assert_sums_match_rows(app: &TestApp) -> Result<(), TestCaseError> {
                                d.dispute_fee, -s.dispute_fee, d.dispute_lost_amount, -s.lost)
            FROM donations d JOIN sums s ON s.donation_id = d.id
            WHERE d.fee IS DISTINCT FROM -s.fee OR d.net IS DISTINCT FROM s.gift + s.fee
-              OR d.refunded_amount <> -s.refunds OR d.dispute_fee <> -s.dispute_fee
-              OR d.dispute_lost_amount <> -s.lost"#,
+              OR d.dispute_fee <> -s.dispute_fee
+              -- Refunds and disputes are counted in the gift's currency, the ledger in the
+              -- settlement currency: the same figures when those are the same.
+              OR (d.settlement_currency = d.currency
+                  AND (d.refunded_amount <> -s.refunds OR d.dispute_lost_amount <> -s.lost))"#,
     )
     .fetch_all(&app.db)
     .await
@@ -326,23 +363,39 @@ async fn assert_sums_match_rows(app: &TestApp) -> Result<(), TestCaseError> {
         "donations differ from their rows: {mismatched:?}"
     );
 
-    // Each campaign's figures from its rows, and from its donations.
-    let campaigns: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
-        r#"SELECT c.slug,
+    // Each campaign's figures in each settlement currency, from its rows and its donations.
+    let campaigns: Vec<(String, String, i64, i64, i64, i64)> = sqlx::query_as(
+        r#"SELECT c.slug, x.currency,
                   coalesce((SELECT sum(amount) FROM ledger_entries l
-                            WHERE l.campaign = c.slug AND kind IN ('gift', 'stripe_fee')), 0)::bigint,
-                  coalesce((SELECT sum(net) FROM donations d WHERE d.campaign = c.slug), 0)::bigint,
+                            WHERE l.campaign = c.slug AND l.currency = x.currency
+                              AND kind IN ('gift', 'stripe_fee')), 0)::bigint,
+                  coalesce((SELECT sum(net) FROM donations d
+                            WHERE d.campaign = c.slug AND d.settlement_currency = x.currency), 0)::bigint,
                   coalesce((SELECT -sum(amount) FROM ledger_entries l
-                            WHERE l.campaign = c.slug AND kind = 'dispute_fee'), 0)::bigint,
-                  coalesce((SELECT sum(dispute_fee) FROM donations d WHERE d.campaign = c.slug), 0)::bigint
-           FROM campaigns c"#,
+                            WHERE l.campaign = c.slug AND l.currency = x.currency
+                              AND kind = 'dispute_fee'), 0)::bigint,
+                  coalesce((SELECT sum(dispute_fee) FROM donations d
+                            WHERE d.campaign = c.slug AND d.settlement_currency = x.currency), 0)::bigint
+           FROM campaigns c, (SELECT DISTINCT currency FROM ledger_entries) x"#,
     )
     .fetch_all(&app.db)
     .await
     .unwrap();
-    for (slug, net_rows, net_donations, fees_rows, fees_donations) in campaigns {
-        prop_assert_eq!(net_rows, net_donations, "campaign {} net", slug);
-        prop_assert_eq!(fees_rows, fees_donations, "campaign {} dispute fees", slug);
+    for (slug, currency, net_rows, net_donations, fees_rows, fees_donations) in campaigns {
+        prop_assert_eq!(
+            net_rows,
+            net_donations,
+            "campaign {} net in {}",
+            slug,
+            currency
+        );
+        prop_assert_eq!(
+            fees_rows,
+            fees_donations,
+            "campaign {} dispute fees in {}",
+            slug,
+            currency
+        );
     }
     app.assert_totals_match_rows().await;
     Ok(())
@@ -382,32 +435,46 @@ async fn every_history_in_every_order_leaves_one_ledger_whose_sums_are_the_figur
     .json()
     .await
     .unwrap();
-    let (count, gross, fees, refunds, lost, dispute_fees): (i64, i64, i64, i64, i64, i64) =
-        sqlx::query_as(
+    let totals = summary["totals"].as_array().unwrap();
+    for currency in ["gbp", "usd"] {
+        let shown = totals
+            .iter()
+            .find(|t| t["currency"] == currency)
+            .unwrap_or_else(|| panic!("{currency} in {summary}"));
+        let (count, gross, fees, dispute_fees): (i64, i64, i64, i64) = sqlx::query_as(
             r#"SELECT count(*), sum(net + fee)::bigint, sum(fee)::bigint,
-                      sum(refunded_amount)::bigint, sum(dispute_lost_amount)::bigint,
                       sum(dispute_fee)::bigint
-               FROM donations WHERE fee IS NOT NULL"#,
+               FROM donations WHERE fee IS NOT NULL AND settlement_currency = $1"#,
         )
+        .bind(currency)
         .fetch_one(&app.db)
         .await
         .unwrap();
-    let totals = &summary["totals"][0];
-    assert_eq!(summary["totals"].as_array().unwrap().len(), 1, "{summary}");
-    assert_eq!(
-        [
-            &totals["count"],
-            &totals["gross"],
-            &totals["fees"],
-            &totals["refunds"],
-            &totals["dispute_losses"],
-            &totals["dispute_fees"]
-        ],
-        [count, gross, fees, refunds, lost, dispute_fees]
-            .map(|n| json!(n))
-            .each_ref(),
-        "{summary}"
-    );
+        assert_eq!(
+            [
+                &shown["count"],
+                &shown["gross"],
+                &shown["fees"],
+                &shown["dispute_fees"]
+            ],
+            [count, gross, fees, dispute_fees]
+                .map(|n| json!(n))
+                .each_ref(),
+            "{currency}: {summary}"
+        );
+        if currency == "gbp" {
+            // Settled in the gift's own currency, refunds and lost disputes agree too.
+            let (refunds, lost): (i64, i64) = sqlx::query_as(
+                r#"SELECT sum(refunded_amount)::bigint, sum(dispute_lost_amount)::bigint
+                   FROM donations WHERE fee IS NOT NULL AND settlement_currency = 'gbp'"#,
+            )
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+            assert_eq!(shown["refunds"], refunds, "{summary}");
+            assert_eq!(shown["dispute_losses"], lost, "{summary}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -421,6 +488,7 @@ async fn the_ledger_refuses_to_change_or_lose_a_row() {
         fee: 58,
         refunds: vec![],
         dispute: None,
+        abroad: false,
         seed: 0,
     };
     let (donation, pi) = app.create_donation(h.amount).await;
@@ -484,6 +552,7 @@ async fn a_campaign_summary_gives_each_day_and_the_period_asked_for() {
                 vec![]
             },
             dispute: None,
+            abroad: false,
             seed: 0,
         };
         let (donation, pi) = app.create_donation(amount).await;
