@@ -104,13 +104,13 @@ async fn main() -> anyhow::Result<()> {
     let template = Arc::new(serde_json::to_string(&event)?);
 
     eprintln!(
-        "1/6 baseline: pgbench, {} clients, {} s",
+        "1/7 baseline: pgbench, {} clients, {} s",
         options.connections, options.seconds
     );
     let baseline = pgbench(&pg, &event, &options)?;
 
     eprintln!(
-        "2/6 donation creation, {} connections, {} s",
+        "2/7 donation creation, {} connections, {} s",
         options.connections, options.seconds
     );
     let creation = load(&options, {
@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
     .await;
 
     eprintln!(
-        "3/6 webhook ingest, {} connections, {} s",
+        "3/7 webhook ingest, {} connections, {} s",
         options.connections, options.seconds
     );
     let donations = seed_donations(&db, 400_000, "pi_bench_").await?;
@@ -159,7 +159,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     eprintln!(
-        "4/6 campaign reads, {} connections, {} s",
+        "4/7 campaign reads, {} connections, {} s",
         options.connections,
         options.seconds.min(10)
     );
@@ -187,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
     // Ingest alone: the same path with no worker competing for the two cores, to tell the
     // cost of taking a webhook from the cost of applying it.
     eprintln!(
-        "5/6 webhook ingest with the worker off, {} connections, {} s",
+        "5/7 webhook ingest with the worker off, {} connections, {} s",
         options.connections, options.seconds
     );
     let mut ingest_only_service = Service::start(&pg, &stripe, false)?;
@@ -206,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
     ingest_only_service.stop()?;
 
     eprintln!(
-        "6/6 storm: 25 distinct events for each of {} payments, shuffled, {} connections",
+        "6/7 storm: 25 distinct events for each of {} payments, shuffled, {} connections",
         options.storm_payments, options.connections
     );
     // What the ingest-alone phase left unapplied is not the storm's to drain.
@@ -221,6 +221,13 @@ async fn main() -> anyhow::Result<()> {
     let storm = storm(&options, &http, &storm_base, &db, &stripe_reads).await?;
     let peak_rss = peak_rss.max(storm_service.peak_rss_kib()?);
     storm_service.stop()?;
+
+    eprintln!("7/7 finance export: every donation as CSV, streamed");
+    let mut export_service = Service::start(&pg, &stripe, false)?;
+    let export_base = export_service.wait_ready().await?;
+    let export = export(&http, &export_base, &db, &export_service).await?;
+    let peak_rss = peak_rss.max(export_service.peak_rss_kib()?);
+    export_service.stop()?;
     db.close().await;
     let pg = tokio::task::spawn_blocking(move || {
         let _ = pg.stop();
@@ -288,6 +295,15 @@ async fn main() -> anyhow::Result<()> {
         storm.stripe_reads,
         storm.most_reads_per_payment,
     );
+    println!(
+        "| finance export: every donation as CSV | {} rows, {:.1} MiB in {:.1} s ({:.0} rows/s); the service's peak RSS {:.1} MiB before, {:.1} MiB after |",
+        export.rows,
+        export.bytes as f64 / (1024.0 * 1024.0),
+        export.elapsed.as_secs_f64(),
+        export.rows as f64 / export.elapsed.as_secs_f64(),
+        export.rss_before_kib as f64 / 1024.0,
+        export.rss_after_kib as f64 / 1024.0,
+    );
     println!("| service peak RSS | {:.1} MiB |", peak_rss as f64 / 1024.0);
     println!();
     println!("ingest / baseline:   {:.2}", ingest_rate / baseline);
@@ -302,6 +318,67 @@ async fn main() -> anyhow::Result<()> {
         (storm.events as f64 / storm.drained_after.as_secs_f64()) / storm.ingest.rate()
     );
     Ok(())
+}
+
+/// What the export phase measured.
+struct Export {
+    rows: u64,
+    bytes: u64,
+    elapsed: Duration,
+    rss_before_kib: u64,
+    rss_after_kib: u64,
+}
+
+/// Exports every donation as CSV through the finance API, reading the body as it streams
+/// (never holding it), and the service's peak RSS before and after: a streamed export costs
+/// the service a chunk at a time, not the export's size.
+async fn export(
+    http: &reqwest::Client,
+    base: &str,
+    db: &PgPool,
+    service: &Service,
+) -> anyhow::Result<Export> {
+    let token = quickdonate::finance::access::create(
+        db,
+        &format!("bench-{}", std::process::id()),
+        quickdonate::finance::access::Role::Finance,
+    )
+    .await?;
+    let expected: i64 = sqlx::query_scalar("SELECT count(*) FROM donations")
+        .fetch_one(db)
+        .await?;
+    let rss_before_kib = service.peak_rss_kib()?;
+    let started = Instant::now();
+    let mut response = http
+        .get(format!("{base}/v1/finance/donations"))
+        .bearer_auth(token)
+        .header("accept", "text/csv")
+        .send()
+        .await?;
+    ensure!(
+        response.status() == 200,
+        "the export answered {}",
+        response.status()
+    );
+    let (mut bytes, mut lines) = (0u64, 0u64);
+    while let Some(chunk) = response.chunk().await? {
+        bytes += chunk.len() as u64;
+        lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+    }
+    let elapsed = started.elapsed();
+    // A header line, then one line per donation (no donor field here holds a newline).
+    let rows = lines.saturating_sub(1);
+    ensure!(
+        rows == expected as u64,
+        "the export gave {rows} rows for {expected} donations"
+    );
+    Ok(Export {
+        rows,
+        bytes,
+        elapsed,
+        rss_before_kib,
+        rss_after_kib: service.peak_rss_kib()?,
+    })
 }
 
 /// What the storm phase measured.
