@@ -10,9 +10,10 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use futures_util::stream::BoxStream;
 use serde::Serialize;
 use serde_json::{Value, json};
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use time::OffsetDateTime;
 use tracing::Instrument;
 
@@ -150,26 +151,16 @@ pub(super) async fn list(
     let (from, to) = params.range()?;
     if format != Format::Json {
         export::refuse_paging(&params)?;
-        let audit = begin(
-            &state.db,
+        let what = format!("{WHAT} (csv)");
+        return csv_export(
+            &state,
             &caller,
-            &format!("{WHAT} (csv)"),
+            &what,
             &params.filters(),
+            "audit",
+            move |conn| entries!(from, to, None, None::<i64>).fetch(conn),
         )
-        .await?;
-        let mut tx = super::reading(&state.db).await?;
-        let (sender, body) = export::streamed_body();
-        let db = state.db.clone();
-        tokio::spawn(
-            async move {
-                let rows = entries!(from, to, None, None::<i64>).fetch(&mut *tx);
-                let streamed = export::write_csv(rows, &mut sender.clone(), |_| {}).await;
-                drop(tx);
-                finish_stream(&db, audit, streamed, &sender).await;
-            }
-            .in_current_span(),
-        );
-        return Ok(export::csv_response("audit", body));
+        .await;
     }
     let cursor = params.cursor::<i64>()?;
     let limit = params.limit()?;
@@ -186,6 +177,36 @@ pub(super) async fn list(
     )
     .await?;
     Ok(Json(json!({"data": rows, "next_cursor": next_cursor})).into_response())
+}
+
+/// Serves the rows `rows` reads as a CSV download saved as `stem-<time>.csv`, streamed from a
+/// read-only transaction: recorded in the audit log (as `what`) before the first byte, its
+/// row count set once the last is sent (or the client has gone).
+pub async fn csv_export<T, F>(
+    state: &AppState,
+    caller: &Caller,
+    what: &str,
+    filters: &Value,
+    stem: &str,
+    rows: F,
+) -> ApiResult<Response>
+where
+    T: CsvRow + Send + 'static,
+    F: for<'c> FnOnce(&'c mut PgConnection) -> BoxStream<'c, sqlx::Result<T>> + Send + 'static,
+{
+    let audit = begin(&state.db, caller, what, filters).await?;
+    let mut tx = super::reading(&state.db).await?;
+    let (sender, body) = export::streamed_body();
+    let db = state.db.clone();
+    tokio::spawn(
+        async move {
+            let streamed = export::write_csv(rows(&mut tx), &mut sender.clone(), |_| {}).await;
+            drop(tx);
+            finish_stream(&db, audit, streamed, &sender).await;
+        }
+        .in_current_span(),
+    );
+    Ok(export::csv_response(stem, body))
 }
 
 /// Ends a streamed export: its row count into the audit log, and a failed read logged and

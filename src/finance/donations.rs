@@ -1,5 +1,6 @@
 //! `GET /v1/finance/donations`: every donation with its donor, money and Stripe ids, for
-//! finance staff, in (created_at, id) order.
+//! finance staff, in (created_at, id) order: JSON pages, or the whole filtered set as CSV
+//! streamed from the database. `quickdonate export donations` writes the same rows.
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -11,9 +12,11 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use sqlx::PgPool;
+
 use super::access::Caller;
 use super::audit;
-use super::export::{self, Format};
+use super::export::{self, Cell, CsvChunks, CsvRow, Format, Sink};
 use super::params::{Cursor, Params, bad_parameter, next_page};
 use crate::http::problem::{ApiError, ApiResult, FieldError, Problem};
 use crate::startup::AppState;
@@ -64,7 +67,10 @@ impl Filters {
                 "Not found",
                 format!("There is no campaign {shown:?}."),
             )
-            .with_errors(vec![FieldError::new("campaign", "names no campaign")])
+            .with_errors(vec![FieldError::new(
+                "campaign",
+                format!("names no campaign ({shown:?})"),
+            )])
             .into());
         }
         Ok(Filters {
@@ -139,6 +145,56 @@ impl Serialize for Row {
     }
 }
 
+impl CsvRow for Row {
+    const HEADER: &'static [&'static str] = &[
+        "id",
+        "created_at",
+        "campaign",
+        "status",
+        "donor_email",
+        "donor_first_name",
+        "donor_last_name",
+        "amount",
+        "cover_fees_amount",
+        "total_amount",
+        "currency",
+        "fee",
+        "net",
+        "settlement_currency",
+        "refunded_amount",
+        "dispute_status",
+        "gift_aid",
+        "payment_intent_id",
+        "charge_id",
+    ];
+
+    fn write(&self, csv: &mut CsvChunks) -> std::io::Result<()> {
+        let id = self.id.to_string();
+        let created_at = export::rfc3339(self.created_at);
+        csv.row(&[
+            Cell::Text(&id),
+            Cell::Text(&created_at),
+            Cell::Text(&self.campaign),
+            Cell::Text(&self.status),
+            Cell::Text(&self.donor_email),
+            Cell::Text(&self.donor_first_name),
+            Cell::Text(&self.donor_last_name),
+            Cell::Int(self.amount),
+            Cell::Int(self.cover_fees_amount),
+            Cell::Int(self.total_amount),
+            Cell::Text(&self.currency),
+            self.fee.into(),
+            self.net.into(),
+            self.settlement_currency.as_deref().into(),
+            Cell::Int(self.refunded_amount),
+            self.dispute_status.as_deref().into(),
+            Cell::Bool(self.gift_aid),
+            self.payment_intent_id.as_deref().into(),
+            self.charge_id.as_deref().into(),
+        ])
+    }
+}
+
 /// The donations `filters` select, after `cursor`, at most `limit` (all if none), in
 /// (created_at, id) order.
 macro_rules! rows {
@@ -174,6 +230,8 @@ macro_rules! rows {
 }
 
 const WHAT: &str = "GET /v1/finance/donations";
+/// What the audit log says of `quickdonate export donations`.
+pub const CLI_WHAT: &str = "export donations (cli)";
 
 /// `GET /v1/finance/donations?campaign=&status=&from=&to=&cursor=&limit=`: any finance token.
 pub(super) async fn list(
@@ -183,8 +241,21 @@ pub(super) async fn list(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let params = Params::parse(query.as_deref(), PARAMETERS)?;
-    let _format = export::negotiate(&headers, &[Format::Json])?;
+    let format = export::negotiate(&headers, &[Format::Json, Format::Csv])?;
     let filters = Filters::read(&state.db, &params).await?;
+    if format == Format::Csv {
+        export::refuse_paging(&params)?;
+        let what = format!("{WHAT} (csv)");
+        return audit::csv_export(
+            &state,
+            &caller,
+            &what,
+            &params.filters(),
+            "donations",
+            move |conn| rows!(&filters, None, None::<i64>).fetch(conn),
+        )
+        .await;
+    }
     let cursor = params.cursor::<Uuid>()?;
     let limit = params.limit()?;
     let mut rows = rows!(&filters, cursor.as_ref(), Some(limit + 1))
@@ -201,4 +272,70 @@ pub(super) async fn list(
     .await?;
     let page: Value = json!({"data": rows, "next_cursor": next_cursor});
     Ok(Json(page).into_response())
+}
+
+/// `quickdonate export donations`: the rows `params` selects written to `out` as they are read
+/// (CSV, or JSON as one array with a row to a line), audited as [`CLI_WHAT`] by `caller`;
+/// `progress` is told the total, then the rows written so far. Returns how many were written.
+pub async fn export(
+    db: &PgPool,
+    caller: &Caller,
+    params: &Params,
+    format: Format,
+    out: &mut impl Sink,
+    progress: Option<&(dyn Fn(Progress) + Sync)>,
+) -> anyhow::Result<i64> {
+    let filters = Filters::read(db, params)
+        .await
+        .map_err(|error| match error {
+            ApiError::Client(problem) => match problem.errors.first() {
+                Some(field) => anyhow::anyhow!("--{} {}", field.field, field.message),
+                None => anyhow::anyhow!("{}", problem.detail),
+            },
+            other => anyhow::Error::new(other),
+        })?;
+    let mut filters_given = params.filters();
+    filters_given["format"] = format.extension().into();
+    let audit = audit::begin(db, caller, CLI_WHAT, &filters_given).await?;
+    let mut tx = super::reading(db).await?;
+    if let Some(progress) = progress {
+        let total = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "count!" FROM donations d
+               WHERE ($1::text IS NULL OR d.campaign = $1)
+                 AND ($2::text IS NULL OR d.status = $2)
+                 AND ($3::timestamptz IS NULL OR d.created_at >= $3)
+                 AND ($4::timestamptz IS NULL OR d.created_at < $4)"#,
+            filters.campaign.as_deref(),
+            filters.status.as_deref(),
+            filters.from,
+            filters.to,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        progress(Progress::Total(total));
+    }
+    let told = |rows: i64| {
+        if let Some(progress) = progress {
+            progress(Progress::Written(rows));
+        }
+    };
+    let rows = rows!(&filters, None, None::<i64>).fetch(&mut *tx);
+    let streamed = match format {
+        Format::Csv => export::write_csv(rows, out, told).await,
+        Format::Json => export::write_json_array(rows, out, told).await,
+        Format::Ods => anyhow::bail!("donations are exported as CSV or JSON"),
+    };
+    drop(tx);
+    audit::finish(db, audit, streamed.rows).await?;
+    streamed.outcome?;
+    Ok(streamed.rows)
+}
+
+/// What an export tells its progress bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// How many rows there are to write.
+    Total(i64),
+    /// How many have been written so far.
+    Written(i64),
 }

@@ -46,11 +46,13 @@ pub fn router() -> Router<AppState> {
         .route("/v1/finance/campaigns/{slug}/summary", get(summary::show))
 }
 
-/// A read-only transaction whose statements are planned for their own parameters: a list's
-/// optional filters (`$1 IS NULL OR ...`) under a plan cached for all would scan from the
-/// first row on every page.
+/// A read-only transaction on one snapshot (an export's count and rows agree), whose
+/// statements are planned for their own parameters: a list's optional filters (`$1 IS NULL OR
+/// ...`) under a plan cached for all would scan from the first row on every page.
 pub async fn reading(db: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
-    let mut tx = db.begin_with("BEGIN READ ONLY").await?;
+    let mut tx = db
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
     sqlx::query!("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)")
         .fetch_one(&mut *tx)
         .await?;

@@ -70,6 +70,16 @@ impl Params {
         Ok(Params { pairs })
     }
 
+    /// Parameters given some other way (the command line's flags), as if in a query string.
+    pub fn from_pairs<N: Into<String>>(pairs: impl IntoIterator<Item = (N, String)>) -> Params {
+        Params {
+            pairs: pairs
+                .into_iter()
+                .map(|(name, value)| (name.into(), value))
+                .collect(),
+        }
+    }
+
     /// The value of `name`, if it was given and is not empty.
     pub fn text(&self, name: &str) -> Option<&str> {
         self.pairs
