@@ -105,6 +105,8 @@ pub struct Row {
     pub gift_aid: bool,
     pub payment_intent_id: Option<String>,
     pub charge_id: Option<String>,
+    /// The paid payout that took the gift to the bank, once one has.
+    pub payout_id: Option<String>,
 }
 
 /// As JSON: the donor's fields under `donor`, times in RFC 3339.
@@ -116,7 +118,7 @@ impl Serialize for Row {
             first_name: &'a str,
             last_name: &'a str,
         }
-        let mut row = s.serialize_struct("Donation", 18)?;
+        let mut row = s.serialize_struct("Donation", 19)?;
         row.serialize_field("id", &self.id)?;
         row.serialize_field("created_at", &export::rfc3339(self.created_at))?;
         row.serialize_field("campaign", &self.campaign)?;
@@ -141,6 +143,7 @@ impl Serialize for Row {
         row.serialize_field("gift_aid", &self.gift_aid)?;
         row.serialize_field("payment_intent_id", &self.payment_intent_id)?;
         row.serialize_field("charge_id", &self.charge_id)?;
+        row.serialize_field("payout_id", &self.payout_id)?;
         row.end()
     }
 }
@@ -166,6 +169,7 @@ impl CsvRow for Row {
         "gift_aid",
         "payment_intent_id",
         "charge_id",
+        "payout_id",
     ];
 
     fn write(&self, csv: &mut CsvChunks) -> std::io::Result<()> {
@@ -191,6 +195,7 @@ impl CsvRow for Row {
             Cell::Bool(self.gift_aid),
             self.payment_intent_id.as_deref().into(),
             self.charge_id.as_deref().into(),
+            self.payout_id.as_deref().into(),
         ])
     }
 }
@@ -209,7 +214,11 @@ macro_rules! rows {
                       d.refunded_amount, d.dispute_status,
                       EXISTS (SELECT 1 FROM gift_aid_declarations g WHERE g.donation_id = d.id)
                           AS "gift_aid!",
-                      d.payment_intent_id, d.charge_id
+                      d.payment_intent_id, d.charge_id,
+                      (SELECT t.payout_id FROM payout_transactions t
+                       JOIN payouts p ON p.id = t.payout_id AND p.status = 'paid'
+                       WHERE t.balance_transaction_id = d.balance_transaction_id
+                       ORDER BY p.created DESC LIMIT 1) AS payout_id
                FROM donations d
                WHERE ($1::text IS NULL OR d.campaign = $1)
                  AND ($2::text IS NULL OR d.status = $2)

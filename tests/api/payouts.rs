@@ -319,18 +319,24 @@ async fn a_failed_payout_returns_its_money_and_its_gifts_are_not_paid_out() {
         "the money left and came back"
     );
 
-    // Both gifts are in no paid payout: po_other has not been paid either.
-    let later = OffsetDateTime::now_utc() + time::Duration::days(1);
-    let missing = quickdonate::finance::payouts::not_paid_out(&app.db, later, 100)
-        .await
-        .unwrap();
-    let ids: Vec<Uuid> = missing.iter().map(|d| d.id).collect();
+    // Both gifts are in no paid payout: po_other has not been paid either. Nothing is overdue
+    // by the default (PAYOUT_OVERDUE_DAYS): they succeeded just now.
+    let overdue = |days: &str| format!("/v1/finance/payouts/overdue-donations{days}");
+    assert_eq!(read(&app, &overdue("")).await["data"], json!([]));
+    let ids = |shown: Value| -> Vec<String> {
+        shown["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let missing = ids(read(&app, &overdue("?days=0")).await);
     assert!(
-        ids.contains(&donation) && ids.contains(&elsewhere),
-        "{ids:?}"
+        missing.contains(&donation.to_string()) && missing.contains(&elsewhere.to_string()),
+        "{missing:?}"
     );
-    // Once po_other is paid, its gift is no longer missing; and nothing is missing yet that
-    // succeeded after the cut-off.
+    // Once po_other is paid, its gift is no longer overdue.
     let amount = 1000 - 35;
     stripe.put(transaction(
         "txn_po_other",
@@ -347,20 +353,23 @@ async fn a_failed_payout_returns_its_money_and_its_gifts_are_not_paid_out() {
     ))
     .await;
     app.apply_events().await;
-    let missing = quickdonate::finance::payouts::not_paid_out(&app.db, later, 100)
-        .await
-        .unwrap();
     assert_eq!(
-        missing.iter().map(|d| d.id).collect::<Vec<_>>(),
-        vec![donation]
+        ids(read(&app, &overdue("?days=0")).await),
+        vec![donation.to_string()]
     );
-    let earlier = OffsetDateTime::now_utc() - time::Duration::days(1);
-    assert!(
-        quickdonate::finance::payouts::not_paid_out(&app.db, earlier, 100)
-            .await
+    // The finance export says which payout took each gift to the bank: a failed one did not.
+    let rows = read(&app, "/v1/finance/donations").await;
+    let payout_of = |id: Uuid| {
+        rows["data"]
+            .as_array()
             .unwrap()
-            .is_empty()
-    );
+            .iter()
+            .find(|r| r["id"] == id.to_string())
+            .map(|r| r["payout_id"].clone())
+            .unwrap()
+    };
+    assert_eq!(payout_of(elsewhere), "po_other");
+    assert_eq!(payout_of(donation), Value::Null);
 }
 
 #[tokio::test]
