@@ -230,6 +230,7 @@ async fn each_row_shows_the_donation_its_donor_its_money_and_its_stripe_ids() {
             "gift_aid": true,
             "payment_intent_id": paid_pi,
             "charge_id": paid_charge,
+            "payout_id": null,
         })
     );
     assert!(paid_total > 2500, "the fee was covered: {paid_total}");
@@ -253,6 +254,7 @@ async fn each_row_shows_the_donation_its_donor_its_money_and_its_stripe_ids() {
             "gift_aid": false,
             "payment_intent_id": refunded_pi,
             "charge_id": refunded_charge,
+            "payout_id": null,
         })
     );
     assert_eq!(
@@ -275,6 +277,7 @@ async fn each_row_shows_the_donation_its_donor_its_money_and_its_stripe_ids() {
             "gift_aid": false,
             "payment_intent_id": pending_pi,
             "charge_id": null,
+            "payout_id": null,
         })
     );
     let created = OffsetDateTime::parse(rows[0]["created_at"].as_str().unwrap(), &Rfc3339);
@@ -423,7 +426,7 @@ fn read_csv(body: &str) -> (Vec<String>, Vec<csv::StringRecord>) {
     (header, reader.records().map(Result::unwrap).collect())
 }
 
-const CSV_HEADER: [&str; 19] = [
+const CSV_HEADER: [&str; 20] = [
     "id",
     "created_at",
     "campaign",
@@ -443,6 +446,7 @@ const CSV_HEADER: [&str; 19] = [
     "gift_aid",
     "payment_intent_id",
     "charge_id",
+    "payout_id",
 ];
 
 /// Donors whose names a spreadsheet would run, or a naive CSV writer would break on.
