@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod donations;
+pub mod finance;
 pub mod http;
 pub mod idempotency;
 pub mod payments;

@@ -1,0 +1,3 @@
+//! Finance (placeholder until the finance-access foundation lands).
+
+pub mod gift_aid;
