@@ -1,4 +1,6 @@
-//! The command line: `quickdonate` serves; `quickdonate migrate` only migrates.
+//! The command line: `quickdonate` serves; `quickdonate migrate` only migrates; `events`,
+//! `tokens` and `export` are for operators, and answer on stdout alone (their log goes to
+//! stderr).
 
 use anyhow::bail;
 use clap::{Parser, Subcommand};
@@ -7,6 +9,7 @@ use sqlx::PgPool;
 
 use crate::config::{PaymentsMode, Settings};
 use crate::db::Database;
+use crate::finance::access::{self, Role};
 use crate::payments::Payments;
 use crate::startup::{Application, shutdown_signal};
 use crate::webhooks::admin;
@@ -33,6 +36,29 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Finance API tokens: make, list and revoke them.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensCommand {
+    /// Make a token. It is printed once, alone on the last line of stdout, and stored only as
+    /// its hash: keep it somewhere safe now.
+    Create {
+        /// Who or what uses it (letters, digits, '.', '_', '-'); never reused.
+        #[arg(long)]
+        name: String,
+        /// finance: read finance data; admin: that and the audit log.
+        #[arg(long, value_enum)]
+        role: Role,
+    },
+    /// Every token: name, role, when made, when revoked. Never a token or its hash.
+    List,
+    /// Revoke the token named NAME: it stops working at once.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,7 +94,7 @@ impl Cli {
         let settings = Settings::load()?;
         let command = self.command.unwrap_or(Command::Serve);
         let output = match command {
-            Command::Events { .. } => crate::telemetry::Output::Stderr,
+            Command::Events { .. } | Command::Tokens { .. } => crate::telemetry::Output::Stderr,
             Command::Serve | Command::Migrate => crate::telemetry::Output::Stdout,
         };
         crate::telemetry::init(settings.log_format, output);
@@ -96,8 +122,61 @@ impl Cli {
                 database.close().await;
                 result
             }
+            Command::Tokens { command } => {
+                let database = Database::open(&settings).await?;
+                let result = match database.migrate().await {
+                    Ok(()) => tokens(&database.pool, command).await,
+                    Err(error) => Err(error),
+                };
+                database.close().await;
+                result
+            }
         }
     }
+}
+
+async fn tokens(db: &PgPool, command: TokensCommand) -> anyhow::Result<()> {
+    match command {
+        TokensCommand::Create { name, role } => {
+            let token = access::create(db, &name, role).await?;
+            eprintln!(
+                "Token {name:?} ({role}) made. It is shown once, below, and only its hash is \
+                 kept: store it now. Send it as `Authorization: Bearer <token>`."
+            );
+            println!("{token}");
+        }
+        TokensCommand::List => {
+            let tokens = access::list(db).await?;
+            let time = |at: time::OffsetDateTime| {
+                at.replace_nanosecond(0)
+                    .ok()
+                    .and_then(|at| {
+                        at.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_default()
+            };
+            println!("{:<32} {:<8} {:<25} revoked", "name", "role", "created");
+            for token in &tokens {
+                println!(
+                    "{:<32} {:<8} {:<25} {}",
+                    token.name,
+                    token.role,
+                    time(token.created_at),
+                    token.revoked_at.map(time).unwrap_or_else(|| "-".to_owned())
+                );
+            }
+            println!("{} token(s)", tokens.len());
+        }
+        TokensCommand::Revoke { name } => match access::revoke(db, &name).await? {
+            access::Revoked::Now => println!("{name} is revoked; it no longer works"),
+            access::Revoked::Already(at) => println!(
+                "{name} was already revoked at {}",
+                at.format(&time::format_description::well_known::Rfc3339)?
+            ),
+        },
+    }
+    Ok(())
 }
 
 async fn events(settings: &Settings, db: &PgPool, command: EventsCommand) -> anyhow::Result<()> {

@@ -39,6 +39,7 @@ pub fn router(state: AppState, allowed_origins: Vec<axum::http::HeaderValue>) ->
         .merge(health::router())
         .merge(crate::campaigns::router())
         .merge(crate::donations::router())
+        .merge(crate::finance::router())
         .merge(crate::webhooks::router());
     // The simulator's controls exist only when payments are simulated.
     if simulated {

@@ -5,6 +5,7 @@ mod campaigns;
 mod disputes;
 mod donations;
 mod events;
+mod finance_access;
 mod health;
 mod helpers;
 mod idempotency;

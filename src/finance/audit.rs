@@ -1,0 +1,217 @@
+//! The finance audit log: every read of finance data, by whom (token name and role), what,
+//! with which filters (the query parameters, never donor data), and how many rows it gave.
+//! Rows are only ever added. A page is recorded before it is sent, so a read that could not be
+//! recorded sends nothing; a streamed export is recorded before its first byte, and its row
+//! count set when it ends (the rows actually sent, if the client goes away first).
+//!
+//! `GET /v1/finance/audit` shows it, newest first, to admins only; reading it is audited too.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::{PgExecutor, PgPool};
+use time::OffsetDateTime;
+use tracing::Instrument;
+
+use super::access::{Admin, Caller, Role};
+use super::export::{self, Cell, CsvRow, Format};
+use super::params::{Cursor, Params, next_page};
+use crate::http::problem::ApiResult;
+use crate::startup::AppState;
+
+/// Records one read of `rows` rows.
+pub async fn record(
+    db: &PgPool,
+    caller: &Caller,
+    what: &str,
+    filters: &Value,
+    rows: i64,
+) -> sqlx::Result<()> {
+    begin_with(db, caller, what, filters, rows).await.map(drop)
+}
+
+/// Records a streamed read before it starts (with no rows yet); returns its entry's id, for
+/// [`finish`].
+pub async fn begin(
+    db: impl PgExecutor<'_>,
+    caller: &Caller,
+    what: &str,
+    filters: &Value,
+) -> sqlx::Result<i64> {
+    begin_with(db, caller, what, filters, 0).await
+}
+
+async fn begin_with(
+    db: impl PgExecutor<'_>,
+    caller: &Caller,
+    what: &str,
+    filters: &Value,
+    rows: i64,
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"INSERT INTO finance_audit_log (token_name, role, what, filters, row_count)
+           VALUES ($1, $2, $3, $4, $5) RETURNING id"#,
+        caller.name,
+        caller.role as Role,
+        what,
+        filters,
+        rows
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Sets how many rows a streamed read sent, once it has ended.
+pub async fn finish(db: impl PgExecutor<'_>, id: i64, rows: i64) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE finance_audit_log SET row_count = $2 WHERE id = $1",
+        id,
+        rows
+    )
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// One entry, as `GET /v1/finance/audit` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub id: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub token_name: String,
+    pub role: Role,
+    pub what: String,
+    pub filters: Value,
+    pub row_count: i64,
+}
+
+impl CsvRow for Entry {
+    const HEADER: &'static [&'static str] = &[
+        "id",
+        "at",
+        "token_name",
+        "role",
+        "what",
+        "filters",
+        "row_count",
+    ];
+
+    fn write(&self, csv: &mut export::CsvChunks) -> std::io::Result<()> {
+        let filters = self.filters.to_string();
+        csv.row(&[
+            Cell::Int(self.id),
+            Cell::Text(&export::rfc3339(self.at)),
+            Cell::Text(&self.token_name),
+            Cell::Text(self.role.as_str()),
+            Cell::Text(&self.what),
+            Cell::Text(&filters),
+            Cell::Int(self.row_count),
+        ])
+    }
+}
+
+/// The entries newest first, in [from, to), after `cursor`, at most `limit` (all if none).
+macro_rules! entries {
+    ($from:expr, $to:expr, $cursor:expr, $limit:expr) => {{
+        let cursor: Option<&Cursor<i64>> = $cursor;
+        sqlx::query_as!(
+            Entry,
+            r#"SELECT id, at, token_name, role AS "role: Role", what, filters, row_count
+               FROM finance_audit_log
+               WHERE ($1::timestamptz IS NULL OR at >= $1)
+                 AND ($2::timestamptz IS NULL OR at < $2)
+                 AND ($3::timestamptz IS NULL OR (at, id) < ($3, $4))
+               ORDER BY at DESC, id DESC
+               LIMIT $5"#,
+            $from,
+            $to,
+            cursor.map(|c| c.at),
+            cursor.map(|c| c.id),
+            $limit
+        )
+    }};
+}
+
+const WHAT: &str = "GET /v1/finance/audit";
+
+/// `GET /v1/finance/audit?from=&to=&cursor=&limit=`: admins only.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let params = Params::parse(query.as_deref(), &["from", "to", "cursor", "limit"])?;
+    let format = export::negotiate(&headers, &[Format::Json, Format::Csv])?;
+    let (from, to) = params.range()?;
+    if format != Format::Json {
+        export::refuse_paging(&params)?;
+        let audit = begin(
+            &state.db,
+            &caller,
+            &format!("{WHAT} (csv)"),
+            &params.filters(),
+        )
+        .await?;
+        let mut tx = super::reading(&state.db).await?;
+        let (sender, body) = export::streamed_body();
+        let db = state.db.clone();
+        tokio::spawn(
+            async move {
+                let rows = entries!(from, to, None, None::<i64>).fetch(&mut *tx);
+                let streamed = export::write_csv(rows, &mut sender.clone(), |_| {}).await;
+                drop(tx);
+                finish_stream(&db, audit, streamed, &sender).await;
+            }
+            .in_current_span(),
+        );
+        return Ok(export::csv_response("audit", body));
+    }
+    let cursor = params.cursor::<i64>()?;
+    let limit = params.limit()?;
+    let mut rows = entries!(from, to, cursor.as_ref(), Some(limit + 1))
+        .fetch_all(&mut *super::reading(&state.db).await?)
+        .await?;
+    let next_cursor = next_page(&mut rows, limit, |e| Cursor::new(e.at, e.id));
+    record(
+        &state.db,
+        &caller,
+        WHAT,
+        &params.filters(),
+        rows.len() as i64,
+    )
+    .await?;
+    Ok(Json(json!({"data": rows, "next_cursor": next_cursor})).into_response())
+}
+
+/// Ends a streamed export: its row count into the audit log, and a failed read logged and
+/// made to cut the body short.
+pub async fn finish_stream(
+    db: &PgPool,
+    audit: i64,
+    streamed: export::Streamed,
+    sender: &export::BodySender,
+) {
+    match &streamed.outcome {
+        Ok(()) => {}
+        Err(export::ExportError::Write(_)) => {
+            tracing::info!(
+                rows = streamed.rows,
+                "the client left before the export ended"
+            )
+        }
+        Err(export::ExportError::Database(error)) => {
+            tracing::error!(%error, rows = streamed.rows, "an export failed part way");
+            sender
+                .fail(std::io::Error::other("the export failed part way"))
+                .await;
+        }
+    }
+    if let Err(error) = finish(db, audit, streamed.rows).await {
+        tracing::error!(%error, audit, "could not record an export's row count");
+    }
+}

@@ -1,0 +1,204 @@
+//! `GET /v1/finance/donations`: every donation with its donor, money and Stripe ids, for
+//! finance staff, in (created_at, id) order.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::ser::SerializeStruct;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::access::Caller;
+use super::audit;
+use super::export::{self, Format};
+use super::params::{Cursor, Params, bad_parameter, next_page};
+use crate::http::problem::{ApiError, ApiResult, FieldError, Problem};
+use crate::startup::AppState;
+
+/// The query parameters `GET /v1/finance/donations` takes.
+pub const PARAMETERS: &[&str] = &["campaign", "status", "from", "to", "cursor", "limit"];
+
+/// A donation's statuses, as `status=` takes them.
+pub const STATUSES: &[&str] = &[
+    "pending",
+    "processing",
+    "succeeded",
+    "failed",
+    "canceled",
+    "refunded",
+];
+
+/// Which donations: a campaign, a status, created in [from, to).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    pub campaign: Option<String>,
+    pub status: Option<String>,
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+}
+
+impl Filters {
+    /// The filters of `params`: a 400 problem naming a bad `status`, `from` or `to`, a 404
+    /// naming an unknown `campaign`.
+    pub async fn read(db: &sqlx::PgPool, params: &Params) -> Result<Filters, ApiError> {
+        let (from, to) = params.range()?;
+        let status = params.text("status").map(str::to_owned);
+        if let Some(status) = &status
+            && !STATUSES.contains(&status.as_str())
+        {
+            return Err(
+                bad_parameter("status", format!("must be one of {}", STATUSES.join(", "))).into(),
+            );
+        }
+        let campaign = params.text("campaign").map(str::to_owned);
+        if let Some(slug) = &campaign
+            && crate::campaigns::find(db, slug).await?.is_none()
+        {
+            let shown: String = slug.chars().take(64).collect();
+            return Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Not found",
+                format!("There is no campaign {shown:?}."),
+            )
+            .with_errors(vec![FieldError::new("campaign", "names no campaign")])
+            .into());
+        }
+        Ok(Filters {
+            campaign,
+            status,
+            from,
+            to,
+        })
+    }
+}
+
+/// A donation as finance sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub id: Uuid,
+    pub created_at: OffsetDateTime,
+    pub campaign: String,
+    pub status: String,
+    pub donor_email: String,
+    pub donor_first_name: String,
+    pub donor_last_name: String,
+    pub amount: i64,
+    pub cover_fees_amount: i64,
+    pub total_amount: i64,
+    pub currency: String,
+    pub fee: Option<i64>,
+    pub net: Option<i64>,
+    pub settlement_currency: Option<String>,
+    pub refunded_amount: i64,
+    pub dispute_status: Option<String>,
+    /// Whether a Gift Aid declaration was made with the gift.
+    pub gift_aid: bool,
+    pub payment_intent_id: Option<String>,
+    pub charge_id: Option<String>,
+}
+
+/// As JSON: the donor's fields under `donor`, times in RFC 3339.
+impl Serialize for Row {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Donor<'a> {
+            email: &'a str,
+            first_name: &'a str,
+            last_name: &'a str,
+        }
+        let mut row = s.serialize_struct("Donation", 18)?;
+        row.serialize_field("id", &self.id)?;
+        row.serialize_field("created_at", &export::rfc3339(self.created_at))?;
+        row.serialize_field("campaign", &self.campaign)?;
+        row.serialize_field("status", &self.status)?;
+        row.serialize_field(
+            "donor",
+            &Donor {
+                email: &self.donor_email,
+                first_name: &self.donor_first_name,
+                last_name: &self.donor_last_name,
+            },
+        )?;
+        row.serialize_field("amount", &self.amount)?;
+        row.serialize_field("cover_fees_amount", &self.cover_fees_amount)?;
+        row.serialize_field("total_amount", &self.total_amount)?;
+        row.serialize_field("currency", &self.currency)?;
+        row.serialize_field("fee", &self.fee)?;
+        row.serialize_field("net", &self.net)?;
+        row.serialize_field("settlement_currency", &self.settlement_currency)?;
+        row.serialize_field("refunded_amount", &self.refunded_amount)?;
+        row.serialize_field("dispute_status", &self.dispute_status)?;
+        row.serialize_field("gift_aid", &self.gift_aid)?;
+        row.serialize_field("payment_intent_id", &self.payment_intent_id)?;
+        row.serialize_field("charge_id", &self.charge_id)?;
+        row.end()
+    }
+}
+
+/// The donations `filters` select, after `cursor`, at most `limit` (all if none), in
+/// (created_at, id) order.
+macro_rules! rows {
+    ($filters:expr, $cursor:expr, $limit:expr) => {{
+        let filters: &Filters = $filters;
+        let cursor: Option<&Cursor<Uuid>> = $cursor;
+        sqlx::query_as!(
+            Row,
+            r#"SELECT d.id, d.created_at, d.campaign, d.status, d.donor_email,
+                      d.donor_first_name, d.donor_last_name, d.amount, d.cover_fees_amount,
+                      d.total_amount, d.currency, d.fee, d.net, d.settlement_currency,
+                      d.refunded_amount, d.dispute_status,
+                      EXISTS (SELECT 1 FROM gift_aid_declarations g WHERE g.donation_id = d.id)
+                          AS "gift_aid!",
+                      d.payment_intent_id, d.charge_id
+               FROM donations d
+               WHERE ($1::text IS NULL OR d.campaign = $1)
+                 AND ($2::text IS NULL OR d.status = $2)
+                 AND ($3::timestamptz IS NULL OR d.created_at >= $3)
+                 AND ($4::timestamptz IS NULL OR d.created_at < $4)
+                 AND ($5::timestamptz IS NULL OR (d.created_at, d.id) > ($5, $6::uuid))
+               ORDER BY d.created_at, d.id
+               LIMIT $7"#,
+            filters.campaign.as_deref(),
+            filters.status.as_deref(),
+            filters.from,
+            filters.to,
+            cursor.map(|c| c.at),
+            cursor.map(|c| c.id),
+            $limit
+        )
+    }};
+}
+
+const WHAT: &str = "GET /v1/finance/donations";
+
+/// `GET /v1/finance/donations?campaign=&status=&from=&to=&cursor=&limit=`: any finance token.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let params = Params::parse(query.as_deref(), PARAMETERS)?;
+    let _format = export::negotiate(&headers, &[Format::Json])?;
+    let filters = Filters::read(&state.db, &params).await?;
+    let cursor = params.cursor::<Uuid>()?;
+    let limit = params.limit()?;
+    let mut rows = rows!(&filters, cursor.as_ref(), Some(limit + 1))
+        .fetch_all(&mut *super::reading(&state.db).await?)
+        .await?;
+    let next_cursor = next_page(&mut rows, limit, |row| Cursor::new(row.created_at, row.id));
+    audit::record(
+        &state.db,
+        &caller,
+        WHAT,
+        &params.filters(),
+        rows.len() as i64,
+    )
+    .await?;
+    let page: Value = json!({"data": rows, "next_cursor": next_cursor});
+    Ok(Json(page).into_response())
+}
