@@ -25,6 +25,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/finance/donations", get(donations::list))
         .route("/v1/finance/audit", get(audit::list))
+        .merge(gift_aid::routes::router())
 }
 
 /// A read-only transaction whose statements are planned for their own parameters: a list's

@@ -6,6 +6,7 @@ mod disputes;
 mod donations;
 mod events;
 mod finance_access;
+mod gift_aid;
 mod health;
 mod helpers;
 mod idempotency;

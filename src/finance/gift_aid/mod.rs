@@ -10,6 +10,7 @@
 
 pub mod claims;
 pub mod ods;
+pub mod routes;
 pub mod schedule;
 pub mod store;
 

@@ -8,7 +8,6 @@ use spreadsheet_ods::{Sheet, WorkBook};
 use super::schedule::{self, COLUMNS, Line};
 use super::{ADJUSTMENT_COLUMNS, Adjustment};
 
-pub const CONTENT_TYPE: &str = "application/vnd.oasis.opendocument.spreadsheet";
 pub const SCHEDULE_SHEET: &str = "Schedule";
 pub const ADJUSTMENTS_SHEET: &str = "Adjustments";
 
