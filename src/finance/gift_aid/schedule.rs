@@ -523,15 +523,16 @@ mod tests {
 
     #[test]
     fn lines_come_in_date_order() {
+        // The small gift's line is only complete after the larger, later gift's: it still
+        // comes first, at its own date.
         let gifts = [
             gift(500, date!(2026 - 11 - 01)),
             gift(5000, date!(2026 - 11 - 02)),
-            gift(500, date!(2026 - 11 - 03)),
         ];
         let lines = lines(&gifts);
         assert_eq!(
-            lines.iter().map(|l| l.date).collect::<Vec<_>>(),
-            [date!(2026 - 11 - 02), date!(2026 - 11 - 03)]
+            lines.iter().map(|l| (l.date, l.amount)).collect::<Vec<_>>(),
+            [(date!(2026 - 11 - 01), 500), (date!(2026 - 11 - 02), 5000)]
         );
     }
 
