@@ -234,21 +234,31 @@ async fn insert(
     .execute(&mut *tx)
     .await?;
     if let Some(gift_aid) = &request.gift_aid {
-        insert_gift_aid(tx, donation.id, gift_aid).await?;
+        insert_gift_aid(tx, donation.id, request, gift_aid).await?;
     }
     Ok(())
 }
 
+/// The declaration made on the donation form: a record of the donor's own, made in the same
+/// transaction as the donation and linked to it. HMRC's model one-off wording covers this
+/// gift, the past 4 years and the future, until the donor cancels it.
 async fn insert_gift_aid(
     tx: &mut PgConnection,
     donation_id: Uuid,
+    request: &DonationRequest,
     declaration: &GiftAidDeclaration,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        r#"INSERT INTO gift_aid_declarations (donation_id, title, house_name_or_number, postcode, country)
-           VALUES ($1, $2, $3, $4, $5)"#,
+        r#"INSERT INTO gift_aid_declarations
+               (id, donation_id, donor_email, title, first_name, last_name,
+                house_name_or_number, postcode, country, declared_at, covers_from)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), now() - interval '4 years')"#,
+        Uuid::now_v7(),
         donation_id,
+        request.donor.email,
         declaration.title,
+        request.donor.first_name,
+        request.donor.last_name,
         declaration.house_name_or_number,
         declaration.postcode,
         declaration.country

@@ -258,7 +258,8 @@ fn parse_gift_aid(
     })
 }
 
-fn is_uk(country: &str) -> bool {
+/// Whether `country` names the UK (or one of its nations), as a donor may write it.
+pub fn is_uk(country: &str) -> bool {
     [
         "gb",
         "uk",

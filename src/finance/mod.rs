@@ -9,12 +9,14 @@
 //! - [`access`]: tokens, roles, and the [`access::Caller`] / [`access::Admin`] extractors;
 //! - [`audit`]: the audit log and `GET /v1/finance/audit`;
 //! - [`params`]: strict query parameters, times, ranges, cursors and limits;
-//! - [`export`]: content negotiation, CSV safe for spreadsheets, streamed bodies.
+//! - [`export`]: content negotiation, CSV safe for spreadsheets, streamed bodies;
+//! - [`gift_aid`]: HMRC's Gift Aid schedule and the claims made from it.
 
 pub mod access;
 pub mod audit;
 pub mod donations;
 pub mod export;
+pub mod gift_aid;
 pub mod ledger;
 pub mod params;
 pub mod payouts;
@@ -44,6 +46,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/v1/finance/payouts/{id}", get(payouts::routes::show))
         .route("/v1/finance/campaigns/{slug}/summary", get(summary::show))
+        .merge(gift_aid::routes::router())
 }
 
 /// A read-only transaction on one snapshot (an export's count and rows agree), whose

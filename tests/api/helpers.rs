@@ -86,6 +86,14 @@ async fn fresh_database() -> String {
     name
 }
 
+/// A fresh, empty database of its own (its name and URL), for a test that prepares it before
+/// the app starts on it (`spawn_app_on`).
+pub async fn fresh_database_url() -> (String, String) {
+    let name = fresh_database().await;
+    let url = (server().url_for)(&name);
+    (name, url)
+}
+
 /// The running application and what a test needs around it.
 pub struct TestApp {
     pub address: String,

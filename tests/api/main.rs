@@ -7,6 +7,7 @@ mod donations;
 mod events;
 mod finance_access;
 mod finance_donations;
+mod gift_aid;
 mod health;
 mod helpers;
 mod idempotency;

@@ -1,0 +1,38 @@
+//! Gift Aid: declarations as the donor's own records, HMRC's schedule of the eligible gifts
+//! not yet claimed, and claims that never take a donation twice.
+//!
+//! A donation is eligible when it succeeded, in pounds; nothing of it was refunded (a pending
+//! refund counts) and it was never disputed; Stripe received at least the gift; and a
+//! declaration of its donor (the same email, whatever its case: the one made with it, or any
+//! other) covers its date and was not cancelled before it. Only the gift is claimed, never the
+//! donor's fee cover. A claimed donation that is refunded or disputed afterwards is an
+//! adjustment, carried once by the next claim.
+
+pub mod claims;
+pub mod ods;
+pub mod routes;
+pub mod schedule;
+pub mod store;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+/// Gift Aid is claimed on sterling gifts only.
+pub const CURRENCY: &str = "gbp";
+
+/// A claimed donation since refunded or disputed: what was claimed on it is to be paid back
+/// through the next claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Adjustment {
+    pub donation_id: Uuid,
+    /// The claim that claimed the donation.
+    pub claim_id: Uuid,
+    /// What that claim claimed for it, in pence.
+    pub amount: i64,
+    pub currency: &'static str,
+    /// `refunded` or `disputed`.
+    pub reason: String,
+}
+
+/// The adjustments sheet's columns.
+pub const ADJUSTMENT_COLUMNS: [&str; 4] = ["Donation", "Claimed in claim", "Amount", "Reason"];
