@@ -19,7 +19,9 @@ CREATE TABLE ledger_entries (
     -- The Stripe object that moved the money: the charge, refund, dispute or payout.
     source_id              text NOT NULL,
     donation_id            uuid REFERENCES donations (id),
-    campaign               text REFERENCES campaigns (slug),
+    -- The donation's campaign, for summaries. No foreign key: the donation's own implies it,
+    -- and one would make every worker share-lock the hot campaign row it updates last.
+    campaign               text,
     -- When Stripe made the balance transaction, and when we wrote this row.
     occurred_at            timestamptz NOT NULL,
     recorded_at            timestamptz NOT NULL DEFAULT now(),
@@ -82,8 +84,9 @@ CREATE INDEX payout_transactions_transaction_idx ON payout_transactions (balance
 
 -- The ledger is written from here on; what earlier versions recorded of each donation's
 -- balance transactions (its charge's, and its disputes') is carried over, so that earlier
--- donations sum to their rows too. Refunds were recorded without theirs: the next event or
--- `events backfill` for such a payment fetches them.
+-- donations sum to their rows too. Refunds were recorded without their balance transactions,
+-- so those have no rows here: replaying a refund's event (`quickdonate events replay evt_...`)
+-- fetches the payment and writes them.
 INSERT INTO ledger_entries (kind, amount, currency, balance_transaction_id, source_id,
                             donation_id, campaign, occurred_at)
 SELECT 'gift', d.net + d.fee, d.settlement_currency, d.balance_transaction_id, d.charge_id,
@@ -110,3 +113,18 @@ WHERE t.fee <> 0;
 
 -- The ledger now holds what this table held.
 DROP TABLE dispute_balance_transactions;
+
+-- Which paid payout took each balance transaction to the bank. A failed payout's money came
+-- back to the balance in its failure transaction, which a later payout takes: what the failed
+-- payout held went to the bank with that later one.
+CREATE VIEW paid_out_transactions AS
+SELECT t.balance_transaction_id, p.id AS payout_id, p.created
+FROM payout_transactions t
+JOIN payouts p ON p.id = t.payout_id AND p.status = 'paid'
+UNION ALL
+SELECT t.balance_transaction_id, later.id, later.created
+FROM payout_transactions t
+JOIN payouts failed ON failed.id = t.payout_id AND failed.status IN ('failed', 'canceled')
+JOIN payout_transactions back ON back.balance_transaction_id = failed.failure_balance_transaction_id
+JOIN payouts later ON later.id = back.payout_id AND later.status = 'paid'
+WHERE t.balance_transaction_id IS DISTINCT FROM failed.balance_transaction_id;

@@ -215,10 +215,9 @@ macro_rules! rows {
                       EXISTS (SELECT 1 FROM gift_aid_declarations g WHERE g.donation_id = d.id)
                           AS "gift_aid!",
                       d.payment_intent_id, d.charge_id,
-                      (SELECT t.payout_id FROM payout_transactions t
-                       JOIN payouts p ON p.id = t.payout_id AND p.status = 'paid'
+                      (SELECT t.payout_id FROM paid_out_transactions t
                        WHERE t.balance_transaction_id = d.balance_transaction_id
-                       ORDER BY p.created DESC LIMIT 1) AS payout_id
+                       ORDER BY t.created DESC LIMIT 1) AS payout_id
                FROM donations d
                WHERE ($1::text IS NULL OR d.campaign = $1)
                  AND ($2::text IS NULL OR d.status = $2)

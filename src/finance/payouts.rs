@@ -358,9 +358,8 @@ pub async fn not_paid_out(
                   d.payment_status_at AS succeeded_at, d.charge_id, d.balance_transaction_id
            FROM donations d
            WHERE d.payment_status = 'succeeded' AND d.payment_status_at < $1
-             AND NOT EXISTS (
-                 SELECT 1 FROM payout_transactions t JOIN payouts p ON p.id = t.payout_id
-                 WHERE t.balance_transaction_id = d.balance_transaction_id AND p.status = 'paid')
+             AND NOT EXISTS (SELECT 1 FROM paid_out_transactions t
+                             WHERE t.balance_transaction_id = d.balance_transaction_id)
            ORDER BY d.payment_status_at, d.id
            LIMIT $2"#,
         before,

@@ -13,7 +13,9 @@ pub struct Figures {
     /// Succeeded gifts received, gross (with fee cover).
     pub count: i64,
     pub gross: i64,
-    /// The part of `gross` donors added to cover the fee, in the campaign's currency.
+    /// The part of `gross` donors added to cover the fee: each gift's share of what Stripe
+    /// received, in the settlement currency like every other figure (exactly the cover when
+    /// Stripe settles in the gift's currency).
     pub fee_cover: i64,
     pub fees: i64,
     /// Refunded, less refunds that failed and came back.
@@ -66,8 +68,9 @@ pub async fn summarize(
         r#"SELECT (l.occurred_at AT TIME ZONE 'Europe/London')::date AS "day!", l.currency,
                   count(*) FILTER (WHERE l.kind = 'gift') AS "count!",
                   coalesce(sum(l.amount) FILTER (WHERE l.kind = 'gift'), 0)::bigint AS "gross!",
-                  coalesce(sum(d.cover_fees_amount) FILTER (WHERE l.kind = 'gift'), 0)::bigint
-                      AS "fee_cover!",
+                  coalesce(sum(round(l.amount::numeric * d.cover_fees_amount
+                                     / nullif(d.total_amount, 0)))
+                           FILTER (WHERE l.kind = 'gift'), 0)::bigint AS "fee_cover!",
                   coalesce(-sum(l.amount) FILTER (WHERE l.kind = 'stripe_fee'), 0)::bigint
                       AS "fees!",
                   coalesce(-sum(l.amount) FILTER (WHERE l.kind IN ('refund', 'refund_failure')),

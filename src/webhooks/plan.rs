@@ -137,8 +137,6 @@ struct Held {
     id: Uuid,
     payment_intent_id: Option<String>,
     charge_id: Option<String>,
-    /// The balance transactions the ledger holds for it.
-    recorded: Vec<String>,
     synced_at: Option<OffsetDateTime>,
 }
 
@@ -187,10 +185,8 @@ pub async fn plan(db: &PgPool, events: &[Claimed]) -> sqlx::Result<Plan> {
     }
     let held = sqlx::query_as!(
         Held,
-        r#"SELECT id, payment_intent_id, charge_id, stripe_synced_at AS synced_at,
-                  ARRAY(SELECT DISTINCT l.balance_transaction_id FROM ledger_entries l
-                        WHERE l.donation_id = d.id) AS "recorded!"
-           FROM donations d
+        r#"SELECT id, payment_intent_id, charge_id, stripe_synced_at AS synced_at
+           FROM donations
            WHERE id = ANY($1) OR payment_intent_id = ANY($2) OR charge_id = ANY($3)"#,
         &ids,
         &intents,
@@ -201,6 +197,15 @@ pub async fn plan(db: &PgPool, events: &[Claimed]) -> sqlx::Result<Plan> {
     let donation_ids: Vec<Uuid> = held.iter().map(|d| d.id).collect();
     let known_refunds = sqlx::query!(
         r#"SELECT donation_id, id, amount, status FROM refunds WHERE donation_id = ANY($1)"#,
+        &donation_ids
+    )
+    .fetch_all(db)
+    .await?;
+    // Read on their own: as a subquery of the lookup above, this made the worker's plan for
+    // it several times slower under a storm (BENCHMARKS.md).
+    let recorded = sqlx::query!(
+        r#"SELECT DISTINCT donation_id AS "donation_id!", balance_transaction_id
+           FROM ledger_entries WHERE donation_id = ANY($1)"#,
         &donation_ids
     )
     .fetch_all(db)
@@ -251,7 +256,12 @@ pub async fn plan(db: &PgPool, events: &[Claimed]) -> sqlx::Result<Plan> {
             .filter(|r| r.donation_id == donation.id)
             .map(|r| (r.id.as_str(), (r.amount, r.status.as_str())))
             .collect();
-        let needs = needs(donation, &ours, refunds);
+        let recorded: HashSet<&str> = recorded
+            .iter()
+            .filter(|r| r.donation_id == donation.id)
+            .map(|r| r.balance_transaction_id.as_str())
+            .collect();
+        let needs = needs(donation, &ours, refunds, recorded);
         plan.payments.insert(
             key,
             Payment {
@@ -341,10 +351,11 @@ fn belongs(event: &Read, donation: &Held) -> Result<(), String> {
 }
 
 /// What the payment's events refer to that we lack and they do not carry.
-fn needs(
+fn needs<'a>(
     donation: &Held,
-    events: &[Read],
+    events: &'a [Read],
     known: HashMap<&str, (i64, &str)>,
+    recorded: HashSet<&'a str>,
 ) -> Vec<(String, Need)> {
     // Refunds as the batch leaves them: what we stored, moved on by the batch's own events.
     let mut refunds: HashMap<String, (i64, i16)> = known
@@ -352,7 +363,7 @@ fn needs(
         .map(|(id, (amount, status))| (id.to_owned(), (amount, objects::refund_rank(status))))
         .collect();
     // Balance transactions the batch's events carry whole, or the ledger already holds.
-    let mut known: HashSet<&str> = donation.recorded.iter().map(String::as_str).collect();
+    let mut known = recorded;
     for event in events {
         let charge = match &event.facts {
             Facts::Refund(refund) => {

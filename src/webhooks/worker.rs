@@ -185,10 +185,11 @@ impl Worker {
             Ok(()) => Ok(()),
             // The database is away or busy: nothing here is any event's fault.
             Err(error) if !refused_a_statement(&error) => Err(error),
-            Err(error) if work.len() <= 1 && general.is_empty() => {
+            Err(error) if work.len() <= 1 && payouts.is_empty() && general.is_empty() => {
                 self.fail_payments(claim.token, &work, &error).await
             }
             Err(error) => {
+                let general_applied = general.applied.clone();
                 tracing::warn!(%error, payments = work.len(), "a batch failed to apply; applying its payments one at a time");
                 for one in &work {
                     let single = std::slice::from_ref(one);
@@ -201,7 +202,36 @@ impl Worker {
                         Err(error) => self.fail_payments(claim.token, single, &error).await?,
                     }
                 }
-                self.commit(claim.token, &[], &payouts, &general).await
+                // Each payout on its own too, with its events' outcomes.
+                let mut rest = Outcomes {
+                    applied: Vec::new(),
+                    ..general
+                };
+                let theirs: std::collections::HashSet<&String> =
+                    payouts.iter().flat_map(|p| &p.events).collect();
+                rest.applied = general_applied
+                    .into_iter()
+                    .filter(|id| !theirs.contains(id))
+                    .collect();
+                for payout in &payouts {
+                    let outcomes = Outcomes {
+                        applied: payout.events.clone(),
+                        ..Outcomes::default()
+                    };
+                    match self
+                        .commit(claim.token, &[], std::slice::from_ref(payout), &outcomes)
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(error) if !refused_a_statement(&error) => return Err(error),
+                        Err(error) => {
+                            tracing::warn!(payout = %payout.facts.id, %error, "could not apply a payout's events");
+                            self.fail_events(claim.token, &payout.events, &error)
+                                .await?
+                        }
+                    }
+                }
+                self.commit(claim.token, &[], &[], &rest).await
             }
         }
     }
@@ -294,17 +324,33 @@ impl Worker {
         work: &[(&Payment, Option<&Fetched>, Outcomes)],
         error: &sqlx::Error,
     ) -> sqlx::Result<()> {
-        let mut failed = Outcomes::default();
+        let mut ids = Vec::new();
         for (payment, _, _) in work {
             tracing::warn!(donation_id = %payment.donation, %error, "could not apply a payment's events");
-            failed
-                .failed
-                .extend(payment.events.iter().map(|event| Failure {
-                    id: event.id.clone(),
+            ids.extend(payment.events.iter().map(|event| event.id.clone()));
+        }
+        self.fail_events(token, &ids, error).await
+    }
+
+    /// Records that the database refused to apply these events: each is retried with
+    /// back-off, and set aside once it has failed too often.
+    async fn fail_events(
+        &self,
+        token: Uuid,
+        ids: &[String],
+        error: &sqlx::Error,
+    ) -> sqlx::Result<()> {
+        let failed = Outcomes {
+            failed: ids
+                .iter()
+                .map(|id| Failure {
+                    id: id.clone(),
                     error: format!("database: {error}"),
                     poison: true,
-                }));
-        }
+                })
+                .collect(),
+            ..Outcomes::default()
+        };
         let mut tx = self.db.begin().await?;
         queue::record(&mut tx, token, &failed, self.max_attempts).await?;
         tx.commit().await

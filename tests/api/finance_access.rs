@@ -97,7 +97,17 @@ async fn every_finance_route_needs_a_live_token_and_the_audit_log_an_admin() {
     access::revoke(&app.db, "old-laptop").await.unwrap();
     let unknown = format!("qd_{}", "ab".repeat(32));
 
-    for path in ["/v1/finance/donations", "/v1/finance/audit"] {
+    // Every finance route: a handler without the token check fails here.
+    for path in [
+        "/v1/finance/donations",
+        "/v1/finance/audit",
+        "/v1/finance/payouts",
+        "/v1/finance/payouts/po_1",
+        "/v1/finance/payouts/overdue-donations",
+        "/v1/finance/campaigns/kashmir/summary",
+        "/v1/finance/gift-aid/schedule",
+        "/v1/finance/gift-aid/claims/019ac3f2-0000-7000-8000-000000000000",
+    ] {
         assert_unauthorized(get_as(&app, None, path).await, "no header").await;
         for header in [
             "Bearer".to_owned(),
@@ -113,6 +123,16 @@ async fn every_finance_route_needs_a_live_token_and_the_audit_log_an_admin() {
         }
         assert_unauthorized(get_as(&app, Some(&unknown), path).await, "unknown").await;
         assert_unauthorized(get_as(&app, Some(&revoked), path).await, "revoked").await;
+    }
+    for token in [None, Some(&unknown), Some(&revoked)] {
+        let mut request = app
+            .http
+            .post(format!("{}/v1/finance/gift-aid/claims", app.address))
+            .json(&json!({"from": "2026-01-01T00:00:00Z", "to": "2027-01-01T00:00:00Z"}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        assert_unauthorized(request.send().await.unwrap(), "a claim").await;
     }
     assert!(
         audit_rows(&app).await.is_empty(),

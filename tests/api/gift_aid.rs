@@ -143,7 +143,14 @@ impl Finance {
                     donor_email, donor_first_name, donor_last_name, status, payment_status,
                     payment_status_at, amount_received, received_currency, refunded_amount,
                     dispute_status, created_at)
-               VALUES ($1, 'kashmir', 'one_off', $2, $3, $2 + $3, $4, $5, 'Given', 'Name', $6,
+               VALUES ($1, 'kashmir', 'one_off', $2, $3, $2 + $3, $4, $5,
+                       coalesce($12, (SELECT first_name FROM gift_aid_declarations
+                                      WHERE lower(donor_email) = lower($5)
+                                      ORDER BY declared_at DESC, id DESC LIMIT 1), 'Tariq'),
+                       coalesce($13, (SELECT last_name FROM gift_aid_declarations
+                                      WHERE lower(donor_email) = lower($5)
+                                      ORDER BY declared_at DESC, id DESC LIMIT 1), 'Shah'),
+                       $6,
                        $7, $8, $9, $4, $10, $11, $8)"#,
         )
         .bind(id)
@@ -157,6 +164,8 @@ impl Finance {
         .bind(if succeeded { total } else { 0 })
         .bind(gift.refunded)
         .bind(gift.dispute)
+        .bind(gift.donor.map(|(first, _)| first))
+        .bind(gift.donor.map(|(_, last)| last))
         .execute(&self.app.db)
         .await
         .unwrap();
@@ -285,6 +294,8 @@ struct Gift<'a> {
     payment_status: &'a str,
     refunded: i64,
     dispute: Option<&'a str>,
+    /// The donor's first and last name; by default those of the email's latest declaration.
+    donor: Option<(&'a str, &'a str)>,
 }
 
 fn gift(email: &str, amount: i64, at: OffsetDateTime) -> Gift<'_> {
@@ -297,6 +308,7 @@ fn gift(email: &str, amount: i64, at: OffsetDateTime) -> Gift<'_> {
         payment_status: "succeeded",
         refunded: 0,
         dispute: None,
+        donor: None,
     }
 }
 
@@ -570,6 +582,63 @@ async fn only_eligible_gifts_are_on_the_schedule() {
         .schedule(at("2020-01-01T00:00:00Z"), declared + days(4))
         .await;
     assert_eq!(donation_ids(&before_the_last), expected[..4]);
+}
+
+#[tokio::test]
+async fn only_a_declaration_the_donor_made_counts_for_their_other_gifts() {
+    let f = finance_app().await;
+    let declared = at("2026-11-15T12:00:00Z");
+    // A form sent with Gift Aid ticked whose card was declined: it declares nothing.
+    let declined = f
+        .give(Gift {
+            payment_status: "failed",
+            donor: Some(("Tariq", "Shah")),
+            ..gift("shared@example.org", 5000, declared)
+        })
+        .await;
+    let made_with_it = f
+        .declare(&declaration("shared@example.org", declared))
+        .await;
+    sqlx::query("UPDATE gift_aid_declarations SET donation_id = $1 WHERE id = $2")
+        .bind(declined)
+        .bind(made_with_it)
+        .execute(&f.app.db)
+        .await
+        .unwrap();
+    // Someone else with the same mailbox declared, under their own name.
+    f.declare(&Declaration {
+        first_name: "Amina",
+        last_name: "Shah",
+        ..declaration("shared@example.org", declared)
+    })
+    .await;
+    let later = f
+        .give(Gift {
+            donor: Some(("Tariq", "Shah")),
+            ..gift("shared@example.org", 4000, declared + days(2))
+        })
+        .await;
+    let range = (at("2026-01-01T00:00:00Z"), at("2027-01-01T00:00:00Z"));
+    assert_eq!(
+        donation_ids(&f.schedule(range.0, range.1).await),
+        Vec::<Uuid>::new(),
+        "neither an unpaid form's declaration nor another person's covers Tariq's gift"
+    );
+
+    // Once that gift goes through (the donor pays with another card), its declaration counts:
+    // for it, and for the donor's other gifts.
+    sqlx::query(
+        "UPDATE donations SET payment_status = 'succeeded', status = 'succeeded',
+                amount_received = total_amount WHERE id = $1",
+    )
+    .bind(declined)
+    .execute(&f.app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        donation_ids(&f.schedule(range.0, range.1).await),
+        vec![declined, later]
+    );
 }
 
 #[tokio::test]

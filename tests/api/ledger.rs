@@ -97,6 +97,7 @@ type Row = (String, String, i64);
 /// A history played out at Stripe: the events on the way, Stripe's objects as they stand
 /// after each event, and the ledger rows the history must leave.
 struct Played {
+    donation: Uuid,
     events: Vec<Value>,
     /// `snapshots[i]`: every object as Stripe holds it once event `i` has happened.
     snapshots: Vec<Vec<Value>>,
@@ -250,6 +251,7 @@ fn play(h: &History, donation: Uuid, pi: &str, t0: i64) -> Played {
         }
     }
     Played {
+        donation,
         events: stripe.events,
         snapshots: stripe.snapshots,
         rows,
@@ -578,6 +580,13 @@ async fn a_campaign_summary_gives_each_day_and_the_period_asked_for() {
     }
     app.apply_events().await;
 
+    // The first donor covered the fee: 59 of the 2500 Stripe received.
+    let covered = plays[0].0.donation;
+    sqlx::query("UPDATE donations SET amount = 2441, cover_fees_amount = 59 WHERE id = $1")
+        .bind(covered)
+        .execute(&app.db)
+        .await
+        .unwrap();
     let finance = token(&app, "finance", Role::Finance).await;
     let summary = |query: &'static str| {
         let (app, finance) = (&app, &finance);
@@ -593,6 +602,7 @@ async fn a_campaign_summary_gives_each_day_and_the_period_asked_for() {
     assert_eq!(totals["currency"], "gbp");
     assert_eq!(totals["count"], 2);
     assert_eq!(totals["gross"], 3500);
+    assert_eq!(totals["fee_cover"], 59);
     assert_eq!(totals["fees"], 93);
     assert_eq!(totals["refunds"], 400);
     assert_eq!(totals["net"], 3500 - 93 - 400);

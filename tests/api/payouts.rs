@@ -370,6 +370,49 @@ async fn a_failed_payout_returns_its_money_and_its_gifts_are_not_paid_out() {
     };
     assert_eq!(payout_of(elsewhere), "po_other");
     assert_eq!(payout_of(donation), Value::Null);
+
+    // The failed payout's money came back in its failure transaction; the next payout takes
+    // that to the bank, and with it the gift.
+    let retry = "po_retry";
+    let failure = format!("txn_{po}_failure");
+    stripe.put(transaction(
+        &failure,
+        "payout_failure",
+        net,
+        0,
+        po,
+        Some(retry),
+    ));
+    stripe.put(transaction(
+        &format!("txn_{retry}"),
+        "payout",
+        -net,
+        0,
+        retry,
+        Some(retry),
+    ));
+    app.deliver(&event(
+        "payout.paid",
+        payout(retry, net, "paid", "completed"),
+        1_790_100_000,
+    ))
+    .await;
+    app.apply_events().await;
+    assert_eq!(read(&app, &overdue("?days=0")).await["data"], json!([]));
+    let rows = read(&app, "/v1/finance/donations").await;
+    let paid_by = rows["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == donation.to_string())
+        .map(|r| r["payout_id"].clone())
+        .unwrap();
+    assert_eq!(paid_by, retry);
+    let shown = reconciliation(&app, retry).await;
+    assert_eq!(
+        shown["difference"], 0,
+        "the failure transaction is the ledger's: {shown}"
+    );
 }
 
 #[tokio::test]
@@ -487,4 +530,43 @@ async fn an_unknown_payout_a_bad_status_and_a_bad_cursor_are_named() {
         401,
         "a token is needed"
     );
+}
+
+#[tokio::test]
+async fn a_payout_the_database_refuses_is_set_aside_and_holds_nothing_else_up() {
+    let app = spawn_app_with(|s| {
+        s.apply_events = false;
+        s.event_max_attempts = 1;
+    })
+    .await;
+    stripe_creates_payment_intents(&app).await;
+    let stripe = StripeObjects::default();
+    stripe.serve(&app).await;
+    // A manual payout (never listed) in a currency no ledger row may have, in the same batch
+    // as a gift's events.
+    let mut bad = payout("po_unwritable", 100, "paid", "not_applicable");
+    bad["automatic"] = json!(false);
+    bad["currency"] = json!("pounds");
+    let bad_event = event("payout.paid", bad, 1_790_000_000);
+    app.deliver(&bad_event).await;
+    let (donation, _, _) = paid(&app, &stripe, 2500, 58, None).await;
+
+    let (state, error): (String, Option<String>) =
+        sqlx::query_as("SELECT state, last_error FROM stripe_events WHERE id = $1")
+            .bind(bad_event["id"].as_str().unwrap())
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(state, "failed", "set aside, not retried forever: {error:?}");
+    assert_eq!(
+        app.donation_facts(donation).await.fee,
+        Some(58),
+        "the gift was applied"
+    );
+    let pending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE state = 'pending'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(pending, 0);
 }

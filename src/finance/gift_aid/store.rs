@@ -11,7 +11,10 @@ use super::{Adjustment, CURRENCY};
 /// date is that moment's date in the UK.
 ///
 /// The declaration used for a gift is the one made with it if it covers it, else the latest
-/// of its donor's that does (their address as last declared).
+/// of its donor's that does (their address as last declared). Another gift's declaration
+/// counts only if that gift went through (a form sent and never paid, or paid by a declined
+/// card, declares nothing) and it names the same person: the same email alone is not the same
+/// donor (a shared mailbox, or someone typing another's address).
 pub async fn gifts(
     db: impl PgExecutor<'_>,
     from: OffsetDateTime,
@@ -19,7 +22,7 @@ pub async fn gifts(
 ) -> sqlx::Result<Vec<Gift>> {
     let rows = sqlx::query!(
         r#"WITH made AS (
-               SELECT d.id, d.amount, d.donor_email,
+               SELECT d.id, d.amount, d.donor_email, d.donor_first_name, d.donor_last_name,
                       coalesce(d.payment_status_at, d.created_at) AS at
                FROM donations d
                WHERE d.currency = 'gbp'
@@ -43,6 +46,13 @@ pub async fn gifts(
                WHERE lower(g.donor_email) = lower(m.donor_email)
                  AND g.covers_from <= m.at
                  AND (g.cancelled_at IS NULL OR g.cancelled_at > m.at)
+                 AND (g.donation_id = m.id
+                      OR (lower(trim(g.first_name)) = lower(trim(m.donor_first_name))
+                          AND lower(trim(g.last_name)) = lower(trim(m.donor_last_name))
+                          AND (g.donation_id IS NULL
+                               OR EXISTS (SELECT 1 FROM donations x
+                                          WHERE x.id = g.donation_id
+                                            AND x.payment_status = 'succeeded'))))
                ORDER BY g.donation_id IS NOT DISTINCT FROM m.id DESC, g.declared_at DESC, g.id
                LIMIT 1) g
            ORDER BY m.at, m.id"#,
