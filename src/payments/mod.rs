@@ -185,55 +185,57 @@ impl Payments {
         .await
     }
 
-    /// Every refund of a charge, page by page (a charge has few).
+    /// Every refund of a charge, with its balance transactions, page by page (a charge has few).
     pub async fn list_refunds(&self, charge_id: &str) -> Result<Vec<Value>, PaymentError> {
-        let mut refunds = Vec::new();
-        let mut after: Option<String> = None;
-        // Bounded: a charge cannot be refunded in more pieces than its pennies.
-        for _ in 0..1_000 {
-            let mut query = vec![
+        self.list_all(
+            "/refunds",
+            &[
                 ("charge", charge_id),
-                ("limit", "100"),
                 ("expand[]", "data.balance_transaction"),
                 ("expand[]", "data.failure_balance_transaction"),
-            ];
-            if let Some(after) = &after {
-                query.push(("starting_after", after));
-            }
-            let page = self.get("/refunds", &query).await?;
-            let data = page["data"].as_array().cloned().unwrap_or_default();
-            after = data
-                .last()
-                .and_then(|r| r["id"].as_str())
-                .map(str::to_owned);
-            refunds.extend(data);
-            if !page["has_more"].as_bool().unwrap_or(false) || after.is_none() {
-                break;
-            }
-        }
-        Ok(refunds)
+            ],
+        )
+        .await
     }
 
     /// Every balance transaction paid out in an automatic payout, page by page: the gifts,
     /// fees, refunds and disputes it took to the bank.
     pub async fn list_payout_transactions(&self, payout: &str) -> Result<Vec<Value>, PaymentError> {
-        let mut transactions = Vec::new();
+        self.list_all("/balance_transactions", &[("payout", payout)])
+            .await
+    }
+
+    /// Every item of a Stripe list, following `has_more` page by page (100 at a time).
+    async fn list_all(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Vec<Value>, PaymentError> {
+        let mut items = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let mut query = vec![("payout", payout), ("limit", "100")];
+            let mut page_query = query.to_vec();
+            page_query.push(("limit", "100"));
             if let Some(after) = &after {
-                query.push(("starting_after", after));
+                page_query.push(("starting_after", after));
             }
-            let page = self.get("/balance_transactions", &query).await?;
+            let page = self.get(path, &page_query).await?;
             let data = page["data"].as_array().cloned().unwrap_or_default();
-            after = data
+            let last = data
                 .last()
-                .and_then(|t| t["id"].as_str())
+                .and_then(|item| item["id"].as_str())
                 .map(str::to_owned);
-            transactions.extend(data);
-            if !page["has_more"].as_bool().unwrap_or(false) || after.is_none() {
-                return Ok(transactions);
+            items.extend(data);
+            if !page["has_more"].as_bool().unwrap_or(false) || last.is_none() {
+                return Ok(items);
             }
+            if last == after {
+                // A list that says there is more but gives the same page again never ends.
+                return Err(PaymentError::Rejected(StripeFailure(format!(
+                    "{path} gave the same page twice"
+                ))));
+            }
+            after = last;
         }
     }
 
