@@ -189,7 +189,6 @@ impl Worker {
                 self.fail_payments(claim.token, &work, &error).await
             }
             Err(error) => {
-                let general_applied = general.applied.clone();
                 tracing::warn!(%error, payments = work.len(), "a batch failed to apply; applying its payments one at a time");
                 for one in &work {
                     let single = std::slice::from_ref(one);
@@ -202,17 +201,11 @@ impl Worker {
                         Err(error) => self.fail_payments(claim.token, single, &error).await?,
                     }
                 }
-                // Each payout on its own too, with its events' outcomes.
-                let mut rest = Outcomes {
-                    applied: Vec::new(),
-                    ..general
-                };
+                // Each payout on its own too, with its events' outcomes; the rest after.
                 let theirs: std::collections::HashSet<&String> =
                     payouts.iter().flat_map(|p| &p.events).collect();
-                rest.applied = general_applied
-                    .into_iter()
-                    .filter(|id| !theirs.contains(id))
-                    .collect();
+                let mut rest = general;
+                rest.applied.retain(|id| !theirs.contains(id));
                 for payout in &payouts {
                     let outcomes = Outcomes {
                         applied: payout.events.clone(),
@@ -236,8 +229,8 @@ impl Worker {
         }
     }
 
-    /// Applies `work` and records `general` in one transaction, trying again at once after a
-    /// deadlock or a serialization failure.
+    /// Applies `work` and `payouts` and records `general` in one transaction, trying again at
+    /// once after a deadlock or a serialization failure.
     async fn commit(
         &self,
         token: Uuid,
