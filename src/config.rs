@@ -93,6 +93,10 @@ pub struct Settings {
     pub apply_events: bool,
     pub event_max_attempts: i32,
     pub payout_overdue_days: i64,
+    pub donation_limit_per_ip: String,
+    pub donation_limit_per_email: String,
+    pub donation_limit_per_campaign: String,
+    pub trusted_proxies: String,
     pub stripe_api_base: String,
     pub stripe_timeout_secs: u64,
     pub statement_descriptor_suffix: String,
@@ -175,6 +179,7 @@ impl Settings {
             (1..=365).contains(&self.payout_overdue_days),
             "PAYOUT_OVERDUE_DAYS: must be between 1 and 365"
         );
+        self.donation_limits()?;
         ensure!(
             self.campaign_cache_ms <= 60_000,
             "CAMPAIGN_CACHE_MS: must be at most 60000 (a minute)"
@@ -216,6 +221,34 @@ impl Settings {
             .as_ref()
             .map(|url| url.expose_secret())
             .filter(|url| !url.is_empty())
+    }
+
+    /// The card-testing caps on new donations, and the proxies whose `X-Forwarded-For` to
+    /// believe.
+    pub fn donation_limits(&self) -> anyhow::Result<crate::donations::limits::Limits> {
+        use crate::donations::limits::{Limits, parse_setting};
+        let trusted_proxies = self
+            .trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|net| !net.is_empty())
+            .map(|net| {
+                net.parse::<ipnet::IpNet>()
+                    .or_else(|_| net.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        anyhow::anyhow!("TRUSTED_PROXIES: {net:?} is not a CIDR like 10.0.0.0/8")
+                    })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Limits {
+            per_ip: parse_setting("DONATION_LIMIT_PER_IP", &self.donation_limit_per_ip)?,
+            per_email: parse_setting("DONATION_LIMIT_PER_EMAIL", &self.donation_limit_per_email)?,
+            per_campaign: parse_setting(
+                "DONATION_LIMIT_PER_CAMPAIGN",
+                &self.donation_limit_per_campaign,
+            )?,
+            trusted_proxies,
+        })
     }
 
     pub fn campaign_cache(&self) -> Duration {

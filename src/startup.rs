@@ -47,6 +47,8 @@ pub struct AppState {
     pub campaigns: Arc<CampaignCache>,
     /// After how many days a succeeded donation in no paid payout is overdue.
     pub payout_overdue_days: i64,
+    /// Card-testing caps on new donations.
+    pub donation_limits: Arc<crate::donations::limits::Limits>,
 }
 
 /// The service, bound to its address and ready to run.
@@ -56,6 +58,8 @@ pub struct Application {
     database: Database,
     worker: Worker,
     run_worker: bool,
+    /// How long a donation attempt counts for a card-testing cap.
+    attempts_kept: Duration,
 }
 
 impl Application {
@@ -106,6 +110,7 @@ impl Application {
             simulator,
             campaigns: campaigns.clone(),
             payout_overdue_days: settings.payout_overdue_days,
+            donation_limits: Arc::new(settings.donation_limits()?),
         };
         let worker = Worker::new(
             database.pool.clone(),
@@ -114,6 +119,7 @@ impl Application {
             campaigns,
             settings.event_max_attempts,
         );
+        let attempts_kept = state.donation_limits.longest_window();
         let router = crate::http::router(state, settings.allowed_origins()?);
         Ok(Self {
             listener,
@@ -121,6 +127,7 @@ impl Application {
             database,
             worker,
             run_worker: settings.apply_events,
+            attempts_kept,
         })
     }
 
@@ -153,11 +160,19 @@ impl Application {
                 workers.spawn(self.worker.clone().run(stopped.clone()));
             }
         }
-        let housekeeping = tokio::spawn(housekeeping(self.database.pool.clone(), stopped.clone()));
+        let housekeeping = tokio::spawn(housekeeping(
+            self.database.pool.clone(),
+            self.attempts_kept,
+            stopped.clone(),
+        ));
         tracing::info!("listening on http://{address}");
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         tracing::info!("shutting down");
         let _ = stop_worker.send(true);
         while workers.join_next().await.is_some() {}
@@ -167,13 +182,22 @@ impl Application {
     }
 }
 
-/// Hourly upkeep: expired Idempotency-Keys go.
-async fn housekeeping(db: PgPool, mut stop: watch::Receiver<bool>) {
-    let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+/// Upkeep: every minute, the card-testing counts no window counts any more go; every hour,
+/// expired Idempotency-Keys.
+async fn housekeeping(db: PgPool, attempts_kept: Duration, mut stop: watch::Receiver<bool>) {
+    let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+    let mut minutes = 0u64;
     loop {
         tokio::select! {
-            _ = every_hour.tick() => {}
+            _ = every_minute.tick() => {}
             _ = stop.changed() => return,
+        }
+        if let Err(error) = crate::donations::limits::prune(&db, attempts_kept).await {
+            tracing::warn!(%error, "could not delete old donation attempts");
+        }
+        minutes += 1;
+        if minutes % 60 != 1 {
+            continue;
         }
         match crate::idempotency::expire(&db).await {
             Ok(0) => {}

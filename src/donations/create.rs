@@ -49,6 +49,7 @@ pub async fn create_donation(
     state: &AppState,
     slug: &str,
     key: Option<IdempotencyKey>,
+    client: std::net::IpAddr,
     body: &Value,
 ) -> ApiResult<Response> {
     let new_id = Uuid::now_v7();
@@ -102,6 +103,22 @@ pub async fn create_donation(
         Some(donation_id) => load_pending(&mut tx, donation_id).await?,
         // A fresh key already names `new_id`; the reference is checked at commit.
         None => {
+            // A new donation is an attempt the card-testing caps count; a retry of one already
+            // made (its key resumed or replayed above) is not.
+            let email = &request.donor.email;
+            if let Err(wait) = state
+                .donation_limits
+                .attempt(&mut tx, client, email, &campaign.slug)
+                .await?
+            {
+                drop(tx);
+                tracing::warn!(
+                    retry_after_secs = wait.as_secs(),
+                    "a donation attempt was refused by a card-testing cap"
+                );
+                tokio::time::sleep(super::limits::pause()).await;
+                return Ok(super::limits::refused(wait));
+            }
             let cover_fees_amount = if request.cover_fees {
                 state.fees.cover_for(request.amount)
             } else {

@@ -2,6 +2,7 @@
 
 mod create;
 pub mod fees;
+pub mod limits;
 pub mod request;
 mod routes;
 

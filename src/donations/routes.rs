@@ -1,4 +1,6 @@
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -21,11 +23,13 @@ pub fn router() -> Router<AppState> {
 async fn create(
     State(state): State<AppState>,
     Path(slug): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let key = IdempotencyKey::from_headers(&headers)?;
-    super::create::create_donation(&state, &slug, key, &body).await
+    let client = state.donation_limits.client_ip(peer, &headers);
+    super::create::create_donation(&state, &slug, key, client, &body).await
 }
 
 /// `GET /v1/donations/{id}`: where a donation is; no donor data.

@@ -146,6 +146,11 @@ pub async fn spawn_app_at(url: String, customize: impl FnOnce(&mut Settings)) ->
     settings.stripe_webhook_secret = Some(SecretString::from(WEBHOOK_SECRET));
     settings.stripe_api_base = stripe.uri();
     settings.stripe_timeout_secs = 2;
+    // Tests make many donations from one address and one email; the card-testing caps have
+    // tests of their own (tests/api/card_testing.rs), which turn them on.
+    settings.donation_limit_per_ip = "off".to_owned();
+    settings.donation_limit_per_email = "off".to_owned();
+    settings.donation_limit_per_campaign = "off".to_owned();
     customize(&mut settings);
     settings.validate().expect("the test settings are valid");
 

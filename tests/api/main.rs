@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod campaigns;
+mod card_testing;
 mod disputes;
 mod donations;
 mod events;

@@ -1,0 +1,317 @@
+//! Card-testing defence: caps on new donations over sliding windows, per client address, per
+//! donor email and per campaign (DOMAIN.md, "Card testing").
+//!
+//! The attempts are counted in Postgres, so every instance sees the same counts, and kept only
+//! as long as the longest window. Each is stored by a SHA-256 of what it counts (the address,
+//! the lower-cased email, the campaign), never the address or the email itself. A request over
+//! any cap is refused with one and the same problem whichever cap it was, after a short random
+//! pause, so that a bot learns nothing from the answer about which cap it hit.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+
+use crate::http::problem::Problem;
+
+/// At most `count` attempts in any `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub count: i64,
+    pub window: Duration,
+}
+
+impl FromStr for Limit {
+    type Err = String;
+
+    /// `5/10m`: five in ten minutes; the window in `s`, `m` or `h`.
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            format!(
+                "{raw:?} is not a limit like 5/10m (a count, a slash, a window in s, m or h), nor off"
+            )
+        };
+        let (count, window) = raw.trim().split_once('/').ok_or_else(bad)?;
+        let count: i64 = count.trim().parse().map_err(|_| bad())?;
+        let window = window.trim();
+        let (number, unit) = window.split_at(window.len().saturating_sub(1));
+        let number: u64 = number.parse().map_err(|_| bad())?;
+        let seconds = match unit {
+            "s" => number,
+            "m" => number * 60,
+            "h" => number * 3600,
+            _ => return Err(bad()),
+        };
+        if count < 1 || !(1..=86_400).contains(&seconds) {
+            return Err(format!(
+                "{raw:?}: at least 1 attempt, in a window of 1 s to 24 h"
+            ));
+        }
+        Ok(Self {
+            count,
+            window: Duration::from_secs(seconds),
+        })
+    }
+}
+
+/// A limit as configured: `off`, or a [`Limit`].
+pub fn parse_setting(name: &str, raw: &str) -> anyhow::Result<Option<Limit>> {
+    if raw.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    raw.parse()
+        .map(Some)
+        .map_err(|error| anyhow::anyhow!("{name}: {error}"))
+}
+
+/// The caps, and whose `X-Forwarded-For` to believe.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    pub per_ip: Option<Limit>,
+    pub per_email: Option<Limit>,
+    pub per_campaign: Option<Limit>,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// What the attempt is counted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Ip,
+    Email,
+    Campaign,
+}
+
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ip => "ip",
+            Scope::Email => "email",
+            Scope::Campaign => "campaign",
+        }
+    }
+}
+
+impl Limits {
+    /// The client's address: the peer's, unless the peer is a trusted proxy; then the
+    /// right-most address of `X-Forwarded-For` that is not a trusted proxy (each proxy appends
+    /// the address it heard from, so everything left of the first untrusted one is the
+    /// client's to make up).
+    pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = canonical(peer.ip());
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let forwarded: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+            .map(canonical)
+            .collect();
+        forwarded
+            .iter()
+            .rev()
+            .find(|ip| !self.trusts(**ip))
+            .or(forwarded.first())
+            .copied()
+            .unwrap_or(peer)
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Counts an attempt to create a donation, or says how long until it may be made. Within
+    /// `tx`: a refused attempt leaves no trace, and concurrent attempts on one key queue on a
+    /// lock held to the end of `tx`, so no two can both take the last place.
+    pub async fn attempt(
+        &self,
+        tx: &mut PgConnection,
+        ip: IpAddr,
+        email: &str,
+        campaign: &str,
+    ) -> sqlx::Result<Result<(), Duration>> {
+        let email = email.trim().to_lowercase();
+        let caps = [
+            (Scope::Ip, self.per_ip, ip.to_string()),
+            (Scope::Email, self.per_email, email),
+            (Scope::Campaign, self.per_campaign, campaign.to_owned()),
+        ];
+        let mut wait = Duration::ZERO;
+        let mut counted = Vec::new();
+        for (scope, limit, key) in caps {
+            let Some(limit) = limit else { continue };
+            let key = Sha256::digest(format!("{}:{key}", scope.as_str()).as_bytes()).to_vec();
+            let lock = i64::from_be_bytes(key[..8].try_into().expect("a digest has 8 bytes"));
+            sqlx::query!("SELECT pg_advisory_xact_lock($1)", lock)
+                .fetch_one(&mut *tx)
+                .await?;
+            let seen = sqlx::query!(
+                r#"SELECT count(*) AS "count!", min(at) AS oldest, now() AS "now!"
+                   FROM donation_attempts
+                   WHERE scope = $1 AND key = $2
+                     AND at > now() - make_interval(secs => $3)"#,
+                scope.as_str(),
+                &key,
+                limit.window.as_secs_f64()
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            if seen.count >= limit.count {
+                // The place frees when the oldest attempt in the window leaves it.
+                let frees = seen
+                    .oldest
+                    .map(|oldest| oldest + limit.window - seen.now)
+                    .unwrap_or(time::Duration::ZERO);
+                let frees = Duration::try_from(frees).unwrap_or(Duration::ZERO);
+                wait = wait.max(frees.max(Duration::from_secs(1)));
+            }
+            counted.push((scope.as_str(), key));
+        }
+        if wait > Duration::ZERO {
+            return Ok(Err(wait));
+        }
+        if !counted.is_empty() {
+            let (scopes, keys): (Vec<&str>, Vec<Vec<u8>>) = counted.into_iter().unzip();
+            let scopes: Vec<String> = scopes.into_iter().map(str::to_owned).collect();
+            sqlx::query!(
+                r#"INSERT INTO donation_attempts (scope, key)
+                   SELECT * FROM unnest($1::text[], $2::bytea[])"#,
+                &scopes,
+                &keys
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(Ok(()))
+    }
+
+    /// The longest window: attempts older than it count for nothing.
+    pub fn longest_window(&self) -> Duration {
+        [self.per_ip, self.per_email, self.per_campaign]
+            .into_iter()
+            .flatten()
+            .map(|limit| limit.window)
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// Deletes the attempts that no window counts any more.
+pub async fn prune(db: &sqlx::PgPool, longest: Duration) -> sqlx::Result<u64> {
+    let deleted = sqlx::query!(
+        "DELETE FROM donation_attempts WHERE at < now() - make_interval(secs => $1)",
+        longest.as_secs_f64()
+    )
+    .execute(db)
+    .await?;
+    Ok(deleted.rows_affected())
+}
+
+/// An IPv4 address the socket reports as IPv6 (`::ffff:a.b.c.d`) is that IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The one answer to every refused attempt, whichever cap refused it: 429 and when to retry.
+pub fn refused(retry_after: Duration) -> Response {
+    let mut response = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too-many-attempts",
+        "Too many attempts",
+        "Too many donations were attempted from here in a short time. Please wait and try again.",
+    )
+    .into_response();
+    let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_str(&seconds.to_string()).expect("digits are a header value"),
+    );
+    response
+}
+
+/// A pause of 100 to 400 ms before a refusal, so its timing says nothing either.
+pub fn pause() -> Duration {
+    let random = uuid::Uuid::new_v4().as_u128();
+    Duration::from_millis(100 + (random % 301) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_is_a_count_over_a_window_or_off() {
+        assert_eq!(
+            "5/10m".parse::<Limit>().unwrap(),
+            Limit {
+                count: 5,
+                window: Duration::from_secs(600)
+            }
+        );
+        assert_eq!(
+            "300/1m".parse::<Limit>().unwrap().window,
+            Duration::from_secs(60)
+        );
+        assert_eq!(parse_setting("X", "off").unwrap(), None);
+        for bad in ["5", "5/10", "five/10m", "0/1m", "5/10d", "5/0s", "5/25h"] {
+            assert!(bad.parse::<Limit>().is_err(), "{bad}");
+        }
+        assert!(
+            parse_setting("DONATION_LIMIT_PER_IP", "lots")
+                .unwrap_err()
+                .to_string()
+                .starts_with("DONATION_LIMIT_PER_IP:")
+        );
+    }
+
+    fn limits(trusted: &[&str]) -> Limits {
+        Limits {
+            trusted_proxies: trusted.iter().map(|n| n.parse().unwrap()).collect(),
+            ..Limits::default()
+        }
+    }
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_client_is_the_peer_unless_the_peer_is_a_trusted_proxy() {
+        let peer: SocketAddr = "203.0.113.9:5000".parse().unwrap();
+        let untrusted = limits(&[]);
+        assert_eq!(
+            untrusted.client_ip(peer, &forwarded("198.51.100.1")),
+            "203.0.113.9".parse::<IpAddr>().unwrap(),
+            "a header from anyone is ignored"
+        );
+        let proxy: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        let behind = limits(&["10.0.0.0/8"]);
+        assert_eq!(
+            behind.client_ip(proxy, &forwarded("6.6.6.6, 198.51.100.1, 10.0.0.7")),
+            "198.51.100.1".parse::<IpAddr>().unwrap(),
+            "the right-most untrusted entry: what the client wrote itself is left of it"
+        );
+        assert_eq!(
+            behind.client_ip(proxy, &HeaderMap::new()),
+            "10.0.0.2".parse::<IpAddr>().unwrap()
+        );
+        let mapped: SocketAddr = "[::ffff:10.0.0.2]:5000".parse().unwrap();
+        assert_eq!(
+            behind.client_ip(mapped, &forwarded("198.51.100.1")),
+            "198.51.100.1".parse::<IpAddr>().unwrap(),
+            "an IPv4 peer seen through IPv6 is still the proxy"
+        );
+    }
+}
