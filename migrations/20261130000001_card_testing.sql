@@ -8,3 +8,10 @@ CREATE TABLE donation_attempts (
 );
 CREATE INDEX donation_attempts_key_idx ON donation_attempts (scope, key, at);
 CREATE INDEX donation_attempts_at_idx ON donation_attempts (at);
+
+-- Once a cap refuses an address or an email, new donations from it must solve a captcha
+-- (when one is configured) until `until`.
+CREATE TABLE donation_challenges (
+    key   bytea PRIMARY KEY,
+    until timestamptz NOT NULL
+);

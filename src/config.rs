@@ -97,6 +97,8 @@ pub struct Settings {
     pub donation_limit_per_email: String,
     pub donation_limit_per_campaign: String,
     pub trusted_proxies: String,
+    pub captcha_verify_url: Option<String>,
+    pub captcha_secret: Option<SecretString>,
     pub stripe_api_base: String,
     pub stripe_timeout_secs: u64,
     pub statement_descriptor_suffix: String,
@@ -180,6 +182,17 @@ impl Settings {
             "PAYOUT_OVERDUE_DAYS: must be between 1 and 365"
         );
         self.donation_limits()?;
+        ensure!(
+            self.captcha_verify_url.is_some() == self.captcha_secret.is_some(),
+            "CAPTCHA_VERIFY_URL and CAPTCHA_SECRET: set both, or neither"
+        );
+        if let Some(url) = &self.captcha_verify_url {
+            ensure!(
+                url.parse::<axum::http::Uri>()
+                    .is_ok_and(|uri| uri.scheme().is_some() && uri.host().is_some()),
+                "CAPTCHA_VERIFY_URL: {url:?} is not a URL"
+            );
+        }
         ensure!(
             self.campaign_cache_ms <= 60_000,
             "CAMPAIGN_CACHE_MS: must be at most 60000 (a minute)"

@@ -49,6 +49,8 @@ pub struct AppState {
     pub payout_overdue_days: i64,
     /// Card-testing caps on new donations.
     pub donation_limits: Arc<crate::donations::limits::Limits>,
+    /// The captcha those a cap refused must solve, if one is configured.
+    pub captcha: Option<crate::donations::limits::Captcha>,
 }
 
 /// The service, bound to its address and ready to run.
@@ -111,6 +113,14 @@ impl Application {
             campaigns: campaigns.clone(),
             payout_overdue_days: settings.payout_overdue_days,
             donation_limits: Arc::new(settings.donation_limits()?),
+            captcha: match (&settings.captcha_verify_url, &settings.captcha_secret) {
+                (Some(verify_url), Some(secret)) => Some(crate::donations::limits::Captcha {
+                    verify_url: verify_url.clone(),
+                    secret: secret.clone(),
+                    http: reqwest::Client::new(),
+                }),
+                _ => None,
+            },
         };
         let worker = Worker::new(
             database.pool.clone(),

@@ -50,8 +50,22 @@ pub async fn create_donation(
     slug: &str,
     key: Option<IdempotencyKey>,
     client: std::net::IpAddr,
+    captcha: Option<&str>,
     body: &Value,
 ) -> ApiResult<Response> {
+    // An address or email a card-testing cap refused must solve a captcha, if one is set up;
+    // it is checked before any transaction, since it is a call to someone else.
+    let email = body["donor"]["email"].as_str().unwrap_or_default();
+    let (verified, must_solve) = match &state.captcha {
+        Some(check) if super::limits::challenged(&state.db, client, email).await? => {
+            match captcha {
+                Some(token) if check.verify(token, client).await => (true, false),
+                Some(_) => return Ok(super::limits::captcha_required()),
+                None => (false, true),
+            }
+        }
+        _ => (false, false),
+    };
     let new_id = Uuid::now_v7();
     let mut tx = state.db.begin().await?;
     // The key first: a replay is the first answer even if the campaign has closed since, and a
@@ -105,19 +119,26 @@ pub async fn create_donation(
         None => {
             // A new donation is an attempt the card-testing caps count; a retry of one already
             // made (its key resumed or replayed above) is not.
+            if must_solve {
+                drop(tx);
+                return Ok(super::limits::captcha_required());
+            }
             let email = &request.donor.email;
-            if let Err(wait) = state
+            if let Err(refusal) = state
                 .donation_limits
-                .attempt(&mut tx, client, email, &campaign.slug)
+                .attempt(&mut tx, client, email, &campaign.slug, verified)
                 .await?
             {
                 drop(tx);
                 tracing::warn!(
-                    retry_after_secs = wait.as_secs(),
+                    retry_after_secs = refusal.wait.as_secs(),
                     "a donation attempt was refused by a card-testing cap"
                 );
+                if state.captcha.is_some() {
+                    super::limits::challenge(&state.db, &refusal.challenge).await?;
+                }
                 tokio::time::sleep(super::limits::pause()).await;
-                return Ok(super::limits::refused(wait));
+                return Ok(super::limits::refused(refusal.wait));
             }
             let cover_fees_amount = if request.cover_fees {
                 state.fees.cover_for(request.amount)

@@ -78,6 +78,23 @@ pub struct Limits {
     pub trusted_proxies: Vec<IpNet>,
 }
 
+/// How long an address or email a cap refused must solve a captcha to donate.
+pub const CHALLENGE_FOR: Duration = Duration::from_secs(3600);
+
+/// Why an attempt was refused: how long until it may be made, and the keys (the address, the
+/// email, whichever's cap refused it; never for the campaign's) that must solve a captcha from
+/// now on.
+#[derive(Debug)]
+pub struct Refusal {
+    pub wait: Duration,
+    pub challenge: Vec<Vec<u8>>,
+}
+
+/// The key an attempt is counted and challenged by.
+fn key_of(scope: Scope, value: &str) -> Vec<u8> {
+    Sha256::digest(format!("{}:{value}", scope.as_str()).as_bytes()).to_vec()
+}
+
 /// What the attempt is counted by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scope {
@@ -130,24 +147,29 @@ impl Limits {
     /// Counts an attempt to create a donation, or says how long until it may be made. Within
     /// `tx`: a refused attempt leaves no trace, and concurrent attempts on one key queue on a
     /// lock held to the end of `tx`, so no two can both take the last place.
+    ///
+    /// An attempt whose captcha was solved (`verified`) is still counted, but only the
+    /// campaign's cap can refuse it: a person behind a busy address may give.
     pub async fn attempt(
         &self,
         tx: &mut PgConnection,
         ip: IpAddr,
         email: &str,
         campaign: &str,
-    ) -> sqlx::Result<Result<(), Duration>> {
+        verified: bool,
+    ) -> sqlx::Result<Result<(), Refusal>> {
         let email = email.trim().to_lowercase();
         let caps = [
             (Scope::Ip, self.per_ip, ip.to_string()),
-            (Scope::Email, self.per_email, email),
+            (Scope::Email, self.per_email, email.clone()),
             (Scope::Campaign, self.per_campaign, campaign.to_owned()),
         ];
         let mut wait = Duration::ZERO;
+        let mut tripped = Vec::new();
         let mut counted = Vec::new();
         for (scope, limit, key) in caps {
             let Some(limit) = limit else { continue };
-            let key = Sha256::digest(format!("{}:{key}", scope.as_str()).as_bytes()).to_vec();
+            let key = key_of(scope, &key);
             let lock = i64::from_be_bytes(key[..8].try_into().expect("a digest has 8 bytes"));
             sqlx::query!("SELECT pg_advisory_xact_lock($1)", lock)
                 .fetch_one(&mut *tx)
@@ -163,7 +185,7 @@ impl Limits {
             )
             .fetch_one(&mut *tx)
             .await?;
-            if seen.count >= limit.count {
+            if seen.count >= limit.count && (scope == Scope::Campaign || !verified) {
                 // The place frees when the oldest attempt in the window leaves it.
                 let frees = seen
                     .oldest
@@ -171,11 +193,17 @@ impl Limits {
                     .unwrap_or(time::Duration::ZERO);
                 let frees = Duration::try_from(frees).unwrap_or(Duration::ZERO);
                 wait = wait.max(frees.max(Duration::from_secs(1)));
+                if scope != Scope::Campaign {
+                    tripped.push(key.clone());
+                }
             }
             counted.push((scope.as_str(), key));
         }
         if wait > Duration::ZERO {
-            return Ok(Err(wait));
+            return Ok(Err(Refusal {
+                wait,
+                challenge: tripped,
+            }));
         }
         if !counted.is_empty() {
             let (scopes, keys): (Vec<&str>, Vec<Vec<u8>>) = counted.into_iter().unzip();
@@ -203,7 +231,7 @@ impl Limits {
     }
 }
 
-/// Deletes the attempts that no window counts any more.
+/// Deletes the attempts that no window counts any more, and the challenges that ran out.
 pub async fn prune(db: &sqlx::PgPool, longest: Duration) -> sqlx::Result<u64> {
     let deleted = sqlx::query!(
         "DELETE FROM donation_attempts WHERE at < now() - make_interval(secs => $1)",
@@ -211,7 +239,93 @@ pub async fn prune(db: &sqlx::PgPool, longest: Duration) -> sqlx::Result<u64> {
     )
     .execute(db)
     .await?;
+    sqlx::query!("DELETE FROM donation_challenges WHERE until < now()")
+        .execute(db)
+        .await?;
     Ok(deleted.rows_affected())
+}
+
+/// From now on, for [`CHALLENGE_FOR`], these keys must solve a captcha to donate.
+pub async fn challenge(db: &sqlx::PgPool, keys: &[Vec<u8>]) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"INSERT INTO donation_challenges (key, until)
+           SELECT k, now() + make_interval(secs => $2) FROM unnest($1::bytea[]) AS k
+           ON CONFLICT (key) DO UPDATE SET until = EXCLUDED.until"#,
+        keys,
+        CHALLENGE_FOR.as_secs_f64()
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Whether this address or this email must solve a captcha to donate.
+pub async fn challenged(db: &sqlx::PgPool, ip: IpAddr, email: &str) -> sqlx::Result<bool> {
+    let keys = vec![
+        key_of(Scope::Ip, &ip.to_string()),
+        key_of(Scope::Email, &email.trim().to_lowercase()),
+    ];
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM donation_challenges
+                          WHERE key = ANY($1) AND until > now()) AS "challenged!""#,
+        &keys
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// A captcha's siteverify endpoint (Cloudflare Turnstile's and hCaptcha's speak the same:
+/// a form POST of `secret`, `response` and `remoteip`, answered `{"success": true|false}`).
+#[derive(Clone)]
+pub struct Captcha {
+    pub verify_url: String,
+    pub secret: secrecy::SecretString,
+    pub http: reqwest::Client,
+}
+
+impl Captcha {
+    /// Whether `token` is a solved captcha. Anything else (a refusal, no answer within five
+    /// seconds, an answer we cannot read) is not.
+    pub async fn verify(&self, token: &str, ip: IpAddr) -> bool {
+        use secrecy::ExposeSecret;
+        let form = [
+            ("secret", self.secret.expose_secret()),
+            ("response", token),
+            ("remoteip", &ip.to_string()),
+        ];
+        let answer = self
+            .http
+            .post(&self.verify_url)
+            .timeout(Duration::from_secs(5))
+            .form(&form)
+            .send()
+            .await;
+        match answer {
+            Ok(answer) if answer.status().is_success() => answer
+                .json::<serde_json::Value>()
+                .await
+                .is_ok_and(|v| v["success"] == true),
+            Ok(answer) => {
+                tracing::warn!(status = %answer.status(), "the captcha verifier refused to answer");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the captcha verifier could not be reached");
+                false
+            }
+        }
+    }
+}
+
+/// The answer to an attempt that must solve a captcha first and did not.
+pub fn captcha_required() -> Response {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "captcha-required",
+        "A check is needed",
+        "Please complete the check shown and try again, sending its token as Captcha-Token.",
+    )
+    .into_response()
 }
 
 /// An IPv4 address the socket reports as IPv6 (`::ffff:a.b.c.d`) is that IPv4 address.

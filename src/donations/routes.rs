@@ -29,7 +29,10 @@ async fn create(
 ) -> ApiResult<Response> {
     let key = IdempotencyKey::from_headers(&headers)?;
     let client = state.donation_limits.client_ip(peer, &headers);
-    super::create::create_donation(&state, &slug, key, client, &body).await
+    let captcha = headers
+        .get("captcha-token")
+        .and_then(|value| value.to_str().ok());
+    super::create::create_donation(&state, &slug, key, client, captcha, &body).await
 }
 
 /// `GET /v1/donations/{id}`: where a donation is; no donor data.

@@ -193,3 +193,81 @@ async fn an_untrusted_peer_cannot_choose_its_address_and_every_instance_counts_t
     assert_eq!(pruned, 2);
     assert_eq!(rows(&app).await, counted - 2);
 }
+
+#[tokio::test]
+async fn once_a_cap_refuses_an_address_it_must_solve_a_captcha_and_no_one_else_sees_one() {
+    use wiremock::matchers::{body_string_contains, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    // A local stand-in for Turnstile's or hCaptcha's siteverify.
+    let verifier = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/siteverify"))
+        .and(body_string_contains("secret=captcha-secret"))
+        .and(body_string_contains("response=solved"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+        .mount(&verifier)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/siteverify"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                json!({"success": false, "error-codes": ["invalid-input-response"]}),
+            ),
+        )
+        .mount(&verifier)
+        .await;
+    let url = format!("{}/siteverify", verifier.uri());
+    let app = limited_app(move |s| {
+        s.captcha_verify_url = Some(url);
+        s.captcha_secret = Some("captcha-secret".to_owned().into());
+    })
+    .await;
+    let with_token = |email: &str, from: &str, token: Option<&str>| {
+        let mut body = donation_body();
+        body["donor"]["email"] = json!(email);
+        let mut request = app
+            .http
+            .post(format!("{}/v1/campaigns/kashmir/donations", app.address))
+            .header("x-forwarded-for", from)
+            .json(&body);
+        if let Some(token) = token {
+            request = request.header("captcha-token", token);
+        }
+        request.send()
+    };
+
+    let bot = "203.0.113.50";
+    for i in 0..5 {
+        let response = with_token(&format!("b{i}@example.org"), bot, None)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "no captcha before a cap trips");
+    }
+    refused(&app, "b5@example.org", Some(bot), 600).await;
+    assert_eq!(verifier.received_requests().await.unwrap().len(), 0);
+
+    // From now on this address needs a solved captcha: without one, or with a wrong one, no.
+    let without = with_token("b6@example.org", bot, None).await.unwrap();
+    assert_problem(without, 403, "captcha-required").await;
+    let wrong = with_token("b6@example.org", bot, Some("guessed"))
+        .await
+        .unwrap();
+    assert_problem(wrong, 403, "captcha-required").await;
+    // A person behind that address who solves it may give, over the address's cap.
+    let solved = with_token("person@example.org", bot, Some("solved"))
+        .await
+        .unwrap();
+    assert_eq!(solved.status(), 201);
+
+    // Everyone else: no captcha asked, none checked.
+    let asked_before = verifier.received_requests().await.unwrap().len();
+    let donor = with_token("amina@example.org", "198.51.100.7", None)
+        .await
+        .unwrap();
+    assert_eq!(donor.status(), 201);
+    assert_eq!(
+        verifier.received_requests().await.unwrap().len(),
+        asked_before
+    );
+}
