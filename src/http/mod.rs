@@ -1,5 +1,6 @@
 //! The HTTP API: every module's routes merged in one place, with the layers all share.
 
+pub mod browser;
 pub mod health;
 pub mod json;
 pub mod problem;
@@ -8,8 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{HeaderName, Method, StatusCode, header};
-use tower_http::cors::CorsLayer;
+use axum::http::{HeaderName, StatusCode};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -24,36 +24,37 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn router(state: AppState, allowed_origins: Vec<axum::http::HeaderValue>) -> Router {
     let simulated = state.simulator.is_some();
-    let request_id = HeaderName::from_static("x-request-id");
-    let cors = CorsLayer::new()
-        .allow_origin(allowed_origins)
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            HeaderName::from_static("idempotency-key"),
-        ])
-        .expose_headers([header::LOCATION, request_id.clone()])
-        .max_age(Duration::from_secs(3600));
+    let request_id = HeaderName::from_static(browser::REQUEST_ID);
 
-    let mut routes = Router::new()
+    // What the donation website calls from the browser, and the only routes with CORS. Their
+    // 405 is set before the CORS layer so that it wraps it: a preflight (OPTIONS) reaches the
+    // layer through it. CORS sits outside the limits, so a 413 or a timeout's 503 is readable
+    // by the page too.
+    let public = limits(
+        Router::new()
+            .merge(crate::campaigns::router())
+            .merge(crate::donations::router())
+            .method_not_allowed_fallback(method_not_allowed),
+        REQUEST_TIMEOUT,
+    )
+    .layer(browser::public_cors(allowed_origins));
+
+    // Never called from a page: no CORS, so a browser refuses any cross-origin call.
+    let mut private = Router::new()
         .merge(health::router())
-        .merge(crate::campaigns::router())
-        .merge(crate::donations::router())
         .merge(crate::finance::router())
         .merge(crate::webhooks::router());
     // The simulator's controls exist only when payments are simulated.
     if simulated {
-        routes = routes.merge(crate::payments::simulator_api::router());
+        private = private.merge(crate::payments::simulator_api::router());
     }
-    routes
+    let routes = Router::new()
+        .merge(public)
+        .merge(limits(private, REQUEST_TIMEOUT))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
-        .layer(cors)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
+        .method_not_allowed_fallback(method_not_allowed);
+    // Outside everything else, so that every answer carries them: problems, 404s, timeouts.
+    browser::security_headers(routes)
         // The span names the route, never the full URI or the headers: they may carry data
         // that must stay out of logs.
         .layer(
@@ -78,6 +79,19 @@ pub fn router(state: AppState, allowed_origins: Vec<axum::http::HeaderValue>) ->
         .with_state(state)
 }
 
+/// The body limit and the per-request timeout every route has.
+fn limits<S>(routes: Router<S>, timeout: Duration) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    routes
+        .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+}
+
 async fn not_found() -> Problem {
     Problem::not_found("There is nothing at this path.")
 }
@@ -89,4 +103,51 @@ async fn method_not_allowed() -> Problem {
         "Method not allowed",
         "This path does not take that method.",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::{get, post};
+    use tower::ServiceExt;
+
+    /// The timeout cannot be waited out in an API test (60 s); the layers that carry it can.
+    #[tokio::test]
+    async fn a_request_over_the_timeout_is_a_503() {
+        let app = limits(
+            Router::new().route(
+                "/slow",
+                get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }),
+            ),
+            Duration::from_millis(50),
+        );
+        let started = std::time::Instant::now();
+        let response = app
+            .oneshot(Request::get("/slow").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_a_413() {
+        let app = limits(
+            Router::new().route("/echo", post(|body: String| async move { body })),
+            REQUEST_TIMEOUT,
+        );
+        let send = |size: usize| {
+            app.clone().oneshot(
+                Request::post("/echo")
+                    .body(Body::from("x".repeat(size)))
+                    .unwrap(),
+            )
+        };
+        assert_eq!(send(API_BODY_LIMIT).await.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            send(API_BODY_LIMIT + 1).await.unwrap().status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! One test binary, so the throwaway Postgres starts once for all the API tests.
 
 mod bad_input;
+mod browser;
 mod campaigns;
 mod card_testing;
 mod disputes;
