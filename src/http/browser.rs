@@ -25,10 +25,12 @@ pub fn public_cors(allowed_origins: Vec<HeaderValue>) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(allowed_origins)
         .allow_methods([Method::GET, Method::POST])
-        // What the website sends: a JSON body and, on creation, its Idempotency-Key.
+        // What the website sends: a JSON body and, on creation, its Idempotency-Key and, once a
+        // card-testing cap has refused the donor's address or email, a solved captcha's token.
         .allow_headers([
             header::CONTENT_TYPE,
             HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("captcha-token"),
         ])
         // What it reads back: where the donation is, whether an answer was replayed, when to
         // try again, and the request id to quote to support.

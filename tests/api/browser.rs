@@ -34,7 +34,7 @@ async fn preflight(app: &TestApp, origin: &str, method: &str, path: &str) -> Res
         .header("Access-Control-Request-Method", method)
         .header(
             "Access-Control-Request-Headers",
-            "content-type,idempotency-key",
+            "content-type,idempotency-key,captcha-token",
         )
         .send()
         .await
@@ -86,7 +86,7 @@ async fn a_preflight_from_an_allowed_origin_succeeds_on_each_public_route() {
             "{what}: {headers:?}"
         );
         let allowed = listed(headers, "access-control-allow-headers");
-        for header in ["content-type", "idempotency-key"] {
+        for header in ["content-type", "idempotency-key", "captcha-token"] {
             assert!(
                 allowed.contains(&header.to_owned()),
                 "{what}: {header} in {allowed:?}"
