@@ -169,6 +169,7 @@ impl Application {
             for _ in 0..WORKERS {
                 workers.spawn(self.worker.clone().run(stopped.clone()));
             }
+            tracing::info!(loops = WORKERS, "the event worker started");
         }
         let housekeeping = tokio::spawn(housekeeping(
             self.database.pool.clone(),
@@ -185,7 +186,11 @@ impl Application {
         .await;
         tracing::info!("shutting down");
         let _ = stop_worker.send(true);
+        let running = !workers.is_empty();
         while workers.join_next().await.is_some() {}
+        if running {
+            tracing::info!("the event worker stopped");
+        }
         let _ = housekeeping.await;
         self.database.close().await;
         served.context("the HTTP server failed")

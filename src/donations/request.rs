@@ -79,7 +79,7 @@ impl DonationRequest {
     pub fn parse(body: &Value, campaign: &Campaign) -> Result<Self, Rejection> {
         let mut errors = Errors::default();
         let Some(object) = body.as_object() else {
-            errors.add("", "the body must be a JSON object");
+            errors.add("", "must be a JSON object");
             return Err(Rejection::Invalid(errors.0));
         };
         let fields = Fields::new(

@@ -65,8 +65,8 @@ impl Problem {
 
     pub fn invalid(errors: Vec<FieldError>) -> Self {
         let detail = match errors.as_slice() {
-            [one] => format!("{} {}", display_field(&one.field), one.message),
-            _ => format!("{} fields are invalid; see errors", errors.len()),
+            [one] => sentence(&one.field, &one.message),
+            _ => format!("{} fields are invalid; see errors.", errors.len()),
         };
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -100,8 +100,16 @@ impl Problem {
     }
 }
 
-fn display_field(field: &str) -> &str {
-    if field.is_empty() { "the body" } else { field }
+/// A field's message as a sentence: "The body must be a JSON object.", "`amount` must be at
+/// least 200."
+fn sentence(field: &str, message: &str) -> String {
+    let subject = if field.is_empty() {
+        "The body".to_owned()
+    } else {
+        format!("`{field}`")
+    };
+    let message = message.trim_end_matches('.');
+    format!("{subject} {message}.")
 }
 
 impl IntoResponse for Problem {

@@ -45,7 +45,7 @@ pub enum SimulationError {
     UnknownPaymentIntent(String),
     #[error("the PaymentIntent is {0}; it cannot be {1}")]
     WrongState(String, &'static str),
-    #[error("a refund must be more than 0 and at most the {0} not yet refunded")]
+    #[error("must be more than 0 and at most the {0} not yet refunded")]
     BadRefundAmount(i64),
     #[error("the simulator has no refund {0}")]
     UnknownRefund(String),

@@ -77,7 +77,7 @@ impl Worker {
 
     /// Applies events until `stop` turns true, finishing the batch in hand.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        tracing::info!("the event worker started");
+        tracing::debug!("an event worker loop started");
         let mut failures = 0u32;
         while !*stop.borrow() {
             let mut pause = POLL;
@@ -100,7 +100,7 @@ impl Worker {
                 _ = stop.changed() => {}
             }
         }
-        tracing::info!("the event worker stopped");
+        tracing::debug!("an event worker loop stopped");
     }
 
     /// Claims, plans, fetches and applies one batch of due events; returns how many it took.

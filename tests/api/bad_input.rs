@@ -270,3 +270,29 @@ async fn unknown_paths_and_methods_are_problems_too() {
         .unwrap();
     assert_problem(response, 405, "method-not-allowed").await;
 }
+
+#[tokio::test]
+async fn a_problem_reads_as_a_sentence() {
+    let app = spawn_app().await;
+    stripe_creates_payment_intents(&app).await;
+    let problem = assert_problem(
+        post_raw(&app, Some("application/json"), b"[]".to_vec()).await,
+        422,
+        "validation",
+    )
+    .await;
+    assert_eq!(problem["detail"], "The body must be a JSON object.");
+    let body = with(|b| b["amount"] = json!(1));
+    let problem = assert_problem(
+        app.post_donation("kashmir", &body, None).await,
+        422,
+        "validation",
+    )
+    .await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("`amount` must ") && detail.ends_with('.') && !detail.ends_with(".."),
+        "{detail}"
+    );
+    assert_nothing_changed(&app).await;
+}
