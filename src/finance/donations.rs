@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::ser::SerializeStruct;
@@ -18,7 +18,7 @@ use super::access::Caller;
 use super::audit;
 use super::export::{self, Cell, CsvChunks, CsvRow, Format, Sink};
 use super::params::{Cursor, Params, bad_parameter, next_page};
-use crate::http::problem::{ApiError, ApiResult, FieldError, Problem};
+use crate::http::problem::{ApiError, ApiResult};
 use crate::startup::AppState;
 
 /// The query parameters `GET /v1/finance/donations` takes.
@@ -60,18 +60,7 @@ impl Filters {
         if let Some(slug) = &campaign
             && crate::campaigns::find(db, slug).await?.is_none()
         {
-            let shown: String = slug.chars().take(64).collect();
-            return Err(Problem::new(
-                StatusCode::NOT_FOUND,
-                "not-found",
-                "Not found",
-                format!("There is no campaign {shown:?}."),
-            )
-            .with_errors(vec![FieldError::new(
-                "campaign",
-                format!("names no campaign ({shown:?})"),
-            )])
-            .into());
+            return Err(super::unknown("campaign", "campaign", slug).into());
         }
         Ok(Filters {
             campaign,

@@ -29,9 +29,12 @@ use sqlx::{PgPool, Postgres, Transaction};
 use crate::http::problem::{FieldError, Problem};
 use crate::startup::AppState;
 
-/// A 404 problem: the thing `field` names does not exist.
-pub fn unknown(field: &str, detail: String) -> Problem {
-    Problem::not_found(detail).with_errors(vec![FieldError::new(field, "names nothing we hold")])
+/// A 404 problem naming `field`: there is no `what` called `value` (shown at most 64
+/// characters long, quoted).
+pub fn unknown(field: &str, what: &str, value: &str) -> Problem {
+    let shown: String = value.chars().take(64).collect();
+    Problem::not_found(format!("There is no {what} {shown:?}."))
+        .with_errors(vec![FieldError::new(field, format!("names no {what}"))])
 }
 
 /// Every `/v1/finance/...` route.

@@ -512,14 +512,7 @@ pub mod routes {
             .await?
             .pop()
         else {
-            return Err(crate::finance::unknown(
-                "payout",
-                format!(
-                    "There is no payout {:?}.",
-                    id.chars().take(64).collect::<String>()
-                ),
-            )
-            .into());
+            return Err(crate::finance::unknown("payout", "payout", &id).into());
         };
         let transactions = super::contained(&state.db, &id).await?;
         let what = format!("GET /v1/finance/payouts/{id}");

@@ -153,8 +153,7 @@ pub async fn show(
     let format = export::negotiate(&headers, &[Format::Json, Format::Csv])?;
     let (from, to) = params.range()?;
     if crate::campaigns::find(&state.db, &slug).await?.is_none() {
-        let shown: String = slug.chars().take(64).collect();
-        return Err(super::unknown("campaign", format!("There is no campaign {shown:?}.")).into());
+        return Err(super::unknown("campaign", "campaign", &slug).into());
     }
     let summary = summarize(&state.db, &slug, from, to).await?;
     let mut filters = params.filters();

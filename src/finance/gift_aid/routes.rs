@@ -186,11 +186,7 @@ async fn show_claim(
 ) -> ApiResult<Response> {
     let params = Params::parse(query.as_deref(), &[])?;
     let format = export::negotiate(&headers, FORMATS)?;
-    let shown: String = id.chars().take(64).collect();
-    let not_found = || {
-        Problem::not_found(format!("There is no Gift Aid claim {shown:?}."))
-            .with_errors(vec![FieldError::new("id", "names no claim")])
-    };
+    let not_found = || crate::finance::unknown("id", "Gift Aid claim", &id);
     let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let mut tx = crate::finance::reading(&state.db).await?;
     let claim = claims::find(&mut tx, id).await?.ok_or_else(not_found)?;
