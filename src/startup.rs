@@ -16,6 +16,7 @@ use crate::campaigns::cache::CampaignCache;
 use crate::campaigns::catalogue;
 use crate::config::{PaymentsMode, Settings};
 use crate::db::Database;
+use crate::donations::abandoned::Abandoned;
 use crate::donations::fees::FeeModel;
 use crate::payments::Payments;
 use crate::payments::simulator::{self, SimulatedStripe};
@@ -59,6 +60,7 @@ pub struct Application {
     router: Router,
     database: Database,
     worker: Worker,
+    abandoned: Abandoned,
     run_worker: bool,
     /// How long a donation attempt counts for a card-testing cap.
     attempts_kept: Duration,
@@ -122,6 +124,11 @@ impl Application {
                 _ => None,
             },
         };
+        let abandoned = Abandoned::new(
+            database.pool.clone(),
+            payments.clone(),
+            settings.abandoned_after()?,
+        );
         let worker = Worker::new(
             database.pool.clone(),
             payments,
@@ -136,6 +143,7 @@ impl Application {
             router,
             database,
             worker,
+            abandoned,
             run_worker: settings.apply_events,
             attempts_kept,
         })
@@ -156,6 +164,11 @@ impl Application {
         self.worker.clone()
     }
 
+    /// The sweep of abandoned payments, to run by hand (as the tests do).
+    pub fn abandoned(&self) -> Abandoned {
+        self.abandoned.clone()
+    }
+
     /// Serves until `shutdown` completes, lets requests in flight and the worker's batch
     /// finish, then closes the database (stopping the local Postgres if we started it).
     pub async fn run_until_stopped(
@@ -170,6 +183,7 @@ impl Application {
                 workers.spawn(self.worker.clone().run(stopped.clone()));
             }
             tracing::info!(loops = WORKERS, "the event worker started");
+            workers.spawn(self.abandoned.clone().run(stopped.clone()));
         }
         let housekeeping = tokio::spawn(housekeeping(
             self.database.pool.clone(),

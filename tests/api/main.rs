@@ -1,5 +1,6 @@
 //! One test binary, so the throwaway Postgres starts once for all the API tests.
 
+mod abandoned;
 mod bad_input;
 mod browser;
 mod campaigns;
