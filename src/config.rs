@@ -43,6 +43,7 @@ const ENV_KEYS: &[&str] = &[
     "STATEMENT_DESCRIPTOR_SUFFIX",
     "FEE_PERCENT_BPS",
     "FEE_FIXED_AMOUNT",
+    "EVENT_PAYLOAD_RETENTION",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -104,6 +105,7 @@ pub struct Settings {
     pub statement_descriptor_suffix: String,
     pub fee_percent_bps: u32,
     pub fee_fixed_amount: i64,
+    pub event_payload_retention: String,
 }
 
 /// How payments are taken, decided once at start-up.
@@ -182,6 +184,7 @@ impl Settings {
             "PAYOUT_OVERDUE_DAYS: must be between 1 and 365"
         );
         self.donation_limits()?;
+        self.event_payload_retention()?;
         ensure!(
             self.captcha_verify_url.is_some() == self.captcha_secret.is_some(),
             "CAPTCHA_VERIFY_URL and CAPTCHA_SECRET: set both, or neither"
@@ -262,6 +265,33 @@ impl Settings {
             )?,
             trusted_proxies,
         })
+    }
+
+    /// `EVENT_PAYLOAD_RETENTION`: how long a stored event keeps its personal data once
+    /// applied: a number and a unit, `s`, `m`, `h` or `d` (`30d`), from a minute to ten years.
+    pub fn event_payload_retention(&self) -> anyhow::Result<Duration> {
+        let text = self.event_payload_retention.trim();
+        let bad = || {
+            anyhow::anyhow!(
+                "EVENT_PAYLOAD_RETENTION: {text:?} is not a duration like 30d (a number and s, m, h or d)"
+            )
+        };
+        let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number.parse().map_err(|_| bad())?;
+        let seconds = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3_600,
+            "d" => 86_400,
+            _ => return Err(bad()),
+        };
+        let retention = Duration::from_secs(number.saturating_mul(seconds));
+        ensure!(
+            (Duration::from_secs(60)..=Duration::from_secs(3650 * 86_400)).contains(&retention),
+            "EVENT_PAYLOAD_RETENTION: must be from 1m to 3650d"
+        );
+        Ok(retention)
     }
 
     pub fn campaign_cache(&self) -> Duration {
@@ -471,6 +501,17 @@ mod tests {
             PaymentsMode::Simulated
         ));
         assert!(settings.database_url().is_none());
+        assert_eq!(
+            settings.event_payload_retention().unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(
+            with(r#"event_payload_retention = "12h""#)
+                .unwrap()
+                .event_payload_retention()
+                .unwrap(),
+            Duration::from_secs(12 * 3_600)
+        );
     }
 
     #[test]
@@ -488,6 +529,13 @@ mod tests {
         assert!(error_of("webhook_tolerance_secs = 0").starts_with("WEBHOOK_TOLERANCE_SECS:"));
         assert!(error_of("campaign_cache_ms = 60001").starts_with("CAMPAIGN_CACHE_MS:"));
         assert!(error_of("event_max_attempts = 0").starts_with("EVENT_MAX_ATTEMPTS:"));
+        for bad in ["", "30", "d", "30w", "-1d", "1.5d", "0d", "30s", "3651d"] {
+            let error = error_of(&format!("event_payload_retention = {bad:?}"));
+            assert!(
+                error.starts_with("EVENT_PAYLOAD_RETENTION:"),
+                "{bad}: {error}"
+            );
+        }
         assert!(error_of(r#"allowed_origins = "not an origin""#).starts_with("ALLOWED_ORIGINS:"));
         assert!(
             error_of(r#"statement_descriptor_suffix = "<b>""#)

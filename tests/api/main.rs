@@ -6,6 +6,8 @@ mod campaigns;
 mod card_testing;
 mod disputes;
 mod donations;
+mod erasure;
+mod event_retention;
 mod events;
 mod finance_access;
 mod finance_donations;
