@@ -1,5 +1,6 @@
 //! One test binary, so the throwaway Postgres starts once for all the API tests.
 
+mod anonymous_gifts;
 mod bad_input;
 mod browser;
 mod campaigns;
@@ -16,6 +17,7 @@ mod health;
 mod helpers;
 mod idempotency;
 mod ledger;
+mod log_leaks;
 mod operators;
 mod out_of_the_box;
 mod payments_mode;
