@@ -1,6 +1,6 @@
 //! An anonymous gift (`anonymous: true`) never shows the donor's name, nor their email or
 //! address, in anything public: the creation answer and its replay, the donation, the
-//! campaign, and the problems a bad request gets.
+//! campaign, and the problems a bad request gets; nor in what we send Stripe.
 
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -95,4 +95,12 @@ async fn an_anonymous_gift_never_shows_the_donor_in_a_public_answer() {
         app.get(&format!("/v1/donations/{}", Uuid::now_v7())).await,
     )
     .await;
+
+    // Nor does Stripe get any of it: not in metadata, description or receipt_email.
+    let sent = app.stripe.received_requests().await.unwrap();
+    assert!(!sent.is_empty());
+    for request in sent {
+        let text = format!("{} {}", request.url, String::from_utf8_lossy(&request.body));
+        assert_no_donor_data("a request to Stripe", &text);
+    }
 }
