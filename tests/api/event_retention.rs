@@ -10,7 +10,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::helpers::{
-    StripeObjects, TestApp, event, objects, spawn_app_with, stripe_creates_payment_intents,
+    StripeObjects, TestApp, event, objects, spawn_app_at, spawn_app_with,
+    stripe_creates_payment_intents,
 };
 
 const RETENTION: Duration = Duration::from_secs(30 * 86_400);
@@ -200,4 +201,52 @@ async fn old_applied_payloads_are_stripped_once_in_batches_and_still_replay() {
         assert_eq!(error, None);
     }
     assert_eq!(app.donation_facts(old).await, facts_before);
+}
+
+#[tokio::test]
+async fn every_instance_strips_old_payloads_from_its_start_on() {
+    let app = spawn_app_with(|s| {
+        s.apply_events = false;
+        s.event_payload_retention = "3650d".to_owned();
+    })
+    .await;
+    stripe_creates_payment_intents(&app).await;
+    let stripe = StripeObjects::default();
+    stripe.serve(&app).await;
+    let details = billing(
+        "Philippa Ravensworth",
+        "pr@example.org",
+        "1 Lane",
+        "S19 2BD",
+    );
+    let (old, old_pi) = app.create_donation(2500).await;
+    let (intent, charge) = pay(&app, &stripe, old, &old_pi, 2500, 40, &details).await;
+    let (recent, recent_pi) = app.create_donation(2500).await;
+    let (recent_intent, _) = pay(&app, &stripe, recent, &recent_pi, 2500, 0, &details).await;
+    app.apply_events().await;
+    assert!(stored(&app, &charge).await.2.is_none());
+
+    // Another instance on the same database, with the default retention (30 days): its
+    // housekeeping strips them as it starts (and every minute after).
+    let _other = spawn_app_at(app.database_url.clone(), |_| {}).await;
+    let mut left = 2_i64;
+    for _ in 0..600 {
+        left = sqlx::query_scalar(
+            "SELECT count(*) FROM stripe_events WHERE id = ANY($1) AND personal_data_removed_at IS NULL",
+        )
+        .bind([&intent, &charge])
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "the old events were never stripped");
+    assert!(!stored(&app, &charge).await.1.contains("Philippa"));
+    assert!(
+        stored(&app, &recent_intent).await.2.is_none(),
+        "a recent one is kept"
+    );
 }
