@@ -7,8 +7,9 @@
 //!   from donations, declarations and stored events, keeping only what HMRC requires for Gift
 //!   Aid already claimed and what finance needs, and records the erasure in the audit log.
 //!
-//! Names, emails and addresses never reach the log, metrics, Stripe's metadata or a public
-//! answer; `tests/api/log_leaks.rs` greps a whole run's log for them.
+//! Names, emails and addresses never reach the log, Stripe (metadata, description) or a public
+//! answer (there are no metrics yet): `tests/api/log_leaks.rs` greps a whole run's log for
+//! them, `tests/api/anonymous_gifts.rs` the public answers and what Stripe is sent.
 
 pub mod erasure;
 pub mod payloads;
