@@ -1,5 +1,5 @@
 //! The command line: `quickdonate` serves; `quickdonate migrate` only migrates; `events`,
-//! `tokens` and `export` are for operators, and answer on stdout alone (their log goes to
+//! `tokens`, `export` and `donors` are for operators, and answer on stdout alone (their log goes to
 //! stderr).
 
 use std::io::IsTerminal;
@@ -52,6 +52,24 @@ enum Command {
     Tokens {
         #[command(subcommand)]
         command: TokensCommand,
+    },
+    /// Donors' personal data.
+    Donors {
+        #[command(subcommand)]
+        command: DonorsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DonorsCommand {
+    /// Erase a donor's personal data (names, email, address) from their donations,
+    /// declarations and stored events, keeping the amounts and ids finance needs and, for
+    /// gifts already claimed in a Gift Aid claim, the name and address HMRC requires. Recorded
+    /// in the audit log as run by `cli:$USER`, without the email. Running it again is harmless.
+    Erase {
+        /// The donor's email address, whatever its case.
+        #[arg(long)]
+        email: String,
     },
 }
 
@@ -136,9 +154,10 @@ impl Cli {
         let settings = Settings::load()?;
         let command = self.command.unwrap_or(Command::Serve);
         let output = match command {
-            Command::Events { .. } | Command::Tokens { .. } | Command::Export { .. } => {
-                crate::telemetry::Output::Stderr
-            }
+            Command::Events { .. }
+            | Command::Tokens { .. }
+            | Command::Export { .. }
+            | Command::Donors { .. } => crate::telemetry::Output::Stderr,
             Command::Serve | Command::Migrate => crate::telemetry::Output::Stdout,
         };
         crate::telemetry::init(settings.log_format, output);
@@ -179,6 +198,15 @@ impl Cli {
                 let database = Database::open(&settings).await?;
                 let result = match database.migrate().await {
                     Ok(()) => export(&database.pool, command).await,
+                    Err(error) => Err(error),
+                };
+                database.close().await;
+                result
+            }
+            Command::Donors { command } => {
+                let database = Database::open(&settings).await?;
+                let result = match database.migrate().await {
+                    Ok(()) => donors(&database.pool, command).await,
                     Err(error) => Err(error),
                 };
                 database.close().await;
@@ -228,6 +256,26 @@ async fn tokens(db: &PgPool, command: TokensCommand) -> anyhow::Result<()> {
                 at.format(&time::format_description::well_known::Rfc3339)?
             ),
         },
+    }
+    Ok(())
+}
+
+async fn donors(db: &PgPool, command: DonorsCommand) -> anyhow::Result<()> {
+    let DonorsCommand::Erase { email } = command;
+    let done = crate::privacy::erasure::erase(db, &email, &cli_caller()).await?;
+    if done.donations == 0 && done.declarations == 0 && done.declarations_kept == 0 {
+        println!("Nothing to erase: no donation or declaration has that email (any more).");
+    } else {
+        println!(
+            "Erased the donor's data from {} donation(s) ({} claimed for Gift Aid: name kept for \
+             HMRC), {} declaration(s), {} stored event(s); {} declaration(s) backing a claim keep \
+             name and address for HMRC, without the email. Recorded in the audit log.",
+            done.donations,
+            done.donations_claimed,
+            done.declarations,
+            done.events,
+            done.declarations_kept
+        );
     }
     Ok(())
 }

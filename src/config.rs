@@ -51,6 +51,7 @@ const ENV_KEYS: &[&str] = &[
     "STATEMENT_DESCRIPTOR_SUFFIX",
     "FEE_PERCENT_BPS",
     "FEE_FIXED_AMOUNT",
+    "EVENT_PAYLOAD_RETENTION",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -113,6 +114,7 @@ pub struct Settings {
     pub statement_descriptor_suffix: String,
     pub fee_percent_bps: u32,
     pub fee_fixed_amount: i64,
+    pub event_payload_retention: String,
 }
 
 /// How payments are taken, decided once at start-up.
@@ -192,6 +194,7 @@ impl Settings {
         );
         self.donation_limits()?;
         self.abandoned_after()?;
+        self.event_payload_retention()?;
         ensure!(
             self.captcha_verify_url.is_some() == self.captcha_secret.is_some(),
             "CAPTCHA_VERIFY_URL and CAPTCHA_SECRET: set both, or neither"
@@ -282,6 +285,17 @@ impl Settings {
             "ABANDONED_AFTER: must be at least an hour: a donor may still be paying"
         );
         Ok(after)
+    }
+
+    /// `EVENT_PAYLOAD_RETENTION`: how long a stored event keeps its personal data once
+    /// applied (`30d`), from a minute to ten years.
+    pub fn event_payload_retention(&self) -> anyhow::Result<Duration> {
+        let retention = duration("EVENT_PAYLOAD_RETENTION", &self.event_payload_retention)?;
+        ensure!(
+            (Duration::from_secs(60)..=Duration::from_secs(3650 * 86_400)).contains(&retention),
+            "EVENT_PAYLOAD_RETENTION: must be from 1m to 3650d"
+        );
+        Ok(retention)
     }
 
     pub fn campaign_cache(&self) -> Duration {
@@ -499,6 +513,17 @@ mod tests {
             PaymentsMode::Simulated
         ));
         assert!(settings.database_url().is_none());
+        assert_eq!(
+            settings.event_payload_retention().unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(
+            with(r#"event_payload_retention = "12h""#)
+                .unwrap()
+                .event_payload_retention()
+                .unwrap(),
+            Duration::from_secs(12 * 3_600)
+        );
     }
 
     #[test]
@@ -525,6 +550,13 @@ mod tests {
                 .unwrap(),
             Duration::from_secs(7 * 86_400)
         );
+        for bad in ["", "30", "d", "thirty", "-1d", "0d", "30s", "3651d"] {
+            let error = error_of(&format!("event_payload_retention = {bad:?}"));
+            assert!(
+                error.starts_with("EVENT_PAYLOAD_RETENTION:"),
+                "{bad}: {error}"
+            );
+        }
         assert!(error_of(r#"allowed_origins = "not an origin""#).starts_with("ALLOWED_ORIGINS:"));
         assert!(
             error_of(r#"statement_descriptor_suffix = "<b>""#)

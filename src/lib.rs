@@ -16,6 +16,7 @@ pub mod finance;
 pub mod http;
 pub mod idempotency;
 pub mod payments;
+pub mod privacy;
 pub mod startup;
 pub mod telemetry;
 pub mod webhooks;

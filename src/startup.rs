@@ -64,6 +64,8 @@ pub struct Application {
     run_worker: bool,
     /// How long a donation attempt counts for a card-testing cap.
     attempts_kept: Duration,
+    /// How long a stored event keeps its personal data once applied.
+    payload_retention: Duration,
 }
 
 impl Application {
@@ -72,6 +74,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let campaigns = catalogue::read(&settings.campaigns_file)?;
         let mode = settings.payments_mode()?;
+        let payload_retention = settings.event_payload_retention()?;
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .with_context(|| format!("LISTEN_ADDR: cannot bind {}", settings.listen_addr))?;
@@ -146,6 +149,7 @@ impl Application {
             abandoned,
             run_worker: settings.apply_events,
             attempts_kept,
+            payload_retention,
         })
     }
 
@@ -188,6 +192,7 @@ impl Application {
         let housekeeping = tokio::spawn(housekeeping(
             self.database.pool.clone(),
             self.attempts_kept,
+            self.payload_retention,
             stopped.clone(),
         ));
         tracing::info!("listening on http://{address}");
@@ -211,9 +216,15 @@ impl Application {
     }
 }
 
-/// Upkeep: every minute, the card-testing counts no window counts any more go; every hour,
-/// expired Idempotency-Keys.
-async fn housekeeping(db: PgPool, attempts_kept: Duration, mut stop: watch::Receiver<bool>) {
+/// Upkeep: every minute, the card-testing counts no window counts any more go, and stored
+/// events applied more than `payload_retention` ago lose their personal data (in batches); every
+/// hour, expired Idempotency-Keys.
+async fn housekeeping(
+    db: PgPool,
+    attempts_kept: Duration,
+    payload_retention: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut every_minute = tokio::time::interval(Duration::from_secs(60));
     let mut minutes = 0u64;
     loop {
@@ -223,6 +234,14 @@ async fn housekeeping(db: PgPool, attempts_kept: Duration, mut stop: watch::Rece
         }
         if let Err(error) = crate::donations::limits::prune(&db, attempts_kept).await {
             tracing::warn!(%error, "could not delete old donation attempts");
+        }
+        let batch = crate::privacy::payloads::BATCH;
+        match crate::privacy::payloads::strip_expired(&db, payload_retention, batch).await {
+            Ok(0) => {}
+            Ok(stripped) => {
+                tracing::info!(stripped, "old event payloads stripped of personal data")
+            }
+            Err(error) => tracing::warn!(%error, "could not strip old event payloads"),
         }
         minutes += 1;
         if minutes % 60 != 1 {

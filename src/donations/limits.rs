@@ -90,6 +90,11 @@ pub struct Refusal {
     pub challenge: Vec<Vec<u8>>,
 }
 
+/// The key an email's attempts are counted and challenged by (erasing a donor deletes them).
+pub fn email_key(email: &str) -> Vec<u8> {
+    key_of(Scope::Email, &email.trim().to_lowercase())
+}
+
 /// The key an attempt is counted and challenged by.
 fn key_of(scope: Scope, value: &str) -> Vec<u8> {
     Sha256::digest(format!("{}:{value}", scope.as_str()).as_bytes()).to_vec()

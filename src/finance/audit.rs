@@ -25,7 +25,7 @@ use crate::startup::AppState;
 
 /// Records one read of `rows` rows.
 pub async fn record(
-    db: &PgPool,
+    db: impl PgExecutor<'_>,
     caller: &Caller,
     what: &str,
     filters: &Value,

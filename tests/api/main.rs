@@ -1,6 +1,7 @@
 //! One test binary, so the throwaway Postgres starts once for all the API tests.
 
 mod abandoned;
+mod anonymous_gifts;
 mod arbitrary;
 mod bad_input;
 mod browser;
@@ -8,6 +9,8 @@ mod campaigns;
 mod card_testing;
 mod disputes;
 mod donations;
+mod erasure;
+mod event_retention;
 mod events;
 mod finance_access;
 mod finance_donations;
@@ -16,6 +19,7 @@ mod health;
 mod helpers;
 mod idempotency;
 mod ledger;
+mod log_leaks;
 mod operators;
 mod out_of_the_box;
 mod payments_mode;

@@ -11,7 +11,7 @@ use crate::helpers::{TestApp, event, objects, spawn_app_with, stripe_creates_pay
 const BINARY: &str = env!("CARGO_BIN_EXE_quickdonate");
 
 /// Runs `quickdonate args...` against `app`'s database, with its fake Stripe; returns stdout.
-fn quickdonate(app: &TestApp, args: &[&str]) -> String {
+pub fn quickdonate(app: &TestApp, args: &[&str]) -> String {
     let output = Command::new(BINARY)
         .args(args)
         .env_clear()

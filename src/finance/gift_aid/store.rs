@@ -10,6 +10,8 @@ use super::{Adjustment, CURRENCY};
 /// moment is when Stripe said it succeeded (when it was created, if that is missing), and its
 /// date is that moment's date in the UK.
 ///
+/// An erased donor's gifts are never claimed after the erasure: their declaration is gone.
+///
 /// The declaration used for a gift is the one made with it if it covers it, else the latest
 /// of its donor's that does (their address as last declared). Another gift's declaration
 /// counts only if that gift went through (a form sent and never paid, or paid by a declined
@@ -29,6 +31,7 @@ pub async fn gifts(
                  AND d.payment_status = 'succeeded'
                  AND d.refunded_amount = 0
                  AND d.dispute_status IS NULL
+                 AND d.personal_data_erased_at IS NULL
                  AND d.received_currency = 'gbp' AND d.amount_received >= d.amount
                  AND coalesce(d.payment_status_at, d.created_at) >= $1
                  AND coalesce(d.payment_status_at, d.created_at) < $2
