@@ -23,6 +23,7 @@ const DEFAULTS: &str = include_str!("../config/default.toml");
 const ENV_KEYS: &[&str] = &[
     "APP_ENV",
     "LISTEN_ADDR",
+    "METRICS_ADDR",
     "PAYMENTS",
     "DATABASE_URL",
     "DATABASE_MAX_CONNECTIONS",
@@ -77,6 +78,7 @@ pub enum LogFormat {
 pub struct Settings {
     pub app_env: AppEnv,
     pub listen_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
     pub payments: PaymentsChoice,
     pub database_url: Option<SecretString>,
     pub database_max_connections: u32,

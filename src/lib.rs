@@ -11,6 +11,7 @@ pub mod donations;
 pub mod finance;
 pub mod http;
 pub mod idempotency;
+pub mod metrics;
 pub mod payments;
 pub mod startup;
 pub mod telemetry;

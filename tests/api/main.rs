@@ -14,6 +14,7 @@ mod health;
 mod helpers;
 mod idempotency;
 mod ledger;
+mod metrics;
 mod operators;
 mod out_of_the_box;
 mod payments_mode;
