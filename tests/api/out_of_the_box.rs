@@ -217,6 +217,10 @@ async fn cargo_run_serves_the_flow_on_its_defaults_and_keeps_donations_across_a_
         "{}",
         String::from_utf8_lossy(&listed.stderr)
     );
+    // It says once which database it reads, and nothing about starting or stopping one.
+    let said = String::from_utf8_lossy(&listed.stderr);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(said.contains("reading the database quickdonate"), "{said}");
     let ready = http
         .get(format!("{}/readyz", service.address))
         .send()
@@ -485,12 +489,44 @@ fn migrate_runs_the_migrations_alone_and_stops_its_postgres() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied"));
+    let first = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        first.contains("migrations applied: 20261127000001 campaigns and donations"),
+        "{first}"
+    );
     assert!(
         !dir.path()
             .join(".quickdonate/pgdata/postmaster.pid")
             .exists()
     );
+    // Again: nothing to apply, and it says so, without Postgres's notices at info.
+    let again = quickdonate(dir.path()).arg("migrate").output().unwrap();
+    assert!(again.status.success());
+    let again = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        again.contains("the database schema is up to date"),
+        "{again}"
+    );
+    assert!(!again.contains("migrations applied"), "{again}");
+    assert!(!again.contains("already exists"), "{again}");
+}
+
+#[test]
+fn reading_the_event_log_with_no_database_running_starts_none_and_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [["events", "list"].as_slice(), &["events", "show", "evt_1"]] {
+        let output = quickdonate(dir.path()).args(args).output().unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("start the service") && stderr.contains("DATABASE_URL"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !dir.path().join(".quickdonate").exists(),
+            "{args:?} made a Postgres"
+        );
+    }
 }
 
 #[tokio::test]
