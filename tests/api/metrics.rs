@@ -450,17 +450,3 @@ async fn a_request_id_is_on_every_answer_and_kept_when_given() {
         .unwrap();
     assert_eq!(given.headers()["x-request-id"], "trace-me-42");
 }
-
-#[tokio::test]
-async fn the_stripe_mock_is_unused_when_nothing_calls_stripe() {
-    // A scrape reads the database, never Stripe.
-    let app = spawn_app_with(|_| {}).await;
-    app.scrape().await;
-    assert!(
-        app.stripe
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .is_empty()
-    );
-}
