@@ -39,6 +39,13 @@ const ENV_KEYS: &[&str] = &[
     "WEBHOOK_TOLERANCE_SECS",
     "APPLY_EVENTS",
     "EVENT_MAX_ATTEMPTS",
+    "PAYOUT_OVERDUE_DAYS",
+    "DONATION_LIMIT_PER_IP",
+    "DONATION_LIMIT_PER_EMAIL",
+    "DONATION_LIMIT_PER_CAMPAIGN",
+    "TRUSTED_PROXIES",
+    "CAPTCHA_VERIFY_URL",
+    "CAPTCHA_SECRET",
     "STRIPE_API_BASE",
     "STRIPE_TIMEOUT_SECS",
     "STATEMENT_DESCRIPTOR_SUFFIX",
@@ -462,6 +469,25 @@ mod tests {
 
     fn error_of(overrides: &str) -> String {
         format!("{:#}", with(overrides).expect_err(overrides))
+    }
+
+    /// Every key `config/default.toml` documents (set, or commented out) can be set by its
+    /// environment variable, as the README says.
+    #[test]
+    fn every_documented_key_has_its_environment_variable() {
+        for line in DEFAULTS.lines() {
+            let line = line.trim_start_matches('#').trim_start();
+            let Some((key, _)) = line.split_once(" = ") else {
+                continue;
+            };
+            if key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                let variable = key.to_uppercase();
+                assert!(
+                    ENV_KEYS.contains(&variable.as_str()),
+                    "{variable} cannot be set from the environment"
+                );
+            }
+        }
     }
 
     #[test]
