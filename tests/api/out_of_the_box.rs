@@ -89,7 +89,10 @@ fn start_with(dir: &Path, env: &[(&str, &str)]) -> Service {
         if let Some(rest) = line.split("listening on http://").nth(1) {
             address = Some(format!(
                 "http://{}",
-                rest.split_whitespace().next().unwrap()
+                // Up to the end of the text line's word, or of the JSON line's string.
+                rest.split(|c: char| c.is_whitespace() || c == '"')
+                    .next()
+                    .unwrap()
             ));
             break;
         }
@@ -629,4 +632,34 @@ fn a_sigterm_while_starting_up_is_a_clean_shutdown_not_a_kill() {
     }
     child.kill().ok();
     panic!("the service did not stop on SIGTERM");
+}
+
+#[tokio::test]
+async fn json_logs_name_each_requests_id_on_its_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        move || start_with(&dir, &[("LOG_FORMAT", "json")])
+    })
+    .await
+    .unwrap();
+    for line in service.startup_log.lines() {
+        let parsed: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(parsed["level"].is_string(), "{line}");
+    }
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/campaigns/kashmir", service.address))
+        .header("x-request-id", "operator-trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "operator-trace-42");
+    let line = service.wait_for_log_line(&["operator-trace-42"]).await;
+    let logged: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(logged["span"]["request_id"], "operator-trace-42", "{line}");
+    assert_eq!(logged["span"]["route"], "/v1/campaigns/{slug}", "{line}");
+    assert!(!line.contains('\u{1b}'), "{line}");
+    tokio::task::spawn_blocking(move || stop(service))
+        .await
+        .unwrap();
 }
