@@ -172,9 +172,16 @@ impl Cli {
                 let database = Database::open(&settings).await?;
                 let result = database.migrate().await;
                 database.close().await;
-                result?;
-                tracing::info!("migrations applied");
-                Ok(())
+                result
+            }
+            // Reading the log neither starts a Postgres nor migrates: it reads what is there.
+            Command::Events {
+                command: command @ (EventsCommand::List { .. } | EventsCommand::Show { .. }),
+            } => {
+                let database = Database::open_existing(&settings).await?;
+                let result = events(&settings, &database.pool, command).await;
+                database.close().await;
+                result
             }
             Command::Events { command } => {
                 let database = Database::open(&settings).await?;
@@ -228,15 +235,7 @@ async fn tokens(db: &PgPool, command: TokensCommand) -> anyhow::Result<()> {
         }
         TokensCommand::List => {
             let tokens = access::list(db).await?;
-            let time = |at: time::OffsetDateTime| {
-                at.replace_nanosecond(0)
-                    .ok()
-                    .and_then(|at| {
-                        at.format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    })
-                    .unwrap_or_default()
-            };
+            let time = admin::rfc3339;
             println!("{:<32} {:<8} {:<25} revoked", "name", "role", "created");
             for token in &tokens {
                 println!(
@@ -251,10 +250,9 @@ async fn tokens(db: &PgPool, command: TokensCommand) -> anyhow::Result<()> {
         }
         TokensCommand::Revoke { name } => match access::revoke(db, &name).await? {
             access::Revoked::Now => println!("{name} is revoked; it no longer works"),
-            access::Revoked::Already(at) => println!(
-                "{name} was already revoked at {}",
-                at.format(&time::format_description::well_known::Rfc3339)?
-            ),
+            access::Revoked::Already(at) => {
+                println!("{name} was already revoked at {}", admin::rfc3339(at))
+            }
         },
     }
     Ok(())

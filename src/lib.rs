@@ -15,6 +15,7 @@ pub mod donations;
 pub mod finance;
 pub mod http;
 pub mod idempotency;
+pub mod metrics;
 pub mod payments;
 pub mod privacy;
 pub mod startup;

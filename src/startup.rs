@@ -18,6 +18,7 @@ use crate::config::{PaymentsMode, Settings};
 use crate::db::Database;
 use crate::donations::abandoned::Abandoned;
 use crate::donations::fees::FeeModel;
+use crate::metrics::{Exposure, Metrics, Scrape};
 use crate::payments::Payments;
 use crate::payments::simulator::{self, SimulatedStripe};
 use crate::payments::simulator_api::Simulator;
@@ -52,12 +53,17 @@ pub struct AppState {
     pub donation_limits: Arc<crate::donations::limits::Limits>,
     /// The captcha those a cap refused must solve, if one is configured.
     pub captcha: Option<crate::donations::limits::Captcha>,
+    /// What `/metrics` shows.
+    pub metrics: Metrics,
 }
 
 /// The service, bound to its address and ready to run.
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// `METRICS_ADDR`'s listener and its router, when `/metrics` is served apart.
+    metrics_listener: Option<(TcpListener, Router)>,
+    metrics: Metrics,
     database: Database,
     worker: Worker,
     abandoned: Abandoned,
@@ -79,6 +85,14 @@ impl Application {
             .await
             .with_context(|| format!("LISTEN_ADDR: cannot bind {}", settings.listen_addr))?;
         let address = listener.local_addr()?;
+        let metrics_listener = match settings.metrics_addr {
+            Some(metrics_addr) => Some(
+                TcpListener::bind(metrics_addr)
+                    .await
+                    .with_context(|| format!("METRICS_ADDR: cannot bind {metrics_addr}"))?,
+            ),
+            None => None,
+        };
         let database = Database::open(&settings).await?;
         let set_up = async {
             database.migrate().await?;
@@ -103,6 +117,8 @@ impl Application {
             );
         }
 
+        let metrics = Metrics::new();
+        let payments = payments.with_metrics(metrics.clone());
         let wake_worker = Arc::new(Notify::new());
         let campaigns = Arc::new(CampaignCache::new(settings.campaign_cache()));
         let state = AppState {
@@ -126,6 +142,7 @@ impl Application {
                 }),
                 _ => None,
             },
+            metrics: metrics.clone(),
         };
         let abandoned = Abandoned::new(
             database.pool.clone(),
@@ -138,12 +155,31 @@ impl Application {
             wake_worker,
             campaigns,
             settings.event_max_attempts,
-        );
+        )
+        .with_metrics(metrics.clone());
         let attempts_kept = state.donation_limits.longest_window();
-        let router = crate::http::router(state, settings.allowed_origins()?);
+        let scrape = Scrape {
+            metrics: metrics.clone(),
+            db: database.pool.clone(),
+            exposure: match (&metrics_listener, settings.app_env) {
+                (Some(_), _) => Exposure::Elsewhere,
+                (None, crate::config::AppEnv::Production) => Exposure::LoopbackOnly,
+                (None, crate::config::AppEnv::Development) => Exposure::Anyone,
+            },
+        };
+        let metrics_listener = metrics_listener.map(|listener| {
+            let scrape = Scrape {
+                exposure: Exposure::Anyone,
+                ..scrape.clone()
+            };
+            (listener, crate::http::metrics_router(scrape))
+        });
+        let router = crate::http::router(state, settings.allowed_origins()?, scrape);
         Ok(Self {
             listener,
             router,
+            metrics_listener,
+            metrics,
             database,
             worker,
             abandoned,
@@ -157,6 +193,13 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Where `/metrics` is served on a listener of its own (`METRICS_ADDR`), if it is.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     pub fn db(&self) -> &PgPool {
@@ -193,8 +236,28 @@ impl Application {
             self.database.pool.clone(),
             self.attempts_kept,
             self.payload_retention,
+            self.metrics.clone(),
             stopped.clone(),
         ));
+        let metrics_server = self.metrics_listener.map(|(listener, router)| {
+            if let Ok(metrics_address) = listener.local_addr() {
+                tracing::info!("serving /metrics on http://{metrics_address}/metrics");
+            }
+            let mut stop = stopped.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "the /metrics listener failed");
+                }
+            })
+        });
         tracing::info!("listening on http://{address}");
         let served = axum::serve(
             self.listener,
@@ -211,18 +274,22 @@ impl Application {
             tracing::info!("the event worker stopped");
         }
         let _ = housekeeping.await;
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
         self.database.close().await;
         served.context("the HTTP server failed")
     }
 }
 
-/// Upkeep: every minute, the card-testing counts no window counts any more go, and stored
-/// events applied more than `payload_retention` ago lose their personal data (in batches); every
-/// hour, expired Idempotency-Keys.
+/// Upkeep: every minute, the card-testing counts no window counts any more go, stored events
+/// applied more than `payload_retention` ago lose their personal data (in batches), and the
+/// metrics' recent samples are folded in; every hour, expired Idempotency-Keys.
 async fn housekeeping(
     db: PgPool,
     attempts_kept: Duration,
     payload_retention: Duration,
+    metrics: Metrics,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut every_minute = tokio::time::interval(Duration::from_secs(60));
@@ -232,6 +299,7 @@ async fn housekeeping(
             _ = every_minute.tick() => {}
             _ = stop.changed() => return,
         }
+        metrics.upkeep();
         if let Err(error) = crate::donations::limits::prune(&db, attempts_kept).await {
             tracing::warn!(%error, "could not delete old donation attempts");
         }

@@ -87,13 +87,35 @@ impl LocalPostgres {
         if !pg.data_dir.join("PG_VERSION").exists() {
             pg.init_cluster()?;
         }
-        if pg.is_running() {
-            tracing::info!(data_dir = %pg.data_dir.display(), "using the local Postgres already running (another process's, or one a crash left); it is left running");
-        } else {
+        if !pg.is_running() {
             pg.start_server(&root.join("postgres.log"), durability)?;
             pg.started_here = true;
         }
         Ok(pg)
+    }
+
+    /// The cluster kept under `root` if it is running now; `None` if it is not (or was never
+    /// made). Creates, starts and changes nothing.
+    pub fn find_running(root: &Path, pg_bin: Option<&Path>) -> anyhow::Result<Option<Self>> {
+        let Ok(root) = root.canonicalize() else {
+            return Ok(None);
+        };
+        let data_dir = root.join("pgdata");
+        if !data_dir.join("PG_VERSION").exists() {
+            return Ok(None);
+        }
+        let pg = Self {
+            bin_dir: find_bin_dir(pg_bin)?,
+            socket_dir: socket_dir_for(&root),
+            data_dir,
+            run_as: if is_root() {
+                Some(unprivileged_account()?)
+            } else {
+                None
+            },
+            started_here: false,
+        };
+        Ok(pg.is_running().then_some(pg))
     }
 
     /// Connection options for `database` on this cluster, as its superuser.

@@ -14,6 +14,50 @@ use local::{Durability, LocalPostgres};
 /// Every migration in `migrations/`, compiled in.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
+/// The database the local Postgres keeps the service's data in.
+const LOCAL_DATABASE: &str = "quickdonate";
+
+/// The migrations this database has applied (none if it has never been migrated).
+async fn applied_migrations(db: &PgPool) -> Vec<i64> {
+    let exists: Option<bool> =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(db)
+            .await
+            .ok();
+    if exists != Some(true) {
+        return Vec::new();
+    }
+    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(db)
+        .await
+        .unwrap_or_default()
+}
+
+/// `DATABASE_URL` as connection options; the error never repeats the URL (it may hold a
+/// password).
+fn parse_url(url: &str) -> anyhow::Result<PgConnectOptions> {
+    url.parse()
+        .map_err(|_| anyhow::anyhow!("DATABASE_URL: not a valid Postgres URL"))
+}
+
+/// Which database, where: its name and host and port (or Unix socket), never the user's
+/// password.
+pub fn describe(options: &PgConnectOptions) -> String {
+    let database = options.get_database().unwrap_or(options.get_username());
+    match options.get_socket() {
+        Some(socket) => format!(
+            "the database {database} on the Unix socket in {} (port {})",
+            socket.display(),
+            options.get_port()
+        ),
+        None => format!(
+            "the database {database} at {}:{}",
+            options.get_host(),
+            options.get_port()
+        ),
+    }
+}
+
 /// The database the service uses, and the local server behind it if we started one.
 pub struct Database {
     pub pool: PgPool,
@@ -21,15 +65,11 @@ pub struct Database {
 }
 
 impl Database {
-    /// Connects to `DATABASE_URL`, or starts the local Postgres under `DATA_DIR`.
+    /// Connects to `DATABASE_URL`, or starts the local Postgres under `DATA_DIR` (creating it
+    /// first if need be).
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
         let (options, local) = match settings.database_url() {
-            Some(url) => {
-                let options: PgConnectOptions = url
-                    .parse()
-                    .context("DATABASE_URL: not a valid Postgres URL")?;
-                (options, None)
-            }
+            Some(url) => (parse_url(url)?, None),
             None => {
                 let data_dir = settings.data_dir.clone();
                 let pg_bin = settings.pg_bin.clone();
@@ -37,30 +77,88 @@ impl Database {
                     LocalPostgres::start(&data_dir, pg_bin.as_deref(), Durability::Durable)
                 })
                 .await??;
-                local.ensure_database("quickdonate").await?;
-                tracing::info!(
-                    data_dir = %local.data_dir().display(),
-                    url = %local.url("quickdonate"),
-                    "using the local Postgres (no DATABASE_URL); it stops when the service does"
-                );
-                (local.connect_options("quickdonate"), Some(local))
+                local.ensure_database(LOCAL_DATABASE).await?;
+                if local.started_here() {
+                    tracing::info!(
+                        data_dir = %local.data_dir().display(),
+                        url = %local.url(LOCAL_DATABASE),
+                        "using the local Postgres (no DATABASE_URL); it stops when the service does"
+                    );
+                } else {
+                    tracing::info!(
+                        data_dir = %local.data_dir().display(),
+                        url = %local.url(LOCAL_DATABASE),
+                        "using the local Postgres (no DATABASE_URL), found running (another \
+                         process's, or one a crash left); it is left running"
+                    );
+                }
+                (local.connect_options(LOCAL_DATABASE), Some(local))
             }
         };
+        Self::connect(settings, options, local).await
+    }
+
+    /// For a command that only reads (`events list`, `events show`): connects to
+    /// `DATABASE_URL`, or to the local Postgres only if it is running. Never creates, starts or
+    /// migrates anything. Says once which database it reads.
+    pub async fn open_existing(settings: &Settings) -> anyhow::Result<Self> {
+        let (options, local) = match settings.database_url() {
+            Some(url) => (parse_url(url)?, None),
+            None => {
+                let data_dir = settings.data_dir.clone();
+                let pg_bin = settings.pg_bin.clone();
+                let found = tokio::task::spawn_blocking(move || {
+                    LocalPostgres::find_running(&data_dir, pg_bin.as_deref())
+                })
+                .await??;
+                let Some(local) = found else {
+                    anyhow::bail!(
+                        "DATABASE_URL is not set and no local Postgres is running under {}: \
+                         start the service (`quickdonate`) so that it starts its own, or set \
+                         DATABASE_URL",
+                        settings.data_dir.display()
+                    );
+                };
+                (local.connect_options(LOCAL_DATABASE), Some(local))
+            }
+        };
+        tracing::info!("reading {}", describe(&options));
+        Self::connect(settings, options, local).await
+    }
+
+    async fn connect(
+        settings: &Settings,
+        options: PgConnectOptions,
+        local: Option<LocalPostgres>,
+    ) -> anyhow::Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(settings.database_max_connections)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
-            .context("Failed to connect to the database")?;
+            .with_context(|| format!("Failed to connect to {}", describe(&options)))?;
         Ok(Self { pool, local })
     }
 
-    /// Applies every pending migration.
+    /// Applies every pending migration, and says which (or that there were none).
     pub async fn migrate(&self) -> anyhow::Result<()> {
+        let before = applied_migrations(&self.pool).await;
         MIGRATOR
             .run(&self.pool)
             .await
-            .context("Failed to run the database migrations")
+            .context("Failed to run the database migrations")?;
+        let after = applied_migrations(&self.pool).await;
+        let new: Vec<String> = MIGRATOR
+            .iter()
+            .filter(|m| !before.contains(&m.version) && after.contains(&m.version))
+            .map(|m| format!("{} {}", m.version, m.description))
+            .collect();
+        if new.is_empty() {
+            tracing::info!("the database schema is up to date");
+        } else {
+            tracing::info!(count = new.len(), "migrations applied: {}", new.join(", "));
+        }
+        Ok(())
     }
 
     /// Closes the pool, then stops the local Postgres if this process started it (one found

@@ -60,7 +60,10 @@ pub async fn create_donation(
         Some(check) if super::limits::challenged(&state.db, client, email).await? => {
             match captcha {
                 Some(token) if check.verify(token, client).await => (true, false),
-                Some(_) => return Ok(super::limits::captcha_required()),
+                Some(_) => {
+                    state.metrics.card_testing_rejection("captcha");
+                    return Ok(super::limits::captcha_required());
+                }
                 None => (false, true),
             }
         }
@@ -121,6 +124,7 @@ pub async fn create_donation(
             // made (its key resumed or replayed above) is not.
             if must_solve {
                 drop(tx);
+                state.metrics.card_testing_rejection("captcha");
                 return Ok(super::limits::captcha_required());
             }
             let email = &request.donor.email;
@@ -130,6 +134,7 @@ pub async fn create_donation(
                 .await?
             {
                 drop(tx);
+                state.metrics.card_testing_rejection(refusal.cap);
                 tracing::warn!(
                     retry_after_secs = refusal.wait.as_secs(),
                     "a donation attempt was refused by a card-testing cap"

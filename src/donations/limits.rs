@@ -88,6 +88,9 @@ pub const CHALLENGE_FOR: Duration = Duration::from_secs(3600);
 pub struct Refusal {
     pub wait: Duration,
     pub challenge: Vec<Vec<u8>>,
+    /// The first cap that refused it (`ip`, `email`, `campaign`), for the metrics alone: the
+    /// answer never says which.
+    pub cap: &'static str,
 }
 
 /// The key an email's attempts are counted and challenged by (erasing a donor deletes them).
@@ -170,6 +173,7 @@ impl Limits {
             (Scope::Campaign, self.per_campaign, campaign.to_owned()),
         ];
         let mut wait = Duration::ZERO;
+        let mut cap = None;
         let mut tripped = Vec::new();
         let mut counted = Vec::new();
         for (scope, limit, key) in caps {
@@ -198,6 +202,7 @@ impl Limits {
                     .unwrap_or(time::Duration::ZERO);
                 let frees = Duration::try_from(frees).unwrap_or(Duration::ZERO);
                 wait = wait.max(frees.max(Duration::from_secs(1)));
+                cap.get_or_insert(scope.as_str());
                 if scope != Scope::Campaign {
                     tripped.push(key.clone());
                 }
@@ -208,6 +213,7 @@ impl Limits {
             return Ok(Err(Refusal {
                 wait,
                 challenge: tripped,
+                cap: cap.unwrap_or("unknown"),
             }));
         }
         if !counted.is_empty() {

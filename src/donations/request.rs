@@ -102,10 +102,8 @@ impl DonationRequest {
             Some(currency) if currency.to_ascii_lowercase() != campaign.currency => {
                 errors.add(
                     "currency",
-                    format!(
-                        "this campaign takes {}",
-                        campaign.currency.to_ascii_uppercase()
-                    ),
+                    // As the API writes currencies: lower-case.
+                    format!("this campaign takes {}", campaign.currency),
                 );
                 None
             }
@@ -342,7 +340,7 @@ impl<'a> Fields<'a> {
 
     fn amount(&self, key: &str, campaign: &Campaign, errors: &mut Errors) -> Option<i64> {
         let value = self.required(key, errors)?;
-        let currency = campaign.currency.to_ascii_uppercase();
+        let currency = &campaign.currency;
         let amount = match value.as_i64() {
             Some(amount) => amount,
             None if value.is_u64() => i64::MAX,
@@ -588,6 +586,17 @@ mod tests {
         let mut fields = fields_of(body);
         fields.sort();
         assert_eq!(fields, ["amount", "frequency"]);
+    }
+
+    #[test]
+    fn problems_write_currencies_as_the_api_does() {
+        let mut body = valid();
+        body["currency"] = json!("USD");
+        body["amount"] = json!(1);
+        let message = format!("{:?}", DonationRequest::parse(&body, &kashmir()).err());
+        assert!(message.contains("this campaign takes gbp"), "{message}");
+        assert!(message.contains("(gbp minor units)"), "{message}");
+        assert!(!message.contains("GBP"), "{message}");
     }
 
     #[test]

@@ -10,10 +10,12 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode};
+use axum::routing::get;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
+use crate::metrics::{Exposure, Scrape};
 use crate::startup::AppState;
 use problem::Problem;
 
@@ -22,8 +24,13 @@ pub const API_BODY_LIMIT: usize = 16 * 1024;
 /// No request may take longer than this; Stripe calls have their own, shorter timeout.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn router(state: AppState, allowed_origins: Vec<axum::http::HeaderValue>) -> Router {
+pub fn router(
+    state: AppState,
+    allowed_origins: Vec<axum::http::HeaderValue>,
+    scrape: Scrape,
+) -> Router {
     let simulated = state.simulator.is_some();
+    let metrics = state.metrics.clone();
     let request_id = HeaderName::from_static(browser::REQUEST_ID);
 
     // What the donation website calls from the browser, and the only routes with CORS. Their
@@ -48,11 +55,20 @@ pub fn router(state: AppState, allowed_origins: Vec<axum::http::HeaderValue>) ->
     if simulated {
         private = private.merge(crate::payments::simulator_api::router());
     }
+    // Unless METRICS_ADDR serves it apart.
+    if scrape.exposure != Exposure::Elsewhere {
+        private = private.merge(scrape_route(scrape));
+    }
     let routes = Router::new()
         .merge(public)
         .merge(limits(private, REQUEST_TIMEOUT))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
+        .method_not_allowed_fallback(method_not_allowed)
+        // Inside the trace span, so that a request's metrics see the route it matched.
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track,
+        ));
     // Outside everything else, so that every answer carries them: problems, 404s, timeouts.
     browser::security_headers(routes)
         // The span names the route, never the full URI or the headers: they may carry data
@@ -77,6 +93,23 @@ pub fn router(state: AppState, allowed_origins: Vec<axum::http::HeaderValue>) ->
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// `METRICS_ADDR`'s own listener: `/metrics` and nothing else.
+pub fn metrics_router(scrape: Scrape) -> Router {
+    Router::new()
+        .merge(scrape_route(scrape))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+fn scrape_route<S>(scrape: Scrape) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/metrics", get(crate::metrics::scrape))
+        .with_state(scrape)
 }
 
 /// The body limit and the per-request timeout every route has.

@@ -19,6 +19,8 @@ use stripe_core::payment_intent::{
 };
 use uuid::Uuid;
 
+use crate::metrics::Metrics;
+
 /// Attempts at one Stripe call that failed in a way worth repeating (network, 429, 5xx).
 pub const ATTEMPTS: u32 = 3;
 pub const BACKOFF: Duration = Duration::from_millis(200);
@@ -29,6 +31,8 @@ pub struct Payments {
     client: stripe::Client,
     publishable_key: String,
     statement_descriptor_suffix: String,
+    /// Each call's latency and errors, by operation.
+    metrics: Metrics,
 }
 
 /// What a PaymentIntent is created for.
@@ -102,7 +106,14 @@ impl Payments {
             client,
             publishable_key,
             statement_descriptor_suffix,
+            metrics: Metrics::disabled(),
         })
+    }
+
+    /// The same client, counting its calls in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The client for real Stripe, with the keys from `settings`.
@@ -149,7 +160,7 @@ impl Payments {
         .statement_descriptor_suffix(self.statement_descriptor_suffix.clone());
         let key = payment_intent_idempotency_key(intent.donation_id);
 
-        let intent = with_retries("create the PaymentIntent", || {
+        let intent = with_retries(&self.metrics, Operation::CREATE_PAYMENT_INTENT, || {
             request
                 .customize()
                 .request_strategy(RequestStrategy::Idempotent(key.clone()))
@@ -191,7 +202,7 @@ impl Payments {
         let key = IdempotencyKey::new(format!("quickdonate-cancel-{donation_id}"))
             .expect("a fixed prefix and a UUID make a valid idempotency key");
         let path = format!("/payment_intents/{payment_intent}/cancel");
-        with_retries("cancel the PaymentIntent", || {
+        with_retries(&self.metrics, Operation::CANCEL_PAYMENT_INTENT, || {
             let mut request = RequestBuilder::new(StripeMethod::Post, path.as_str());
             request.body = Some("cancellation_reason=abandoned".to_owned());
             let sent = request
@@ -340,7 +351,7 @@ impl Payments {
                 .extend_pairs(query)
                 .finish()
         });
-        let value = with_retries("read from Stripe", || {
+        let value = with_retries(&self.metrics, Operation::read(path), || {
             let mut request = RequestBuilder::new(StripeMethod::Get, path);
             request.query = query.clone();
             request
@@ -357,21 +368,35 @@ impl Payments {
 /// Runs `call` until it succeeds, fails in a way not worth repeating, or has had `ATTEMPTS`.
 /// Each attempt is the same request; a creating call carries the same idempotency key, so a
 /// repeat can never act twice.
-async fn with_retries<T, F, Fut>(what: &str, mut call: F) -> Result<T, PaymentError>
+/// Each call's latency (retries included) and each failed attempt are counted in `metrics`
+/// under `operation`.
+async fn with_retries<T, F, Fut>(
+    metrics: &Metrics,
+    operation: Operation,
+    mut call: F,
+) -> Result<T, PaymentError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StripeError>>,
 {
+    let what = operation.what;
+    let started = std::time::Instant::now();
     let mut attempt = 1;
     loop {
         let error = match call().await {
-            Ok(value) => return Ok(value),
+            Ok(value) => {
+                metrics.stripe_call(operation.label, "ok", started.elapsed());
+                return Ok(value);
+            }
             Err(error) => error,
         };
+        metrics.stripe_error(operation.label, error_kind(&error));
         let failure = StripeFailure::from(&error);
         let retryable = is_retryable(&error);
         if !retryable || attempt >= ATTEMPTS {
             tracing::warn!(attempt, error = %failure, "could not {what}");
+            let outcome = if retryable { "unavailable" } else { "rejected" };
+            metrics.stripe_call(operation.label, outcome, started.elapsed());
             return Err(if retryable {
                 PaymentError::Unavailable(failure)
             } else {
@@ -381,6 +406,53 @@ where
         tracing::info!(attempt, error = %failure, "retrying to {what}");
         tokio::time::sleep(BACKOFF * attempt).await;
         attempt += 1;
+    }
+}
+
+/// A kind of Stripe call, as the log says it and as metrics label it (never with an id).
+#[derive(Debug, Clone, Copy)]
+struct Operation {
+    what: &'static str,
+    label: &'static str,
+}
+
+impl Operation {
+    const CREATE_PAYMENT_INTENT: Self = Self {
+        what: "create the PaymentIntent",
+        label: "create_payment_intent",
+    };
+
+    const CANCEL_PAYMENT_INTENT: Self = Self {
+        what: "cancel the PaymentIntent",
+        label: "cancel_payment_intent",
+    };
+
+    /// A read of `path`, named by the kind of object it reads.
+    fn read(path: &str) -> Self {
+        let label = match path.trim_start_matches('/').split('/').next() {
+            Some("payment_intents") => "retrieve_payment_intent",
+            Some("refunds") => "list_refunds",
+            Some("balance_transactions") => "list_balance_transactions",
+            Some("events") => "list_events",
+            _ => "read_other",
+        };
+        Self {
+            what: "read from Stripe",
+            label,
+        }
+    }
+}
+
+/// How a Stripe call attempt failed, for the error counter.
+fn error_kind(error: &StripeError) -> &'static str {
+    match error {
+        StripeError::Timeout => "timeout",
+        StripeError::ClientError(_) => "transport",
+        StripeError::Stripe(_, 429) => "rate_limited",
+        StripeError::Stripe(_, 500..=599) => "server_error",
+        StripeError::Stripe(..) => "refused",
+        StripeError::JSONDeserialize(_) => "unreadable",
+        StripeError::ConfigError(_) => "configuration",
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use sqlx::PgPool;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use super::log::{self, Event, Source};
 use crate::payments::Payments;
@@ -28,36 +29,85 @@ pub async fn list(db: &PgPool, failed_only: bool, limit: i64) -> anyhow::Result<
     )
     .fetch_all(db)
     .await?;
-    let mut out = format!(
-        "{:<32} {:<34} {:<8} {:>8} {:>10}  {:<20}  {}\n",
-        "id", "type", "state", "attempts", "deliveries", "received", "last error"
-    );
+    let mut table = vec![
+        [
+            "id",
+            "type",
+            "state",
+            "attempts",
+            "deliveries",
+            "received",
+            "last error",
+        ]
+        .map(str::to_owned),
+    ];
     for row in &rows {
-        let received = row
-            .first_received_at
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
         let error: String = row
             .last_error
             .as_deref()
             .unwrap_or("")
             .chars()
+            .filter(|c| !c.is_control())
             .take(80)
             .collect();
-        writeln!(
-            out,
-            "{:<32} {:<34} {:<8} {:>8} {:>10}  {:<20}  {}",
-            row.id,
-            row.kind,
-            row.state,
-            row.attempts,
-            row.delivery_count,
-            &received[..received.len().min(19)],
-            error
-        )?;
+        table.push([
+            row.id.clone(),
+            row.kind.clone(),
+            row.state.clone(),
+            row.attempts.to_string(),
+            row.delivery_count.to_string(),
+            rfc3339(row.first_received_at),
+            error,
+        ]);
     }
+    let mut out = columns(&table, &[false, false, false, true, true, false, false]);
     write!(out, "{} event(s)", rows.len())?;
     Ok(out)
+}
+
+/// `rows` as a table whose columns are as wide as their longest cell (`right`: aligned to the
+/// right, for numbers); the last column is not padded.
+fn columns<const N: usize>(rows: &[[String; N]], right: &[bool; N]) -> String {
+    let mut widths = [0; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = " ".repeat(widths[i] - cell.chars().count());
+            match (right[i], i + 1 == N) {
+                (true, _) => line.extend([pad.as_str(), cell]),
+                (false, false) => line.extend([cell, pad.as_str()]),
+                (false, true) => line.push_str(cell),
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A time as RFC 3339 in UTC, to the second: `2026-11-27T13:22:37Z`.
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|at| at.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// A time as RFC 3339 in UTC, to the microsecond Postgres keeps: for one event in full.
+fn rfc3339_precise(at: OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }
 
 /// One event in full: its record, the donation it belongs to (and why that donation is
@@ -87,18 +137,26 @@ pub async fn show(db: &PgPool, id: &str) -> anyhow::Result<String> {
         "api version:     {}",
         row.api_version.as_deref().unwrap_or("-")
     )?;
-    writeln!(out, "created:         {}", row.created)?;
+    writeln!(out, "created:         {}", rfc3339_precise(row.created))?;
     writeln!(
         out,
         "object:          {}",
         row.object_id.as_deref().unwrap_or("-")
     )?;
     writeln!(out, "deliveries:      {}", row.delivery_count)?;
-    writeln!(out, "first received:  {}", row.first_received_at)?;
-    writeln!(out, "last received:   {}", row.last_received_at)?;
+    writeln!(
+        out,
+        "first received:  {}",
+        rfc3339_precise(row.first_received_at)
+    )?;
+    writeln!(
+        out,
+        "last received:   {}",
+        rfc3339_precise(row.last_received_at)
+    )?;
     writeln!(out, "attempts:        {}", row.attempts)?;
     if let Some(applied) = row.applied_at {
-        writeln!(out, "applied:         {applied}")?;
+        writeln!(out, "applied:         {}", rfc3339_precise(applied))?;
     }
     if let Some(error) = &row.last_error {
         writeln!(out, "last error:      {error}")?;

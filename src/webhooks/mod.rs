@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::http::problem::{ApiError, ApiResult, Problem};
+use crate::metrics::Delivery;
 use crate::startup::AppState;
 use log::{Event, Source};
 
@@ -39,7 +40,9 @@ async fn receive(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<axum::Json<Value>> {
+    let metrics = &state.metrics;
     let body = body.map_err(|rejection| {
+        metrics.webhook(None, Delivery::Invalid);
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -60,6 +63,7 @@ async fn receive(
             now,
         )
         .map_err(|error| {
+            metrics.webhook(None, Delivery::BadSignature);
             tracing::warn!(reason = %error, "refused a webhook with a bad signature");
             Problem::new(
                 StatusCode::BAD_REQUEST,
@@ -69,12 +73,16 @@ async fn receive(
             )
         })?;
 
-    let event = Event::parse(&body).ok_or_else(|| bad_event("The body is not a Stripe event."))?;
+    let event = Event::parse(&body).ok_or_else(|| {
+        metrics.webhook(None, Delivery::Invalid);
+        bad_event("The body is not a Stripe event.")
+    })?;
     let ignore = log::reason_to_ignore(&event, state.livemode);
     let new = log::record(&state.db, &event, ignore.as_deref(), Source::Webhook)
         .await
         .map_err(|error| {
             // Whatever went wrong, the event is not stored: Stripe must send it again.
+            metrics.webhook(Some(&event.kind), Delivery::NotStored);
             tracing::error!(%error, event_id = %event.id, "could not store a webhook event");
             ApiError::Client(Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -86,6 +94,12 @@ async fn receive(
     if new && ignore.is_none() {
         state.wake_worker.notify_one();
     }
+    let delivery = match (new, &ignore) {
+        (false, _) => Delivery::Duplicate,
+        (true, Some(_)) => Delivery::Ignored,
+        (true, None) => Delivery::Stored,
+    };
+    metrics.webhook(Some(&event.kind), delivery);
     tracing::info!(event_id = %event.id, kind = %event.kind, new, ignored = ignore.is_some(), "webhook stored");
     Ok(axum::Json(json!({"received": true})))
 }

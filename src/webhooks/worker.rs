@@ -26,6 +26,7 @@ use super::plan::{self, Need, Payment, Plan};
 use super::queue::{self, Claim, Failure, Outcomes};
 use crate::campaigns::cache::CampaignCache;
 use crate::finance::payouts::{self, PayoutWork};
+use crate::metrics::Metrics;
 use crate::payments::objects::{self, BalanceTransactionFacts, BalanceTransactionRef, ChargeRef};
 use crate::payments::{PaymentError, Payments};
 
@@ -54,7 +55,11 @@ pub struct Worker {
     campaigns: Arc<CampaignCache>,
     fetches: Arc<Semaphore>,
     max_attempts: i32,
+    metrics: Metrics,
 }
+
+/// Each claimed event's type, by id: what the metrics count outcomes by.
+type Kinds<'a> = HashMap<&'a str, &'a str>;
 
 impl Worker {
     /// A worker setting aside an event whose own fault has failed it `max_attempts` times.
@@ -72,6 +77,35 @@ impl Worker {
             campaigns,
             fetches: Arc::new(Semaphore::new(FETCHES_IN_FLIGHT)),
             max_attempts,
+            metrics: Metrics::disabled(),
+        }
+    }
+
+    /// The same worker, counting what becomes of each event in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Counts, by type, what became of each event once its outcome is committed.
+    fn count(&self, kinds: &Kinds<'_>, outcomes: &Outcomes) {
+        let mut counts: HashMap<(&str, &'static str), u64> = HashMap::new();
+        let mut tally = |id: &str, outcome: &'static str| {
+            let kind = kinds.get(id).copied().unwrap_or("unknown");
+            *counts.entry((kind, outcome)).or_default() += 1;
+        };
+        outcomes.applied.iter().for_each(|id| tally(id, "applied"));
+        outcomes
+            .ignored
+            .iter()
+            .for_each(|(id, _)| tally(id, "ignored"));
+        outcomes.failed.iter().for_each(|f| tally(&f.id, "failed"));
+        outcomes
+            .released
+            .iter()
+            .for_each(|id| tally(id, "released"));
+        for ((kind, outcome), count) in counts {
+            self.metrics.events_processed(kind, outcome, count);
         }
     }
 
@@ -122,6 +156,12 @@ impl Worker {
     }
 
     async fn work(&self, claim: &Claim) -> sqlx::Result<()> {
+        let kinds: Kinds<'_> = claim
+            .events
+            .iter()
+            .map(|e| (e.id.as_str(), e.kind.as_str()))
+            .collect();
+        let kinds = &kinds;
         let plan = plan::plan(&self.db, &claim.events).await?;
         let (fetched, listed) = tokio::join!(self.fetch(&plan), self.list_payouts(&plan));
         let listed = listed?;
@@ -181,24 +221,30 @@ impl Worker {
             }
         }
 
-        match self.commit(claim.token, &work, &payouts, &general).await {
+        match self
+            .commit(claim.token, &work, &payouts, &general, kinds)
+            .await
+        {
             Ok(()) => Ok(()),
             // The database is away or busy: nothing here is any event's fault.
             Err(error) if !refused_a_statement(&error) => Err(error),
             Err(error) if work.len() <= 1 && payouts.is_empty() && general.is_empty() => {
-                self.fail_payments(claim.token, &work, &error).await
+                self.fail_payments(claim.token, &work, &error, kinds).await
             }
             Err(error) => {
                 tracing::warn!(%error, payments = work.len(), "a batch failed to apply; applying its payments one at a time");
                 for one in &work {
                     let single = std::slice::from_ref(one);
                     match self
-                        .commit(claim.token, single, &[], &Outcomes::default())
+                        .commit(claim.token, single, &[], &Outcomes::default(), kinds)
                         .await
                     {
                         Ok(()) => {}
                         Err(error) if !refused_a_statement(&error) => return Err(error),
-                        Err(error) => self.fail_payments(claim.token, single, &error).await?,
+                        Err(error) => {
+                            self.fail_payments(claim.token, single, &error, kinds)
+                                .await?
+                        }
                     }
                 }
                 // Each payout on its own too, with its events' outcomes; the rest after.
@@ -212,19 +258,25 @@ impl Worker {
                         ..Outcomes::default()
                     };
                     match self
-                        .commit(claim.token, &[], std::slice::from_ref(payout), &outcomes)
+                        .commit(
+                            claim.token,
+                            &[],
+                            std::slice::from_ref(payout),
+                            &outcomes,
+                            kinds,
+                        )
                         .await
                     {
                         Ok(()) => {}
                         Err(error) if !refused_a_statement(&error) => return Err(error),
                         Err(error) => {
                             tracing::warn!(payout = %payout.facts.id, %error, "could not apply a payout's events");
-                            self.fail_events(claim.token, &payout.events, &error)
+                            self.fail_events(claim.token, &payout.events, &error, kinds)
                                 .await?
                         }
                     }
                 }
-                self.commit(claim.token, &[], &[], &rest).await
+                self.commit(claim.token, &[], &[], &rest, kinds).await
             }
         }
     }
@@ -237,11 +289,12 @@ impl Worker {
         work: &[(&Payment, Option<&Fetched>, Outcomes)],
         payouts: &[PayoutWork],
         general: &Outcomes,
+        kinds: &Kinds<'_>,
     ) -> sqlx::Result<()> {
         let mut tries = 0;
         loop {
             tries += 1;
-            match self.commit_once(token, work, payouts, general).await {
+            match self.commit_once(token, work, payouts, general, kinds).await {
                 Err(error) if is_transient(&error) && tries < TRANSIENT_RETRIES => {
                     tracing::info!(%error, tries, "a batch met a transient database error; trying again");
                     tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
@@ -266,6 +319,7 @@ impl Worker {
         work: &[(&Payment, Option<&Fetched>, Outcomes)],
         payouts: &[PayoutWork],
         general: &Outcomes,
+        kinds: &Kinds<'_>,
     ) -> sqlx::Result<Applied> {
         if work.is_empty() && general.is_empty() {
             return Ok(Applied::default());
@@ -306,6 +360,7 @@ impl Worker {
         }
         apply::move_totals(&mut tx, &applied.campaigns).await?;
         tx.commit().await?;
+        self.count(kinds, &outcomes);
         Ok(applied)
     }
 
@@ -316,13 +371,14 @@ impl Worker {
         token: Uuid,
         work: &[(&Payment, Option<&Fetched>, Outcomes)],
         error: &sqlx::Error,
+        kinds: &Kinds<'_>,
     ) -> sqlx::Result<()> {
         let mut ids = Vec::new();
         for (payment, _, _) in work {
             tracing::warn!(donation_id = %payment.donation, %error, "could not apply a payment's events");
             ids.extend(payment.events.iter().map(|event| event.id.clone()));
         }
-        self.fail_events(token, &ids, error).await
+        self.fail_events(token, &ids, error, kinds).await
     }
 
     /// Records that the database refused to apply these events: each is retried with
@@ -332,6 +388,7 @@ impl Worker {
         token: Uuid,
         ids: &[String],
         error: &sqlx::Error,
+        kinds: &Kinds<'_>,
     ) -> sqlx::Result<()> {
         let failed = Outcomes {
             failed: ids
@@ -346,7 +403,9 @@ impl Worker {
         };
         let mut tx = self.db.begin().await?;
         queue::record(&mut tx, token, &failed, self.max_attempts).await?;
-        tx.commit().await
+        tx.commit().await?;
+        self.count(kinds, &failed);
+        Ok(())
     }
 
     /// Lists, for each payout whose money has moved, its balance transactions, unless a

@@ -103,6 +103,8 @@ pub struct TestApp {
     pub worker: quickdonate::webhooks::worker::Worker,
     /// The sweep of abandoned payments, run by hand.
     pub abandoned: quickdonate::donations::abandoned::Abandoned,
+    /// `METRICS_ADDR`'s listener, when the test set one.
+    pub metrics_address: Option<String>,
     pub database_url: String,
     pub db_name: String,
     /// Whether dropping this app drops its database (not when another app takes it over).
@@ -161,6 +163,7 @@ pub async fn spawn_app_at(url: String, customize: impl FnOnce(&mut Settings)) ->
     let db = app.db().clone();
     let worker = app.worker();
     let abandoned = app.abandoned();
+    let metrics_address = app.metrics_address().map(|a| format!("http://{a}"));
     tokio::spawn(app.run_until_stopped(std::future::pending()));
 
     TestApp {
@@ -170,6 +173,7 @@ pub async fn spawn_app_at(url: String, customize: impl FnOnce(&mut Settings)) ->
         http: reqwest::Client::new(),
         worker,
         abandoned,
+        metrics_address,
         database_url: url,
         db_name: String::new(),
         owns_db: false,

@@ -20,6 +20,7 @@ mod helpers;
 mod idempotency;
 mod ledger;
 mod log_leaks;
+mod metrics;
 mod operators;
 mod out_of_the_box;
 mod payments_mode;

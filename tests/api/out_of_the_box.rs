@@ -89,7 +89,10 @@ fn start_with(dir: &Path, env: &[(&str, &str)]) -> Service {
         if let Some(rest) = line.split("listening on http://").nth(1) {
             address = Some(format!(
                 "http://{}",
-                rest.split_whitespace().next().unwrap()
+                // Up to the end of the text line's word, or of the JSON line's string.
+                rest.split(|c: char| c.is_whitespace() || c == '"')
+                    .next()
+                    .unwrap()
             ));
             break;
         }
@@ -217,6 +220,10 @@ async fn cargo_run_serves_the_flow_on_its_defaults_and_keeps_donations_across_a_
         "{}",
         String::from_utf8_lossy(&listed.stderr)
     );
+    // It says once which database it reads, and nothing about starting or stopping one.
+    let said = String::from_utf8_lossy(&listed.stderr);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(said.contains("reading the database quickdonate"), "{said}");
     let ready = http
         .get(format!("{}/readyz", service.address))
         .send()
@@ -485,12 +492,44 @@ fn migrate_runs_the_migrations_alone_and_stops_its_postgres() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied"));
+    let first = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        first.contains("migrations applied: 20261127000001 campaigns and donations"),
+        "{first}"
+    );
     assert!(
         !dir.path()
             .join(".quickdonate/pgdata/postmaster.pid")
             .exists()
     );
+    // Again: nothing to apply, and it says so, without Postgres's notices at info.
+    let again = quickdonate(dir.path()).arg("migrate").output().unwrap();
+    assert!(again.status.success());
+    let again = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        again.contains("the database schema is up to date"),
+        "{again}"
+    );
+    assert!(!again.contains("migrations applied"), "{again}");
+    assert!(!again.contains("already exists"), "{again}");
+}
+
+#[test]
+fn reading_the_event_log_with_no_database_running_starts_none_and_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [["events", "list"].as_slice(), &["events", "show", "evt_1"]] {
+        let output = quickdonate(dir.path()).args(args).output().unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("start the service") && stderr.contains("DATABASE_URL"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !dir.path().join(".quickdonate").exists(),
+            "{args:?} made a Postgres"
+        );
+    }
 }
 
 #[tokio::test]
@@ -593,4 +632,34 @@ fn a_sigterm_while_starting_up_is_a_clean_shutdown_not_a_kill() {
     }
     child.kill().ok();
     panic!("the service did not stop on SIGTERM");
+}
+
+#[tokio::test]
+async fn json_logs_name_each_requests_id_on_its_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        move || start_with(&dir, &[("LOG_FORMAT", "json")])
+    })
+    .await
+    .unwrap();
+    for line in service.startup_log.lines() {
+        let parsed: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(parsed["level"].is_string(), "{line}");
+    }
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/campaigns/kashmir", service.address))
+        .header("x-request-id", "operator-trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "operator-trace-42");
+    let line = service.wait_for_log_line(&["operator-trace-42"]).await;
+    let logged: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(logged["span"]["request_id"], "operator-trace-42", "{line}");
+    assert_eq!(logged["span"]["route"], "/v1/campaigns/{slug}", "{line}");
+    assert!(!line.contains('\u{1b}'), "{line}");
+    tokio::task::spawn_blocking(move || stop(service))
+        .await
+        .unwrap();
 }
