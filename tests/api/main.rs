@@ -7,6 +7,7 @@ mod card_testing;
 mod disputes;
 mod donations;
 mod events;
+mod faults;
 mod finance_access;
 mod finance_donations;
 mod gift_aid;
