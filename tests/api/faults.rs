@@ -691,6 +691,16 @@ fn burst_env(dir: &Path) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The settings of a real binary whose Stripe is `stripe`.
+fn stripe_env(stripe: &MockServer) -> [(&'static str, String); 4] {
+    [
+        ("STRIPE_SECRET_KEY", "sk_test_quickdonate".to_owned()),
+        ("STRIPE_PUBLISHABLE_KEY", "pk_test_quickdonate".to_owned()),
+        ("STRIPE_API_BASE", stripe.uri()),
+        ("STRIPE_TIMEOUT_SECS", "10".to_owned()),
+    ]
+}
+
 async fn start_service(dir: &Path, env: Vec<(&'static str, String)>) -> Service {
     let dir = dir.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -721,7 +731,22 @@ async fn local_database(dir: &Path) -> (LocalPostgres, PgPool) {
 #[tokio::test]
 async fn a_process_killed_mid_burst_loses_no_acknowledged_event_or_donation() {
     let dir = tempfile::tempdir().unwrap();
-    let mut service = start_service(dir.path(), burst_env(dir.path())).await;
+    // Stripe makes PaymentIntents at once and answers fetches slowly, so that a batch of the
+    // worker's is in flight when the process dies.
+    let stripe = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents"))
+        .respond_with(CreatesPaymentIntents::new())
+        .mount(&stripe)
+        .await;
+    let at_stripe = StripeObjects::default();
+    Mock::given(method("GET"))
+        .respond_with(Late(at_stripe.clone(), Duration::from_secs(2)))
+        .mount(&stripe)
+        .await;
+    let mut env = burst_env(dir.path());
+    env.extend(stripe_env(&stripe));
+    let mut service = start_service(dir.path(), env.clone()).await;
     let http = reqwest::Client::new();
 
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -758,7 +783,31 @@ async fn a_process_killed_mid_burst_loses_no_acknowledged_event_or_donation() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // SIGKILL in the middle of it: no shutdown of any kind.
+    // An event whose fee must be fetched: the worker claims it and waits on Stripe.
+    let (donation, pi, amount) = seen.lock().unwrap().created[0].clone();
+    let (charge, txn) = ("ch_killed", "txn_killed");
+    let mut intent = objects::payment_intent(&pi, Some(donation), "succeeded", amount);
+    intent["latest_charge"] = json!(charge);
+    at_stripe.put(intent);
+    at_stripe.put(objects::charge(charge, &pi, amount, 0, Some(txn)));
+    at_stripe.put(objects::balance_transaction(txn, amount, FEE));
+    let charged = event(
+        "charge.succeeded",
+        objects::charge(charge, &pi, amount, 0, Some(txn)),
+        now(),
+    );
+    assert_eq!(deliver(&http, &service.address, &charged).await, Some(200));
+    let fetch = format!("/v1/payment_intents/{pi}");
+    eventually(Duration::from_secs(30), "the worker fetching", || async {
+        stripe
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|r| r.url.path() == fetch)
+    })
+    .await;
+    // SIGKILL in the middle of it all: no shutdown of any kind.
     service.child.kill().unwrap();
     service.child.wait().unwrap();
     // Each client stops at its first request left unanswered.
@@ -766,11 +815,14 @@ async fn a_process_killed_mid_burst_loses_no_acknowledged_event_or_donation() {
     while let Some(client) = clients.join_next().await {
         client.unwrap();
     }
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let mut seen = std::mem::take(&mut *seen.lock().unwrap());
     assert!(seen.unexpected.is_empty(), "{:?}", seen.unexpected);
+    seen.events
+        .push((charged.clone(), donation, amount, Some(200)));
 
-    // The next start, on the same data, applies every event it had acknowledged.
-    let service = start_service(dir.path(), Vec::new()).await;
+    // The next start, on the same data, applies every event it had acknowledged, the one
+    // claimed by the killed process included (long before its claim would run out).
+    let service = start_service(dir.path(), env).await;
     let (pg, db) = local_database(dir.path()).await;
     assert!(
         !pg.started_here(),
@@ -794,7 +846,7 @@ async fn a_process_killed_mid_burst_loses_no_acknowledged_event_or_donation() {
                 .unwrap();
         assert_eq!(row, Some((Some(pi.clone()), *amount)), "donation {id}");
     }
-    let mut paid_acknowledged = 0;
+    let mut paid_acknowledged = std::collections::HashMap::new();
     for (event, donation, amount, answer) in &seen.events {
         if *answer != Some(200) {
             continue;
@@ -812,7 +864,7 @@ async fn a_process_killed_mid_burst_loses_no_acknowledged_event_or_donation() {
                 .await
                 .unwrap();
         assert_eq!((status.as_str(), received), ("succeeded", *amount));
-        paid_acknowledged += amount;
+        paid_acknowledged.insert(*donation, *amount);
     }
     // An event delivered as the process died may have been stored without its 2xx reaching
     // the client: it counts too, once. The totals are exactly the paid rows'.
@@ -825,7 +877,13 @@ async fn a_process_killed_mid_burst_loses_no_acknowledged_event_or_donation() {
     .await
     .unwrap();
     assert_eq!((raised, count), (paid, paid_count));
-    assert!(raised >= paid_acknowledged);
+    assert!(raised >= paid_acknowledged.values().sum::<i64>());
+    let fee: Option<i64> = sqlx::query_scalar("SELECT fee FROM donations WHERE id = $1")
+        .bind(donation)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(fee, Some(FEE), "the fee fetched after the restart");
     assert_totals_match_rows_in(&db).await;
     let doubled: i64 =
         sqlx::query_scalar("SELECT count(*) FROM donations WHERE amount_received > total_amount")
@@ -866,12 +924,7 @@ async fn sigterm_under_load_finishes_what_is_in_flight_refuses_the_rest_and_exit
         .mount(&stripe)
         .await;
     let mut env = burst_env(dir.path());
-    env.extend([
-        ("STRIPE_SECRET_KEY", "sk_test_quickdonate".to_owned()),
-        ("STRIPE_PUBLISHABLE_KEY", "pk_test_quickdonate".to_owned()),
-        ("STRIPE_API_BASE", stripe.uri()),
-        ("STRIPE_TIMEOUT_SECS", "10".to_owned()),
-    ]);
+    env.extend(stripe_env(&stripe));
     let mut service = start_service(dir.path(), env).await;
     let address = service.address.clone();
     let http = reqwest::Client::new();
