@@ -38,6 +38,14 @@ const ENV_KEYS: &[&str] = &[
     "WEBHOOK_TOLERANCE_SECS",
     "APPLY_EVENTS",
     "EVENT_MAX_ATTEMPTS",
+    "PAYOUT_OVERDUE_DAYS",
+    "DONATION_LIMIT_PER_IP",
+    "DONATION_LIMIT_PER_EMAIL",
+    "DONATION_LIMIT_PER_CAMPAIGN",
+    "TRUSTED_PROXIES",
+    "CAPTCHA_VERIFY_URL",
+    "CAPTCHA_SECRET",
+    "ABANDONED_AFTER",
     "STRIPE_API_BASE",
     "STRIPE_TIMEOUT_SECS",
     "STATEMENT_DESCRIPTOR_SUFFIX",
@@ -97,6 +105,7 @@ pub struct Settings {
     pub donation_limit_per_email: String,
     pub donation_limit_per_campaign: String,
     pub trusted_proxies: String,
+    pub abandoned_after: String,
     pub captcha_verify_url: Option<String>,
     pub captcha_secret: Option<SecretString>,
     pub stripe_api_base: String,
@@ -182,6 +191,7 @@ impl Settings {
             "PAYOUT_OVERDUE_DAYS: must be between 1 and 365"
         );
         self.donation_limits()?;
+        self.abandoned_after()?;
         ensure!(
             self.captcha_verify_url.is_some() == self.captcha_secret.is_some(),
             "CAPTCHA_VERIFY_URL and CAPTCHA_SECRET: set both, or neither"
@@ -262,6 +272,16 @@ impl Settings {
             )?,
             trusted_proxies,
         })
+    }
+
+    /// `ABANDONED_AFTER`: when a donation still waiting for its payment is given up.
+    pub fn abandoned_after(&self) -> anyhow::Result<Duration> {
+        let after = duration("ABANDONED_AFTER", &self.abandoned_after)?;
+        ensure!(
+            after >= Duration::from_secs(3600),
+            "ABANDONED_AFTER: must be at least an hour: a donor may still be paying"
+        );
+        Ok(after)
     }
 
     pub fn campaign_cache(&self) -> Duration {
@@ -407,6 +427,14 @@ impl Settings {
 }
 
 /// The back-off slept between attempts at one Stripe call, all told (see `payments::with_retries`).
+/// A duration setting like `90s`, `10m`, `24h` or `30d`, its key named if it is not one.
+pub fn duration(key: &str, raw: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(raw.trim())
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{key}: {raw:?} is not a duration like 90s, 10m, 24h or 30d"))
+}
+
 fn stripe_backoff() -> Duration {
     (1..ATTEMPTS).map(|attempt| BACKOFF * attempt).sum()
 }
@@ -488,6 +516,15 @@ mod tests {
         assert!(error_of("webhook_tolerance_secs = 0").starts_with("WEBHOOK_TOLERANCE_SECS:"));
         assert!(error_of("campaign_cache_ms = 60001").starts_with("CAMPAIGN_CACHE_MS:"));
         assert!(error_of("event_max_attempts = 0").starts_with("EVENT_MAX_ATTEMPTS:"));
+        assert!(error_of(r#"abandoned_after = "soon""#).starts_with("ABANDONED_AFTER:"));
+        assert!(error_of(r#"abandoned_after = "30m""#).starts_with("ABANDONED_AFTER:"));
+        assert_eq!(
+            with(r#"abandoned_after = "7d""#)
+                .unwrap()
+                .abandoned_after()
+                .unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
         assert!(error_of(r#"allowed_origins = "not an origin""#).starts_with("ALLOWED_ORIGINS:"));
         assert!(
             error_of(r#"statement_descriptor_suffix = "<b>""#)
@@ -664,6 +701,27 @@ mod tests {
         let secrets = settings.webhook_secrets().unwrap();
         assert_eq!(secrets.len(), 2);
         assert_eq!(secrets[1].expose_secret(), "whsec_new");
+    }
+
+    /// A key documented in `config/default.toml` that no environment variable could set would
+    /// be a setting an operator sets and the service silently ignores.
+    #[test]
+    fn every_documented_key_can_be_set_from_the_environment() {
+        let keys: Vec<String> = DEFAULTS
+            .lines()
+            .map(|line| line.trim_start_matches("# "))
+            .filter_map(|line| line.split_once(" = "))
+            .map(|(key, _)| key.to_owned())
+            .filter(|key| key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .collect();
+        assert!(keys.len() >= 30, "{keys:?}");
+        for key in keys {
+            assert!(
+                ENV_KEYS.contains(&key.to_uppercase().as_str()),
+                "{} is documented but no environment variable sets it",
+                key.to_uppercase()
+            );
+        }
     }
 
     #[test]

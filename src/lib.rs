@@ -3,6 +3,10 @@
 //! The library builds the whole service ([`startup::Application`]); `main.rs` only parses the
 //! command line, so the tests start exactly what production starts.
 
+/// Inputs no one expected, shared with the API tests' properties.
+#[cfg(test)]
+#[path = "../tests/api/arbitrary.rs"]
+mod arbitrary;
 pub mod campaigns;
 pub mod cli;
 pub mod config;

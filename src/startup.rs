@@ -16,6 +16,7 @@ use crate::campaigns::cache::CampaignCache;
 use crate::campaigns::catalogue;
 use crate::config::{PaymentsMode, Settings};
 use crate::db::Database;
+use crate::donations::abandoned::Abandoned;
 use crate::donations::fees::FeeModel;
 use crate::payments::Payments;
 use crate::payments::simulator::{self, SimulatedStripe};
@@ -64,6 +65,7 @@ pub struct Application {
     router: Router,
     database: Database,
     worker: Worker,
+    abandoned: Abandoned,
     run_worker: bool,
     /// How long a donation attempt counts for a card-testing cap.
     attempts_kept: Duration,
@@ -127,6 +129,11 @@ impl Application {
                 _ => None,
             },
         };
+        let abandoned = Abandoned::new(
+            database.pool.clone(),
+            payments.clone(),
+            settings.abandoned_after()?,
+        );
         let worker = Worker::new(
             database.pool.clone(),
             payments,
@@ -141,6 +148,7 @@ impl Application {
             router,
             database,
             worker,
+            abandoned,
             run_worker: settings.apply_events,
             attempts_kept,
         })
@@ -159,6 +167,11 @@ impl Application {
     /// The event worker, to drive by hand (as the tests do with `APPLY_EVENTS=false`).
     pub fn worker(&self) -> Worker {
         self.worker.clone()
+    }
+
+    /// The sweep of abandoned payments, to run by hand (as the tests do).
+    pub fn abandoned(&self) -> Abandoned {
+        self.abandoned.clone()
     }
 
     /// Serves until `shutdown` completes; then stops accepting at once, and gives requests in
@@ -180,6 +193,7 @@ impl Application {
                 workers.spawn(self.worker.clone().run(stopped.clone()));
             }
             tracing::info!(loops = WORKERS, "the event worker started");
+            workers.spawn(self.abandoned.clone().run(stopped.clone()));
         }
         let housekeeping = tokio::spawn(housekeeping(
             self.database.pool.clone(),

@@ -204,14 +204,29 @@ pub async fn create_donation(
     sqlx::query!("SET LOCAL synchronous_commit = off")
         .execute(&mut *tx)
         .await?;
-    sqlx::query!(
+    let recorded = sqlx::query!(
         r#"UPDATE donations SET payment_intent_id = $2, updated_at = now()
-           WHERE id = $1 AND payment_intent_id IS NULL"#,
+           WHERE id = $1 AND payment_intent_id IS NULL AND status = 'pending'"#,
         donation.id,
         intent.id
     )
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected()
+        == 1;
+    if !recorded {
+        // Only the abandoned-payments sweep moves a donation with no PaymentIntent on: it gave
+        // this one up while Stripe was answering. The new intent must not be paid either.
+        drop(tx);
+        if let Err(error) = state
+            .payments
+            .cancel_payment_intent(&intent.id, donation.id)
+            .await
+        {
+            tracing::warn!(%error, payment_intent_id = %intent.id, "could not cancel the PaymentIntent of a donation given up meanwhile; the next sweep finds none to cancel, so cancel it in Stripe's dashboard");
+        }
+        return Err(given_up().into());
+    }
     if let Some(key) = &key {
         idempotency::complete(&mut tx, key, StatusCode::CREATED, &body).await?;
     }
@@ -306,13 +321,37 @@ async fn insert_gift_aid(
     Ok(())
 }
 
-async fn load_pending(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Pending> {
-    sqlx::query_as!(
-        Pending,
-        r#"SELECT id, campaign, amount, cover_fees_amount, total_amount, currency
-           FROM donations WHERE id = $1"#,
+/// The donation a retry resumes: one whose PaymentIntent was never recorded, and which is
+/// still pending (not given up by the abandoned-payments sweep).
+async fn load_pending(tx: &mut PgConnection, id: Uuid) -> ApiResult<Pending> {
+    let row = sqlx::query!(
+        r#"SELECT id, campaign, amount, cover_fees_amount, total_amount, currency,
+                  status AS "status: DonationStatus"
+           FROM donations WHERE id = $1 FOR UPDATE"#,
         id
     )
     .fetch_one(tx)
-    .await
+    .await?;
+    if row.status != DonationStatus::Pending {
+        return Err(given_up().into());
+    }
+    Ok(Pending {
+        id: row.id,
+        campaign: row.campaign,
+        amount: row.amount,
+        cover_fees_amount: row.cover_fees_amount,
+        total_amount: row.total_amount,
+        currency: row.currency,
+    })
+}
+
+/// A retry of a donation that waited too long for its payment and was given up.
+fn given_up() -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "donation-abandoned",
+        "Donation given up",
+        "This donation waited too long for its payment and was cancelled; nothing was taken. \
+         Start a new donation (with a new Idempotency-Key).",
+    )
 }

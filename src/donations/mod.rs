@@ -1,5 +1,6 @@
 //! Donations: created pending by the website's request, then moved on by Stripe.
 
+pub mod abandoned;
 mod create;
 pub mod fees;
 pub mod limits;

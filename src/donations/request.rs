@@ -654,4 +654,60 @@ mod tests {
         assert!(!debug.contains("amina"), "{debug}");
         assert!(!debug.contains("Khan"), "{debug}");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(crate::arbitrary::config())]
+            #[test]
+            fn any_body_is_taken_or_refused_without_a_panic(body in crate::arbitrary::json()) {
+                let _ = DonationRequest::parse(&body, &kashmir());
+            }
+        }
+
+        /// A full request with any of its fields dropped or replaced by anything: what is
+        /// taken always keeps the campaign's rules, and enough is taken (one in twenty) that
+        /// the rules were reached.
+        #[test]
+        fn what_is_taken_keeps_the_campaigns_rules() {
+            let base = json!({
+                "amount": 2500, "frequency": "one_off", "currency": "gbp",
+                "cover_fees": true, "anonymous": false,
+                "donor": {"email": "amina@example.org", "first_name": "Amina", "last_name": "Khan"},
+                "gift_aid": {"declared": true, "title": "Ms", "house_name_or_number": "10",
+                             "postcode": "S19 2BD", "country": "GB"}
+            });
+            let mut runner = proptest::test_runner::TestRunner::new(crate::arbitrary::config());
+            let taken = std::cell::Cell::new(0);
+            let result = runner.run(&crate::arbitrary::variant_of(base), |body| {
+                match DonationRequest::parse(&body, &kashmir()) {
+                    Ok(request) => {
+                        taken.set(taken.get() + 1);
+                        prop_assert!(
+                            (200..=1_000_000).contains(&request.amount),
+                            "{}",
+                            request.amount
+                        );
+                        prop_assert_eq!(request.currency.as_str(), "gbp");
+                        prop_assert!(request.donor.email.contains('@'));
+                        prop_assert!(!request.donor.first_name.trim().is_empty());
+                    }
+                    Err(Rejection::Invalid(errors)) => prop_assert!(!errors.is_empty()),
+                    Err(Rejection::NotSupported(_)) => {}
+                }
+                Ok(())
+            });
+            if let Err(failure) = result {
+                panic!("{failure}");
+            }
+            let cases = crate::arbitrary::config().cases;
+            assert!(
+                taken.get() * 20 > cases,
+                "only {} of {cases} taken",
+                taken.get()
+            );
+        }
+    }
 }

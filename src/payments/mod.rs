@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
+use stripe::ApiErrorsCode;
 use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 use stripe_client_core::{RequestBuilder, StripeMethod};
+use stripe_core::PaymentIntentStatus;
 use stripe_core::payment_intent::{
     CreatePaymentIntent, CreatePaymentIntentAutomaticPaymentMethods,
 };
@@ -183,6 +185,76 @@ impl Payments {
             id: intent.id.to_string(),
             client_secret,
         })
+    }
+}
+
+/// What became of a request to cancel a PaymentIntent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancellation {
+    /// It is canceled (now, or it already was), at this unix time if Stripe says.
+    Canceled { at: Option<i64> },
+    /// Stripe will not cancel it: it succeeded or is processing. Its events say so.
+    NotCancelable { status: String },
+    /// Stripe has no such PaymentIntent.
+    Missing,
+}
+
+impl Payments {
+    /// Cancels a PaymentIntent no one will pay, so that a stale client secret can never
+    /// complete it. One key per donation, so a repeat (another instance, a retry) acts once.
+    #[tracing::instrument(name = "Cancelling the PaymentIntent", skip_all, fields(donation_id = %donation_id))]
+    pub async fn cancel_payment_intent(
+        &self,
+        payment_intent: &str,
+        donation_id: Uuid,
+    ) -> Result<Cancellation, PaymentError> {
+        let key = IdempotencyKey::new(format!("quickdonate-cancel-{donation_id}"))
+            .expect("a fixed prefix and a UUID make a valid idempotency key");
+        let path = format!("/payment_intents/{payment_intent}/cancel");
+        with_retries("cancel the PaymentIntent", || {
+            let mut request = RequestBuilder::new(StripeMethod::Post, path.as_str());
+            request.body = Some("cancellation_reason=abandoned".to_owned());
+            let sent = request
+                .customize::<miniserde::json::Value>()
+                .request_strategy(RequestStrategy::Idempotent(key.clone()))
+                .send(&self.client);
+            async move {
+                match sent.await {
+                    Ok(intent) => {
+                        let intent: Value =
+                            serde_json::from_str(&miniserde::json::to_string(&intent))
+                                .unwrap_or_default();
+                        Ok(Cancellation::Canceled {
+                            at: intent["canceled_at"].as_i64(),
+                        })
+                    }
+                    Err(StripeError::Stripe(error, 404))
+                        if error.code == Some(ApiErrorsCode::ResourceMissing) =>
+                    {
+                        Ok(Cancellation::Missing)
+                    }
+                    Err(StripeError::Stripe(error, 400))
+                        if error.code == Some(ApiErrorsCode::PaymentIntentUnexpectedState) =>
+                    {
+                        Ok(match &error.payment_intent {
+                            Some(intent) if intent.status == PaymentIntentStatus::Canceled => {
+                                Cancellation::Canceled {
+                                    at: intent.canceled_at,
+                                }
+                            }
+                            Some(intent) => Cancellation::NotCancelable {
+                                status: intent.status.as_str().to_owned(),
+                            },
+                            None => Cancellation::NotCancelable {
+                                status: "unknown".to_owned(),
+                            },
+                        })
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+        })
+        .await
     }
 }
 

@@ -570,4 +570,46 @@ mod tests {
         assert_eq!(paid.paid_by(), Some("ch_paid"));
         assert_eq!(paid.currency, "gbp");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn fixture(text: &str) -> Value {
+            serde_json::from_str(text).unwrap()
+        }
+
+        proptest! {
+        #![proptest_config(crate::arbitrary::config())]
+                    /// What a signed event carries is read field by field: any shape is a fact or a
+                    /// refusal (the event is then set aside), never a panic in the worker.
+                    #[test]
+                    fn every_stripe_object_reader_takes_any_json_without_a_panic(
+                        object in prop_oneof![
+                            crate::arbitrary::object(),
+                            crate::arbitrary::variant_of(fixture(include_str!("../../tests/fixtures/stripe/payment_intent.json"))),
+                            crate::arbitrary::variant_of(fixture(include_str!("../../tests/fixtures/stripe/charge.json"))),
+                            crate::arbitrary::variant_of(fixture(include_str!("../../tests/fixtures/stripe/refund.json"))),
+                            crate::arbitrary::variant_of(fixture(include_str!("../../tests/fixtures/stripe/dispute.json"))),
+                            crate::arbitrary::variant_of(serde_json::json!({
+                                "id": "po_1", "object": "payout", "amount": 1000, "currency": "gbp",
+                                "status": "paid", "automatic": true, "created": 1_700_000_000,
+                                "arrival_date": 1_700_086_400, "reconciliation_status": "completed",
+                                "balance_transaction": "txn_1", "failure_balance_transaction": null
+                            })),
+                            crate::arbitrary::variant_of(fixture(include_str!("../../tests/fixtures/stripe/balance_transaction.json"))),
+                        ],
+                    ) {
+                        let _ = payment_intent(&object);
+                        let _ = charge(&object);
+                        let _ = balance_transaction(&object);
+                        let _ = refund(&object);
+                        let _ = dispute(&object);
+                        let _ = payout(&object);
+                        if let Ok(intent) = payment_intent(&object) {
+                            let _ = intent.paid_by();
+                        }
+                    }
+                }
+    }
 }

@@ -82,6 +82,10 @@ impl SimulatedStripe {
         Router::new()
             .route("/v1/payment_intents", post(create_payment_intent))
             .route("/v1/payment_intents/{id}", get(retrieve_payment_intent))
+            .route(
+                "/v1/payment_intents/{id}/cancel",
+                post(cancel_payment_intent),
+            )
             .route("/v1/charges/{id}", get(retrieve_charge))
             .route(
                 "/v1/balance_transactions/{id}",
@@ -896,6 +900,46 @@ async fn retrieve_payment_intent(
     Ok(found_or_404(intent, "payment_intent", &id))
 }
 
+/// Cancels a PaymentIntent still waiting for its payment, as Stripe does: one that succeeded,
+/// is processing or is already canceled cannot be, and the error carries it.
+async fn cancel_payment_intent(
+    State(stripe): State<SimulatedStripe>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Answer {
+    if !authorized(&headers) {
+        return Ok(unauthorized());
+    }
+    let reason = form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "cancellation_reason")
+        .map(|(_, v)| v.into_owned());
+    let mut tx = stripe.db.begin().await?;
+    let mut intent = match lock_intent(&mut tx, &id).await {
+        Ok(intent) => intent,
+        Err(SimulationError::Database(error)) => return Err(error.into()),
+        Err(_) => return Ok(found_or_404(None, "payment_intent", &id)),
+    };
+    let status = status_of(&intent);
+    if !status.starts_with("requires_") {
+        let message =
+            format!("You cannot cancel this PaymentIntent because it has a status of {status}.");
+        let body = json!({"error": {
+            "type": "invalid_request_error", "code": "payment_intent_unexpected_state",
+            "message": message, "payment_intent": intent
+        }});
+        return Ok((StatusCode::BAD_REQUEST, axum::Json(body)).into_response());
+    }
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    intent["status"] = json!("canceled");
+    intent["canceled_at"] = json!(now);
+    intent["cancellation_reason"] = json!(reason);
+    save_intent(&mut tx, &id, &intent).await?;
+    record_event(&mut tx, "payment_intent.canceled", intent.clone(), now).await?;
+    tx.commit().await?;
+    Ok((StatusCode::OK, axum::Json(intent)).into_response())
+}
+
 /// A charge; `expand[]=balance_transaction` and `expand[]=refunds` (and the refunds' own, as
 /// for a PaymentIntent's charge) embed those.
 async fn retrieve_charge(
@@ -1197,12 +1241,13 @@ fn list(data: Vec<Value>, has_more: bool, url: &str) -> Response {
 fn found_or_404(found: Option<Value>, kind: &str, id: &str) -> Response {
     match found {
         Some(object) => (StatusCode::OK, axum::Json(object)).into_response(),
-        None => stripe_error(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            Some("id"),
-            &format!("No such {kind}: '{id}'"),
-        ),
+        None => {
+            let body = json!({"error": {
+                "type": "invalid_request_error", "code": "resource_missing", "param": "id",
+                "message": format!("No such {kind}: '{id}'")
+            }});
+            (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+        }
     }
 }
 

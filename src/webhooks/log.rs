@@ -191,3 +191,39 @@ pub fn reason_to_ignore(event: &Event, livemode: bool) -> Option<String> {
     }
     None
 }
+
+/// Bodies no one expected: any bytes, and envelopes with any field of any shape.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    proptest! {
+    #![proptest_config(crate::arbitrary::config())]
+            #[test]
+            fn any_bytes_are_read_or_refused_without_a_panic(
+                bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            ) {
+                let _ = Event::parse(&bytes);
+            }
+
+            #[test]
+            fn an_envelope_with_any_fields_is_read_or_refused_without_a_panic(
+                event in crate::arbitrary::variant_of(json!({
+                    "id": "evt_1", "object": "event", "type": "charge.succeeded",
+                    "api_version": "2026-09-30.clover", "created": 1_700_000_000, "livemode": false,
+                    "data": {"object": {
+                        "id": "ch_1", "object": "charge", "payment_intent": "pi_1",
+                        "charge": {"id": "ch_1"}
+                    }}
+                })),
+            ) {
+                let text = serde_json::to_vec(&event).unwrap();
+                if let Some(read) = Event::parse(&text) {
+                    prop_assert!(read.id.starts_with("evt_"));
+                    prop_assert_eq!(read.payload.as_bytes(), &text[..], "kept as signed");
+                }
+            }
+        }
+}

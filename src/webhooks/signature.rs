@@ -271,4 +271,70 @@ mod tests {
     fn a_zero_tolerance_is_refused() {
         Verifier::new(vec![secret("whsec_a")], Duration::ZERO);
     }
+
+    /// Headers no one expected: any bytes, and near misses of Stripe's own.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One item of a header: Stripe's, a near miss, or junk without a comma.
+        fn item(real: String) -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just(format!("t={NOW}")),
+                (NOW - 5..NOW + 5).prop_map(|t| format!("t={t}")),
+                Just(format!("v1={real}")),
+                Just(format!("v0={real}")),
+                "[0-9a-fA-F]{0,70}".prop_map(|h| format!("v1={h}")),
+                " {0,2}[tv01x]{0,3} {0,2}={0,2}[0-9a-f]{0,8} {0,2}",
+                "[^,]{0,12}",
+            ]
+        }
+
+        /// The `v1` Stripe would send for `BODY` at `NOW`.
+        fn real_v1() -> String {
+            let header = sign(&secret("whsec_a"), BODY, NOW);
+            header.split_once(",v1=").unwrap().1.to_owned()
+        }
+
+        /// What the header means, read the way Stripe documents it: comma-separated
+        /// `key=value` items, exactly one `t`, and the signature in some `v1`.
+        fn accepted(header: &str, real: &str) -> bool {
+            let items: Vec<_> = header
+                .split(',')
+                .map(|i| i.trim().split_once('='))
+                .collect();
+            let Some(items) = items.into_iter().collect::<Option<Vec<_>>>() else {
+                return false;
+            };
+            let times: Vec<_> = items.iter().filter(|(k, _)| *k == "t").collect();
+            times.len() == 1
+                && times[0].1.parse::<i64>() == Ok(NOW)
+                && items
+                    .iter()
+                    .any(|(k, v)| *k == "v1" && v.eq_ignore_ascii_case(real))
+        }
+
+        proptest! {
+        #![proptest_config(crate::arbitrary::config())]
+                    #[test]
+                    fn any_header_and_body_bytes_are_refused_without_a_panic(
+                        header in proptest::collection::vec(any::<u8>(), 0..200),
+                        body in proptest::collection::vec(any::<u8>(), 0..200),
+                    ) {
+                        prop_assert!(verifier(&["whsec_a"]).verify(Some(&header), &body, NOW).is_err());
+                    }
+
+                    #[test]
+                    fn a_header_passes_only_with_one_timestamp_and_the_real_signature(
+                        items in proptest::collection::vec(item(real_v1()), 1..6),
+                    ) {
+                        let header = items.join(",");
+                        prop_assert_eq!(
+                            check(&verifier(&["whsec_a"]), &header).is_ok(),
+                            accepted(&header, &real_v1()),
+                            "{}", header
+                        );
+                    }
+                }
+    }
 }

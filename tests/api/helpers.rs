@@ -101,6 +101,8 @@ pub struct TestApp {
     pub stripe: MockServer,
     pub http: reqwest::Client,
     pub worker: quickdonate::webhooks::worker::Worker,
+    /// The sweep of abandoned payments, run by hand.
+    pub abandoned: quickdonate::donations::abandoned::Abandoned,
     pub database_url: String,
     pub db_name: String,
     /// Whether dropping this app drops its database (not when another app takes it over).
@@ -158,6 +160,7 @@ pub async fn spawn_app_at(url: String, customize: impl FnOnce(&mut Settings)) ->
     let address = format!("http://{}", app.address());
     let db = app.db().clone();
     let worker = app.worker();
+    let abandoned = app.abandoned();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
 
     TestApp {
@@ -166,6 +169,7 @@ pub async fn spawn_app_at(url: String, customize: impl FnOnce(&mut Settings)) ->
         stripe,
         http: reqwest::Client::new(),
         worker,
+        abandoned,
         database_url: url,
         db_name: String::new(),
         owns_db: false,

@@ -1,5 +1,7 @@
 //! One test binary, so the throwaway Postgres starts once for all the API tests.
 
+mod abandoned;
+mod arbitrary;
 mod bad_input;
 mod browser;
 mod campaigns;
@@ -22,4 +24,5 @@ mod payouts;
 mod poison;
 mod simulator;
 mod storms;
+mod unexpected_input;
 mod webhooks;
