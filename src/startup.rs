@@ -29,6 +29,11 @@ use crate::webhooks::worker::Worker;
 /// loops (each on its own batch) keep both it and the service busy; see BENCHMARKS.md.
 const WORKERS: usize = 4;
 
+/// How long, after SIGTERM, requests in flight and the worker's batches have to finish: short
+/// enough that the whole shutdown (then closing the database) ends within the ten seconds an
+/// orchestrator gives before it kills.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -216,8 +221,11 @@ impl Application {
         self.abandoned.clone()
     }
 
-    /// Serves until `shutdown` completes, lets requests in flight and the worker's batch
-    /// finish, then closes the database (stopping the local Postgres if we started it).
+    /// Serves until `shutdown` completes; then stops accepting at once, and gives requests in
+    /// flight and the worker's batches [`SHUTDOWN_GRACE`] to finish before closing the
+    /// database (stopping the local Postgres if we started it). Whatever has not finished by
+    /// then is dropped: a request not answered is the client's to retry, and a batch not
+    /// applied leaves its events stored and claimed, to be applied again.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -226,6 +234,8 @@ impl Application {
         let (stop_worker, stopped) = watch::channel(false);
         let mut workers = tokio::task::JoinSet::new();
         if self.run_worker {
+            // What a killed predecessor held is applied now, not when its claims run out.
+            self.worker.release_orphaned_claims().await;
             for _ in 0..WORKERS {
                 workers.spawn(self.worker.clone().run(stopped.clone()));
             }
@@ -237,6 +247,7 @@ impl Application {
             self.attempts_kept,
             self.payload_retention,
             self.metrics.clone(),
+            self.run_worker.then(|| self.worker.clone()),
             stopped.clone(),
         ));
         let metrics_server = self.metrics_listener.map(|(listener, router)| {
@@ -259,18 +270,55 @@ impl Application {
             })
         });
         tracing::info!("listening on http://{address}");
-        let served = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+        let mut server = tokio::spawn(
+            axum::serve(
+                self.listener,
+                self.router
+                    .into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = signalled.send(());
+            })
+            .into_future(),
+        );
+        // Until the signal (or the server failing on its own).
+        let mut served = tokio::select! {
+            _ = on_signal => None,
+            done = &mut server => Some(done),
+        };
         tracing::info!("shutting down");
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        // The worker finishes its batches while the last requests are answered.
         let _ = stop_worker.send(true);
+        if served.is_none() {
+            served = match tokio::time::timeout_at(deadline, &mut server).await {
+                Ok(done) => Some(done),
+                Err(_) => {
+                    tracing::warn!(
+                        grace_secs = SHUTDOWN_GRACE.as_secs(),
+                        "requests still open after the shutdown grace; closing them"
+                    );
+                    server.abort();
+                    None
+                }
+            };
+        }
         let running = !workers.is_empty();
-        while workers.join_next().await.is_some() {}
-        if running {
+        let finished = tokio::time::timeout_at(deadline, async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(
+                grace_secs = SHUTDOWN_GRACE.as_secs(),
+                "the event worker's batch did not finish within the shutdown grace; its events \
+                 are applied again later"
+            );
+            workers.abort_all();
+            while workers.join_next().await.is_some() {}
+        } else if running {
             tracing::info!("the event worker stopped");
         }
         let _ = housekeeping.await;
@@ -278,18 +326,24 @@ impl Application {
             let _ = metrics_server.await;
         }
         self.database.close().await;
-        served.context("the HTTP server failed")
+        match served {
+            Some(Ok(result)) => result.context("the HTTP server failed"),
+            Some(Err(panicked)) => Err(anyhow::anyhow!("the HTTP server failed: {panicked}")),
+            None => Ok(()),
+        }
     }
 }
 
 /// Upkeep: every minute, the card-testing counts no window counts any more go, stored events
-/// applied more than `payload_retention` ago lose their personal data (in batches), and the
-/// metrics' recent samples are folded in; every hour, expired Idempotency-Keys.
+/// applied more than `payload_retention` ago lose their personal data (in batches), the
+/// metrics' recent samples are folded in and the claims of instances gone are released; every
+/// hour, expired Idempotency-Keys.
 async fn housekeeping(
     db: PgPool,
     attempts_kept: Duration,
     payload_retention: Duration,
     metrics: Metrics,
+    worker: Option<Worker>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut every_minute = tokio::time::interval(Duration::from_secs(60));
@@ -310,6 +364,9 @@ async fn housekeeping(
                 tracing::info!(stripped, "old event payloads stripped of personal data")
             }
             Err(error) => tracing::warn!(%error, "could not strip old event payloads"),
+        }
+        if let Some(worker) = &worker {
+            worker.release_orphaned_claims().await;
         }
         minutes += 1;
         if minutes % 60 != 1 {

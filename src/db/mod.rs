@@ -131,6 +131,10 @@ impl Database {
         options: PgConnectOptions,
         local: Option<LocalPostgres>,
     ) -> anyhow::Result<Self> {
+        // Every connection names this process, so that the events it claimed can be told
+        // from those of an instance that died (`webhooks::queue::release_orphaned`).
+        let options =
+            options.application_name(&format!("quickdonate {}", uuid::Uuid::new_v4().simple()));
         let pool = PgPoolOptions::new()
             .max_connections(settings.database_max_connections)
             .acquire_timeout(Duration::from_secs(5))
@@ -164,7 +168,13 @@ impl Database {
     /// Closes the pool, then stops the local Postgres if this process started it (one found
     /// running may be serving another process: `quickdonate events` beside the service).
     pub async fn close(self) {
-        self.pool.close().await;
+        // Bounded: a request abandoned at shutdown may still hold a connection.
+        if tokio::time::timeout(Duration::from_secs(2), self.pool.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still in use at shutdown; closing the database anyway");
+        }
         if let Some(local) = self.local.filter(LocalPostgres::started_here) {
             match tokio::task::spawn_blocking(move || local.stop()).await {
                 Ok(Ok(())) => tracing::info!("the local Postgres stopped"),

@@ -24,6 +24,15 @@ use crate::metrics::Metrics;
 /// Attempts at one Stripe call that failed in a way worth repeating (network, 429, 5xx).
 pub const ATTEMPTS: u32 = 3;
 pub const BACKOFF: Duration = Duration::from_millis(200);
+/// How long work that can wait (applying an event) leaves Stripe alone once a call has failed
+/// all its attempts for want of Stripe (no answer, 429, 5xx): at least this, or the usual
+/// back-off if longer.
+///
+/// This stands in for Stripe's `Retry-After`: async-stripe's client (1.0.0-rc.10) reads no
+/// header of an error answer but `Stripe-Should-Retry`, so a `Retry-After` never reaches us,
+/// and Stripe's own guidance for its 429s is to back off rather than a given wait. Half a
+/// minute is longer than the waits Stripe's rate limits reset within.
+pub const AWAY_PAUSE: Duration = Duration::from_secs(30);
 
 /// Our handle on Stripe.
 #[derive(Clone, Debug)]
@@ -60,6 +69,17 @@ pub enum PaymentError {
     /// Stripe answered with an error.
     #[error("Stripe refused the request")]
     Rejected(#[source] StripeFailure),
+}
+
+impl PaymentError {
+    /// How long to leave Stripe alone before trying work that can wait again: [`AWAY_PAUSE`]
+    /// when Stripe was away; `None` when it answered and refused.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            PaymentError::Unavailable(_) => Some(AWAY_PAUSE),
+            PaymentError::Rejected(_) => None,
+        }
+    }
 }
 
 /// A Stripe error, described without anything secret: no keys, no client secrets.

@@ -61,7 +61,8 @@ pub async fn claim(db: &PgPool, batch: i64, lease: Duration) -> sqlx::Result<Cla
                FOR UPDATE SKIP LOCKED)
            UPDATE stripe_events s
            SET claimed_by = $2, claimed_until = now() + make_interval(secs => $3),
-               next_attempt_at = now() + make_interval(secs => $3)
+               next_attempt_at = now() + make_interval(secs => $3),
+               claimed_instance = current_setting('application_name')
            FROM due WHERE s.id = due.id
            RETURNING s.id, s.type AS kind, s.created, s.payload, s.object_key"#,
         batch,
@@ -72,6 +73,26 @@ pub async fn claim(db: &PgPool, batch: i64, lease: Duration) -> sqlx::Result<Cla
     .await?;
     tx.commit().await?;
     Ok(Claim { token, events })
+}
+
+/// Releases the claims of instances that have no session left on the database (each
+/// instance's connections carry its own `application_name`; see `db::Database::open`): their
+/// events are due again at once instead of when the lease runs out. A live instance that
+/// happens to have no connection open loses nothing but time: its batch finds the claim no
+/// longer its own and writes nothing, and the events are applied afresh.
+pub async fn release_orphaned(db: &PgPool) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        r#"UPDATE stripe_events
+           SET next_attempt_at = now(), claimed_by = NULL, claimed_until = NULL,
+               claimed_instance = NULL
+           WHERE claimed_until IS NOT NULL AND claimed_instance IS NOT NULL
+             AND claimed_instance NOT IN (
+                 SELECT application_name FROM pg_stat_activity
+                 WHERE datname = current_database())"#
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// What became of each claimed event.
@@ -93,6 +114,9 @@ pub struct Failure {
     /// Whether the event itself is at fault (unreadable, refused by Stripe), so that failing
     /// often sets it aside. Stripe or the database being away is never the event's fault.
     pub poison: bool,
+    /// The least wait before the next attempt, whatever the back-off says: a pause Stripe
+    /// asked for, or the one we keep when it was away (zero otherwise).
+    pub wait: Duration,
 }
 
 impl Outcomes {
@@ -128,7 +152,7 @@ pub async fn still_ours(tx: &mut PgConnection, token: Uuid, ids: &[String]) -> s
 }
 
 /// Writes the outcomes and ends the claim on those events. A failure is due again after
-/// 2^attempts seconds (at most an hour); a poison event that has failed `max_attempts` times
+/// 2^attempts seconds (at most an hour), or after its `wait` if that is longer; a poison event that has failed `max_attempts` times
 /// is set aside as `failed` for an operator.
 pub async fn record(
     tx: &mut PgConnection,
@@ -167,19 +191,27 @@ pub async fn record(
         let ids: Vec<String> = outcomes.failed.iter().map(|f| f.id.clone()).collect();
         let errors: Vec<String> = outcomes.failed.iter().map(|f| f.error.clone()).collect();
         let poison: Vec<bool> = outcomes.failed.iter().map(|f| f.poison).collect();
+        let waits: Vec<f64> = outcomes
+            .failed
+            .iter()
+            .map(|f| f.wait.as_secs_f64())
+            .collect();
         sqlx::query!(
             r#"UPDATE stripe_events e
                SET attempts = e.attempts + 1, last_error = u.error,
-                   state = CASE WHEN u.poison AND e.attempts + 1 >= $4 THEN 'failed'
+                   state = CASE WHEN u.poison AND e.attempts + 1 >= $5 THEN 'failed'
                                 ELSE 'pending' END,
                    next_attempt_at = now()
-                       + make_interval(secs => least(power(2, least(e.attempts, 12)), 3600)),
+                       + make_interval(secs => greatest(
+                             least(power(2, least(e.attempts, 12)), 3600), u.wait)),
                    claimed_by = NULL, claimed_until = NULL
-               FROM unnest($1::text[], $2::text[], $3::bool[]) AS u(id, error, poison)
-               WHERE e.id = u.id AND e.claimed_by = $5"#,
+               FROM unnest($1::text[], $2::text[], $3::bool[], $4::float8[])
+                    AS u(id, error, poison, wait)
+               WHERE e.id = u.id AND e.claimed_by = $6"#,
             &ids,
             &errors,
             &poison,
+            &waits,
             max_attempts,
             token
         )

@@ -14,7 +14,7 @@
 //!    (a dead letter) if the event itself is at fault. Several instances may share a database.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -47,6 +47,9 @@ const MAX_PAUSE: Duration = Duration::from_secs(30);
 /// How often a transaction that deadlocked or failed to serialize is tried again at once.
 const TRANSIENT_RETRIES: u32 = 5;
 
+/// A claim's token and its events.
+type HeldClaim = (Uuid, Vec<String>);
+
 #[derive(Clone)]
 pub struct Worker {
     db: PgPool,
@@ -56,6 +59,9 @@ pub struct Worker {
     fetches: Arc<Semaphore>,
     max_attempts: i32,
     metrics: Metrics,
+    /// Claims on batches that failed while the database was away, so could not be released
+    /// then: released as soon as it answers again, not when their lease runs out minutes later.
+    unreleased: Arc<Mutex<Vec<HeldClaim>>>,
 }
 
 /// Each claimed event's type, by id: what the metrics count outcomes by.
@@ -78,6 +84,7 @@ impl Worker {
             fetches: Arc::new(Semaphore::new(FETCHES_IN_FLIGHT)),
             max_attempts,
             metrics: Metrics::disabled(),
+            unreleased: Arc::default(),
         }
     }
 
@@ -137,22 +144,65 @@ impl Worker {
         tracing::debug!("an event worker loop stopped");
     }
 
+    /// Makes the events claimed by instances that died due again now; see
+    /// [`queue::release_orphaned`].
+    pub async fn release_orphaned_claims(&self) {
+        match queue::release_orphaned(&self.db).await {
+            Ok(0) => {}
+            Ok(released) => {
+                tracing::warn!(
+                    released,
+                    "events claimed by an instance that is gone are due again"
+                )
+            }
+            Err(error) => tracing::warn!(%error, "could not look for claims of instances gone"),
+        }
+    }
+
     /// Claims, plans, fetches and applies one batch of due events; returns how many it took.
     pub async fn apply_due(&self) -> sqlx::Result<usize> {
+        self.release_unreleased().await?;
         let claim = queue::claim(&self.db, BATCH, LEASE).await?;
         if claim.events.is_empty() {
             return Ok(0);
         }
         let taken = claim.events.len();
         if let Err(error) = self.work(&claim).await {
-            // Let another attempt have the events at once rather than when the claim runs out.
+            // Let another attempt have the events at once rather than when the claim runs out;
+            // if the database is away, as soon as it is back.
             let ids: Vec<String> = claim.events.iter().map(|e| e.id.clone()).collect();
-            if let Ok(mut conn) = self.db.acquire().await {
-                let _ = queue::release(&mut conn, claim.token, &ids).await;
-            }
+            self.unreleased.lock().unwrap().push((claim.token, ids));
+            let _ = self.release_unreleased().await;
             return Err(error);
         }
         Ok(taken)
+    }
+
+    /// Releases the claims kept in `unreleased`; those it cannot release stay there.
+    async fn release_unreleased(&self) -> sqlx::Result<()> {
+        let held = std::mem::take(&mut *self.unreleased.lock().unwrap());
+        if held.is_empty() {
+            return Ok(());
+        }
+        let mut left = held.into_iter();
+        let result = async {
+            let mut conn = self.db.acquire().await.map_err(|error| (error, None))?;
+            for (token, ids) in left.by_ref() {
+                if let Err(error) = queue::release(&mut conn, token, &ids).await {
+                    return Err((error, Some((token, ids))));
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let (error, failed) = match result {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        let mut unreleased = self.unreleased.lock().unwrap();
+        unreleased.extend(failed);
+        unreleased.extend(left);
+        Err(error)
     }
 
     async fn work(&self, claim: &Claim) -> sqlx::Result<()> {
@@ -190,6 +240,7 @@ impl Worker {
                     id,
                     error: error.message.clone(),
                     poison: error.poison,
+                    wait: error.wait,
                 })),
                 Some(Fetch::Deferred) => general.released.extend(ids),
             }
@@ -200,6 +251,7 @@ impl Worker {
                 id: id.clone(),
                 error: error.clone(),
                 poison: true,
+                wait: Duration::ZERO,
             });
         }
         // Each payment, with what was fetched for it and its events' outcomes.
@@ -397,6 +449,7 @@ impl Worker {
                     id: id.clone(),
                     error: format!("database: {error}"),
                     poison: true,
+                    wait: Duration::ZERO,
                 })
                 .collect(),
             ..Outcomes::default()
@@ -458,6 +511,7 @@ impl Worker {
                     Fetch::Done(Err(FetchError {
                         message: "nothing names this payment's PaymentIntent".to_owned(),
                         poison: true,
+                        wait: Duration::ZERO,
                     })),
                 );
                 continue;
@@ -493,6 +547,34 @@ enum Fetch<T = Fetched> {
 struct FetchError {
     message: String,
     poison: bool,
+    /// The least wait before the events that needed this fetch are tried again.
+    wait: Duration,
+}
+
+impl FetchError {
+    /// Stripe failed `what`: the event's fault if Stripe refused it; if Stripe was away, the
+    /// events wait for it (see [`PaymentError::retry_after`]) and it is nobody's fault.
+    fn stripe(error: PaymentError, what: &str) -> Self {
+        Self {
+            poison: matches!(error, PaymentError::Rejected(_)),
+            wait: error.retry_after().unwrap_or_default(),
+            message: format!(
+                "{error}: {} ({what})",
+                std::error::Error::source(&error)
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ),
+        }
+    }
+
+    /// What Stripe sent cannot be read: the event's fault.
+    fn unreadable(message: String) -> Self {
+        Self {
+            message,
+            poison: true,
+            wait: Duration::ZERO,
+        }
+    }
 }
 
 /// Lists a payout's balance transactions from Stripe.
@@ -503,39 +585,25 @@ async fn list_payout(
     let listed = payments
         .list_payout_transactions(payout)
         .await
-        .map_err(|error| FetchError {
-            poison: matches!(error, PaymentError::Rejected(_)),
-            message: format!(
-                "{error}: {} (listing the transactions of {payout})",
-                std::error::Error::source(&error)
-                    .map(ToString::to_string)
-                    .unwrap_or_default()
-            ),
+        .map_err(|error| {
+            FetchError::stripe(error, &format!("listing the transactions of {payout}"))
         })?;
     listed
         .iter()
         .map(objects::balance_transaction)
         .collect::<Result<_, _>>()
-        .map_err(|error| FetchError {
-            message: format!("Stripe's transactions of {payout} are unreadable: {error}"),
-            poison: true,
+        .map_err(|error| {
+            FetchError::unreadable(format!(
+                "Stripe's transactions of {payout} are unreadable: {error}"
+            ))
         })
 }
 
 async fn fetch_payment(payments: &Payments, intent: &str) -> Result<Fetched, FetchError> {
-    let stripe_error = |error: PaymentError| FetchError {
-        poison: matches!(error, PaymentError::Rejected(_)),
-        message: format!(
-            "{error}: {} (fetching {intent})",
-            std::error::Error::source(&error)
-                .map(ToString::to_string)
-                .unwrap_or_default()
-        ),
-    };
-    let unreadable = |error: String| FetchError {
-        message: format!("Stripe's {intent} is unreadable: {error}"),
-        poison: true,
-    };
+    let stripe_error =
+        |error: PaymentError| FetchError::stripe(error, &format!("fetching {intent}"));
+    let unreadable =
+        |error: String| FetchError::unreadable(format!("Stripe's {intent} is unreadable: {error}"));
     let value = payments
         .retrieve_payment(intent)
         .await
@@ -576,11 +644,12 @@ fn outcomes_of(payment: &Payment, fetched: Option<&Result<Fetched, FetchError>>)
             .map(|(_, need)| need)
             .collect();
         let unmet = needs.iter().find_map(|need| match (fetched, need) {
-            (Some(Err(error)), _) => Some((error.message.clone(), error.poison)),
+            (Some(Err(error)), _) => Some((error.message.clone(), error.poison, error.wait)),
             (Some(Ok(fetched)), Need::Transaction(bt)) if !shows_transaction(fetched, bt) => {
                 Some((
                     format!("Stripe does not show {need} on {} yet", fetched.intent.id),
                     true,
+                    Duration::ZERO,
                 ))
             }
             _ => None,
@@ -588,10 +657,11 @@ fn outcomes_of(payment: &Payment, fetched: Option<&Result<Fetched, FetchError>>)
         match unmet {
             // What the event says on its own is applied all the same; only the part it
             // lacks is tried again.
-            Some((error, poison)) => outcomes.failed.push(Failure {
+            Some((error, poison, wait)) => outcomes.failed.push(Failure {
                 id: event.id.clone(),
                 error,
                 poison,
+                wait,
             }),
             None => outcomes.applied.push(event.id.clone()),
         }

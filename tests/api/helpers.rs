@@ -366,38 +366,7 @@ impl TestApp {
     /// Asserts that every campaign's stored total equals a recomputation from the rows:
     /// refunds, lost disputes and payment status, read afresh.
     pub async fn assert_totals_match_rows(&self) {
-        let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
-            r#"WITH facts AS (
-                   SELECT d.campaign, d.payment_status, d.amount, d.total_amount,
-                          CASE WHEN d.received_currency = d.currency
-                               THEN d.amount_received ELSE 0 END AS received,
-                          coalesce((SELECT sum(r.amount) FROM refunds r WHERE r.donation_id = d.id
-                                    AND r.status NOT IN ('failed', 'canceled')), 0) AS refunded,
-                          coalesce((SELECT sum(x.amount) FROM disputes x WHERE x.donation_id = d.id
-                                    AND x.status = 'lost'), 0) AS lost
-                   FROM donations d),
-               parts AS (
-                   SELECT campaign,
-                          CASE WHEN payment_status = 'succeeded'
-                               THEN GREATEST(0, LEAST(amount,
-                                        LEAST(received, total_amount) - refunded - lost))
-                               ELSE 0 END AS part
-                   FROM facts)
-               SELECT c.slug, c.raised_amount, c.donation_count,
-                      coalesce(sum(p.part), 0)::bigint, count(p.part) FILTER (WHERE p.part > 0)
-               FROM campaigns c LEFT JOIN parts p ON p.campaign = c.slug
-               GROUP BY c.slug, c.raised_amount, c.donation_count"#,
-        )
-        .fetch_all(&self.db)
-        .await
-        .unwrap();
-        for (slug, raised, count, recomputed_raised, recomputed_count) in rows {
-            assert_eq!(
-                (raised, count),
-                (recomputed_raised, recomputed_count),
-                "campaign {slug}: stored (raised, count) differ from the rows"
-            );
-        }
+        assert_totals_match_rows_in(&self.db).await;
     }
 
     /// A donation's Stripe-derived columns.
@@ -412,6 +381,43 @@ impl TestApp {
         .fetch_one(&self.db)
         .await
         .unwrap()
+    }
+}
+
+/// Asserts that every campaign's stored total in `db` equals a recomputation from the rows:
+/// refunds, lost disputes and payment status, read afresh.
+pub async fn assert_totals_match_rows_in(db: &PgPool) {
+    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        r#"WITH facts AS (
+               SELECT d.campaign, d.payment_status, d.amount, d.total_amount,
+                      CASE WHEN d.received_currency = d.currency
+                           THEN d.amount_received ELSE 0 END AS received,
+                      coalesce((SELECT sum(r.amount) FROM refunds r WHERE r.donation_id = d.id
+                                AND r.status NOT IN ('failed', 'canceled')), 0) AS refunded,
+                      coalesce((SELECT sum(x.amount) FROM disputes x WHERE x.donation_id = d.id
+                                AND x.status = 'lost'), 0) AS lost
+               FROM donations d),
+           parts AS (
+               SELECT campaign,
+                      CASE WHEN payment_status = 'succeeded'
+                           THEN GREATEST(0, LEAST(amount,
+                                    LEAST(received, total_amount) - refunded - lost))
+                           ELSE 0 END AS part
+               FROM facts)
+           SELECT c.slug, c.raised_amount, c.donation_count,
+                  coalesce(sum(p.part), 0)::bigint, count(p.part) FILTER (WHERE p.part > 0)
+           FROM campaigns c LEFT JOIN parts p ON p.campaign = c.slug
+           GROUP BY c.slug, c.raised_amount, c.donation_count"#,
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    for (slug, raised, count, recomputed_raised, recomputed_count) in rows {
+        assert_eq!(
+            (raised, count),
+            (recomputed_raised, recomputed_count),
+            "campaign {slug}: stored (raised, count) differ from the rows"
+        );
     }
 }
 
@@ -730,6 +736,11 @@ impl CreatesPaymentIntents {
         Self {
             by_key: Mutex::new(Default::default()),
         }
+    }
+
+    /// How many PaymentIntents it has made: one per Idempotency-Key, as Stripe does.
+    pub fn made(&self) -> usize {
+        self.by_key.lock().unwrap().len()
     }
 }
 

@@ -12,6 +12,7 @@ mod donations;
 mod erasure;
 mod event_retention;
 mod events;
+mod faults;
 mod finance_access;
 mod finance_donations;
 mod gift_aid;

@@ -32,12 +32,12 @@ pub fn quickdonate(dir: &Path) -> Command {
 }
 
 /// A running service and the log lines it wrote before it said where it listens.
-struct Service {
-    child: Child,
-    address: String,
-    startup_log: String,
+pub struct Service {
+    pub child: Child,
+    pub address: String,
+    pub startup_log: String,
     /// What it logs after that, as it logs it.
-    log: Arc<Mutex<String>>,
+    pub log: Arc<Mutex<String>>,
 }
 
 /// A test that fails before stopping its service must not leave it running.
@@ -52,7 +52,7 @@ impl Drop for Service {
 
 impl Service {
     /// Waits up to five seconds for a line of the log that contains every one of `parts`.
-    async fn wait_for_log_line(&self, parts: &[&str]) -> String {
+    pub async fn wait_for_log_line(&self, parts: &[&str]) -> String {
         for _ in 0..100 {
             let found = self
                 .log
@@ -70,11 +70,11 @@ impl Service {
     }
 }
 
-fn start(dir: &Path) -> Service {
+pub fn start(dir: &Path) -> Service {
     start_with(dir, &[])
 }
 
-fn start_with(dir: &Path, env: &[(&str, &str)]) -> Service {
+pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Service {
     let mut child = quickdonate(dir)
         .envs(env.iter().copied())
         .spawn()
@@ -124,7 +124,7 @@ fn start_with(dir: &Path, env: &[(&str, &str)]) -> Service {
 }
 
 /// SIGTERM, then the exit: graceful shutdown stops the local Postgres too.
-fn stop(mut service: Service) {
+pub fn stop(mut service: Service) {
     let pid = service.child.id().to_string();
     let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(status.success());
@@ -426,7 +426,7 @@ async fn wait_for_status(http: &reqwest::Client, address: &str, id: &str, status
 
 /// The running service's database, on the local Postgres it started (found running, so this
 /// leaves it running). Close the pool before stopping the service.
-async fn service_database(dir: &Path) -> sqlx::PgPool {
+pub async fn service_database(dir: &Path) -> sqlx::PgPool {
     let root = dir.join(".quickdonate");
     let pg = tokio::task::spawn_blocking(move || {
         quickdonate::db::local::LocalPostgres::start(
