@@ -11,6 +11,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -63,7 +64,8 @@ pub fn router(
         .merge(public)
         .merge(limits(private, REQUEST_TIMEOUT))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    let routes = catch_panics(routes)
         // Inside the trace span, so that a request's metrics see the route it matched.
         .layer(axum::middleware::from_fn_with_state(
             metrics,
@@ -110,6 +112,21 @@ where
     Router::new()
         .route("/metrics", get(crate::metrics::scrape))
         .with_state(scrape)
+}
+
+/// A handler that panics answers a 500 problem, like any other failure of ours, instead of
+/// dropping the connection; its transaction, if any, is rolled back as it is dropped.
+fn catch_panics<S>(routes: Router<S>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    routes.layer(CatchPanicLayer::custom(
+        |_: Box<dyn std::any::Any + Send>| {
+            // The panic's message is not logged here: it may quote what the request carried.
+            tracing::error!("a request's handler panicked");
+            axum::response::IntoResponse::into_response(Problem::internal())
+        },
+    ))
 }
 
 /// The body limit and the per-request timeout every route has.
@@ -162,6 +179,31 @@ mod tests {
             .unwrap();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_answers_a_500_problem() {
+        let app = catch_panics(Router::new().route(
+            "/panics",
+            get(|| async {
+                let nothing: Option<u8> = None;
+                nothing.expect("a bug").to_string()
+            }),
+        ));
+        let response = app
+            .oneshot(Request::get("/panics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["type"], "/problems/internal");
     }
 
     #[tokio::test]

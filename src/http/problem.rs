@@ -81,7 +81,7 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
     }
 
-    fn internal() -> Self {
+    pub(crate) fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -112,6 +112,10 @@ fn sentence(field: &str, message: &str) -> String {
     format!("{subject} {message}.")
 }
 
+/// What a 503 asks the client to wait before trying again, in seconds: our database or Stripe
+/// was out of reach, which is usually brief.
+pub const RETRY_UNAVAILABLE_SECS: &str = "5";
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status;
@@ -120,6 +124,12 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_UNAVAILABLE_SECS),
+            );
+        }
         response
     }
 }

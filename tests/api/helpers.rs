@@ -818,6 +818,14 @@ pub async fn assert_problem(response: Response, status: u16, kind: &str) -> Valu
         "application/problem+json",
         "content type"
     );
+    if status == 503 {
+        // Every "try again later" says when.
+        let retry_after = response.headers().get("retry-after");
+        assert!(
+            retry_after.is_some_and(|v| v.to_str().unwrap().parse::<u32>().is_ok()),
+            "a 503 without a Retry-After in seconds: {retry_after:?}"
+        );
+    }
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["type"], format!("/problems/{kind}"), "{body}");
     assert_eq!(body["status"], status, "{body}");
