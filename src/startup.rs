@@ -321,9 +321,16 @@ impl Application {
         } else if running {
             tracing::info!("the event worker stopped");
         }
-        let _ = housekeeping.await;
-        if let Some(metrics_server) = metrics_server {
-            let _ = metrics_server.await;
+        // Upkeep and the metrics listener get what is left of the grace, and no more: a pass
+        // of upkeep waiting on a database that is away, or a scraper that never finishes its
+        // request, must not hold the exit.
+        let mut rest = vec![housekeeping];
+        rest.extend(metrics_server);
+        for task in rest {
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                abort.abort();
+            }
         }
         self.database.close().await;
         match served {

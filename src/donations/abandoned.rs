@@ -105,33 +105,36 @@ impl Abandoned {
         .fetch_all(&self.db)
         .await?;
 
-        let answers: Vec<(Uuid, Result<Cancellation, PaymentError>)> =
+        let answers: Vec<(Uuid, Option<String>, Result<Cancellation, PaymentError>)> =
             futures_util::stream::iter(claimed)
                 .map(|row| async move {
                     let answer = match &row.payment_intent_id {
                         Some(intent) => self.payments.cancel_payment_intent(intent, row.id).await,
                         // No PaymentIntent was recorded: Stripe failed while the donation was
-                        // made. Its client secret, if Stripe made one, never left us, so no one
-                        // can pay it; there is nothing to call Stripe about.
+                        // made, so there is nothing to cancel at Stripe. Given up as ours
+                        // alone (see `cancel`): should Stripe ever report it paid, that wins.
                         None => Ok(Cancellation::Missing),
                     };
-                    (row.id, answer)
+                    (row.id, row.payment_intent_id, answer)
                 })
                 .buffer_unordered(IN_FLIGHT)
                 .collect()
                 .await;
 
         let mut swept = Swept::default();
-        for (donation, answer) in answers {
+        for (donation, intent, answer) in answers {
             match answer {
                 Ok(Cancellation::Canceled { at }) => {
+                    // Stripe's word: final.
                     let at = at
                         .and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok())
                         .unwrap_or_else(OffsetDateTime::now_utc);
-                    swept.canceled += cancel(&self.db, donation, at).await?;
+                    swept.canceled +=
+                        cancel(&self.db, donation, intent.as_deref(), Some(at)).await?;
                 }
                 Ok(Cancellation::Missing) => {
-                    swept.canceled += cancel(&self.db, donation, OffsetDateTime::now_utc()).await?;
+                    // Ours alone: any word from Stripe about this donation overrides it.
+                    swept.canceled += cancel(&self.db, donation, intent.as_deref(), None).await?;
                 }
                 Ok(Cancellation::NotCancelable { status }) => {
                     tracing::warn!(
@@ -160,16 +163,28 @@ impl Abandoned {
     }
 }
 
-/// The donation is `canceled`, as Stripe's PaymentIntent now is, unless its events moved it on
-/// meanwhile. Cancellation is final: no event of this PaymentIntent can move it again.
-async fn cancel(db: &PgPool, donation: Uuid, at: OffsetDateTime) -> sqlx::Result<u64> {
+/// The donation is `canceled`, unless its events moved it on meanwhile or it was given an
+/// intent other than the one it was claimed with (a retry of its creation made one).
+///
+/// Cancelled `at` Stripe's time, it is final, as Stripe's cancellation is. Cancelled by us
+/// alone (`at` is `None`: it had no intent to cancel), it carries no Stripe time, so any event
+/// Stripe sends about it later wins: if the intent's id was lost in a crash after its client
+/// secret was handed out and the donor paid, the payment still counts.
+async fn cancel(
+    db: &PgPool,
+    donation: Uuid,
+    intent: Option<&str>,
+    at: Option<OffsetDateTime>,
+) -> sqlx::Result<u64> {
     let done = sqlx::query!(
         r#"UPDATE donations
            SET status = 'canceled', payment_status = 'canceled', payment_status_at = $2,
                updated_at = now()
-           WHERE id = $1 AND status IN ('pending', 'failed')"#,
+           WHERE id = $1 AND status IN ('pending', 'failed')
+             AND payment_intent_id IS NOT DISTINCT FROM $3"#,
         donation,
-        at
+        at,
+        intent
     )
     .execute(db)
     .await?;

@@ -220,17 +220,33 @@ pub async fn create_donation(
     .rows_affected()
         == 1;
     if !recorded {
-        // Only the abandoned-payments sweep moves a donation with no PaymentIntent on: it gave
-        // this one up while Stripe was answering. The new intent must not be paid either.
-        drop(tx);
-        if let Err(error) = state
-            .payments
-            .cancel_payment_intent(&intent.id, donation.id)
-            .await
-        {
-            tracing::warn!(%error, payment_intent_id = %intent.id, "could not cancel the PaymentIntent of a donation given up meanwhile; the next sweep finds none to cancel, so cancel it in Stripe's dashboard");
+        // Either its events linked this same intent first (`payment_intent.created` can beat
+        // us here), and all is well; or the abandoned-payments sweep gave the donation up while
+        // Stripe was answering, and the new intent must not be paid either.
+        let now = sqlx::query!(
+            r#"SELECT status AS "status: DonationStatus", payment_intent_id
+               FROM donations WHERE id = $1"#,
+            donation.id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if now.status == DonationStatus::Canceled {
+            drop(tx);
+            if now.payment_intent_id.as_deref() != Some(intent.id.as_str())
+                && let Err(error) = state
+                    .payments
+                    .cancel_payment_intent(&intent.id, donation.id)
+                    .await
+            {
+                tracing::warn!(%error, payment_intent_id = %intent.id, "could not cancel the PaymentIntent of a donation given up meanwhile; cancel it in Stripe's dashboard");
+            }
+            if let Some(key) = &key
+                && let Err(error) = idempotency::release(&state.db, key).await
+            {
+                tracing::warn!(%error, "could not release the idempotency key; it frees itself when its lease ends");
+            }
+            return Err(given_up().into());
         }
-        return Err(given_up().into());
     }
     if let Some(key) = &key {
         idempotency::complete(&mut tx, key, StatusCode::CREATED, &body).await?;
@@ -326,8 +342,9 @@ async fn insert_gift_aid(
     Ok(())
 }
 
-/// The donation a retry resumes: one whose PaymentIntent was never recorded, and which is
-/// still pending (not given up by the abandoned-payments sweep).
+/// The donation a retry resumes: one whose first answer was never recorded. A donation since
+/// cancelled (given up by the abandoned-payments sweep, or its intent cancelled at Stripe)
+/// took nothing and is not resumed; any other is, and Stripe gives back the same intent.
 async fn load_pending(tx: &mut PgConnection, id: Uuid) -> ApiResult<Pending> {
     let row = sqlx::query!(
         r#"SELECT id, campaign, amount, cover_fees_amount, total_amount, currency,
@@ -337,7 +354,7 @@ async fn load_pending(tx: &mut PgConnection, id: Uuid) -> ApiResult<Pending> {
     )
     .fetch_one(tx)
     .await?;
-    if row.status != DonationStatus::Pending {
+    if row.status == DonationStatus::Canceled {
         return Err(given_up().into());
     }
     Ok(Pending {

@@ -212,22 +212,22 @@ pub enum Cancellation {
 
 impl Payments {
     /// Cancels a PaymentIntent no one will pay, so that a stale client secret can never
-    /// complete it. One key per donation, so a repeat (another instance, a retry) acts once.
+    /// complete it. Sent without an idempotency key: Stripe keeps a key's first answer for a
+    /// day, a 500 included, which would answer every later try the same; and cancelling is
+    /// safe to repeat (a cancelled intent is reported as such).
     #[tracing::instrument(name = "Cancelling the PaymentIntent", skip_all, fields(donation_id = %donation_id))]
     pub async fn cancel_payment_intent(
         &self,
         payment_intent: &str,
         donation_id: Uuid,
     ) -> Result<Cancellation, PaymentError> {
-        let key = IdempotencyKey::new(format!("quickdonate-cancel-{donation_id}"))
-            .expect("a fixed prefix and a UUID make a valid idempotency key");
         let path = format!("/payment_intents/{payment_intent}/cancel");
         with_retries(&self.metrics, Operation::CANCEL_PAYMENT_INTENT, || {
             let mut request = RequestBuilder::new(StripeMethod::Post, path.as_str());
             request.body = Some("cancellation_reason=abandoned".to_owned());
             let sent = request
                 .customize::<miniserde::json::Value>()
-                .request_strategy(RequestStrategy::Idempotent(key.clone()))
+                .request_strategy(RequestStrategy::Once)
                 .send(&self.client);
             async move {
                 match sent.await {

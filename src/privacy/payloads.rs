@@ -1,7 +1,7 @@
 //! Stored event payloads stripped of personal data.
 //!
-//! An event is kept as Stripe signed it while it may still be applied; once it is applied (or
-//! ignored) and older than `EVENT_PAYLOAD_RETENTION` (30 days by default), the housekeeping
+//! An event is kept as Stripe signed it while it may still be applied; once it is applied,
+//! ignored or set aside as failed (a replay still applies a stripped event), and older than `EVENT_PAYLOAD_RETENTION` (30 days by default), the housekeeping
 //! strips it, a batch at a time, and marks it (`personal_data_removed_at`) so it is done once.
 //! Erasing a donor strips their payments' events at once, whatever their age or state.
 //!
@@ -110,7 +110,7 @@ pub const BATCH: i64 = 500;
 /// Batches at most per call, so one call never runs for long; the next call goes on.
 const MAX_BATCHES: usize = 20;
 
-/// Strips the payloads of events applied or ignored and created more than `retention` ago,
+/// Strips the payloads of events applied, ignored or set aside as failed, and created more than `retention` ago,
 /// `batch` events per short transaction, at most [`MAX_BATCHES`] batches; returns how many.
 /// Instances share the work: each batch skips rows another holds.
 pub async fn strip_expired(db: &PgPool, retention: Duration, batch: i64) -> sqlx::Result<u64> {
@@ -119,7 +119,7 @@ pub async fn strip_expired(db: &PgPool, retention: Duration, batch: i64) -> sqlx
         let mut tx = db.begin().await?;
         let rows = sqlx::query!(
             r#"SELECT id, type AS kind, payload FROM stripe_events
-               WHERE personal_data_removed_at IS NULL AND state IN ('applied', 'ignored')
+               WHERE personal_data_removed_at IS NULL AND state IN ('applied', 'ignored', 'failed')
                  AND created < now() - make_interval(secs => $1)
                ORDER BY created
                LIMIT $2

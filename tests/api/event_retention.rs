@@ -1,4 +1,4 @@
-//! Stored event payloads lose their personal data once applied (or ignored) and older than
+//! Stored event payloads lose their personal data once applied, ignored or failed and older than
 //! EVENT_PAYLOAD_RETENTION, in batches and once; what applying reads stays, so a replay of a
 //! stripped event applies exactly as before.
 
@@ -117,6 +117,20 @@ async fn old_applied_payloads_are_stripped_once_in_batches_and_still_replay() {
     );
     assert_eq!(app.deliver(&ignored).await.status(), 200);
     let ignored = ignored["id"].as_str().unwrap().to_owned();
+    // Set aside as failed (a dead letter), 40 days old: stripped too; a replay still applies.
+    let mut dead = event(
+        "payment_intent.succeeded",
+        objects::payment_intent(&recent_pi, Some(recent), "succeeded", 2500),
+        OffsetDateTime::now_utc().unix_timestamp() - 40 * 86_400,
+    );
+    dead["data"]["object"]["receipt_email"] = json!("Philippa.R@Example.org");
+    assert_eq!(app.deliver(&dead).await.status(), 200);
+    let dead = dead["id"].as_str().unwrap().to_owned();
+    sqlx::query("UPDATE stripe_events SET state = 'failed' WHERE id = $1")
+        .bind(&dead)
+        .execute(&app.db)
+        .await
+        .unwrap();
 
     let facts_before = app.donation_facts(old).await;
     assert_eq!(facts_before.status, "succeeded");
@@ -129,11 +143,11 @@ async fn old_applied_payloads_are_stripped_once_in_batches_and_still_replay() {
         .await
         .unwrap();
     assert_eq!(
-        stripped, 3,
-        "the old applied events and the old ignored one"
+        stripped, 4,
+        "the old applied events, the old ignored one and the old failed one"
     );
 
-    for id in [&old_intent, &old_charge, &ignored] {
+    for id in [&old_intent, &old_charge, &ignored, &dead] {
         let (_, payload, removed) = stored(&app, id).await;
         assert!(removed.is_some(), "{id} is marked stripped");
         for personal in [
