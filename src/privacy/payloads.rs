@@ -130,13 +130,7 @@ pub async fn strip_expired(db: &PgPool, retention: Duration, batch: i64) -> sqlx
         .fetch_all(&mut *tx)
         .await?;
         let done = rows.len() as i64;
-        let (ids, payloads): (Vec<String>, Vec<String>) = rows
-            .into_iter()
-            .map(|row| {
-                let payload = strip(&row.payload).unwrap_or_else(|| skeleton(&row.id, &row.kind));
-                (row.id, payload)
-            })
-            .unzip();
+        let (ids, payloads) = stripped_rows(rows.into_iter().map(|r| (r.id, r.kind, r.payload)));
         save(&mut tx, &ids, &payloads).await?;
         tx.commit().await?;
         stripped += ids.len() as u64;
@@ -160,15 +154,20 @@ pub async fn strip_payments(conn: &mut PgConnection, object_keys: &[String]) -> 
     )
     .fetch_all(&mut *conn)
     .await?;
-    let (ids, payloads): (Vec<String>, Vec<String>) = rows
-        .into_iter()
-        .map(|row| {
-            let payload = strip(&row.payload).unwrap_or_else(|| skeleton(&row.id, &row.kind));
-            (row.id, payload)
-        })
-        .unzip();
+    let (ids, payloads) = stripped_rows(rows.into_iter().map(|r| (r.id, r.kind, r.payload)));
     save(conn, &ids, &payloads).await?;
     Ok(ids.len() as u64)
+}
+
+/// Each event's id and its payload stripped: `(id, type, payload)` in, ids and payloads out.
+fn stripped_rows(
+    rows: impl Iterator<Item = (String, String, String)>,
+) -> (Vec<String>, Vec<String>) {
+    rows.map(|(id, kind, payload)| {
+        let payload = strip(&payload).unwrap_or_else(|| skeleton(&id, &kind));
+        (id, payload)
+    })
+    .unzip()
 }
 
 async fn save(conn: &mut PgConnection, ids: &[String], payloads: &[String]) -> sqlx::Result<()> {

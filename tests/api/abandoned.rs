@@ -240,37 +240,9 @@ async fn an_intent_made_while_its_donation_was_given_up_is_cancelled_and_not_han
     let app = spawn_app().await;
     stripe_cancels(&app).await;
     // Stripe answers the creation slowly; the sweep gives the donation up meanwhile.
-    Mock::given(method("POST"))
-        .and(path_regex(r"^/v1/payment_intents$"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(objects::payment_intent(
-                    "pi_late",
-                    None,
-                    "requires_payment_method",
-                    2500,
-                ))
-                .set_delay(Duration::from_millis(1500)),
-        )
-        .mount(&app.stripe)
-        .await;
-    let request = tokio::spawn({
-        let http = app.http.clone();
-        let url = format!("{}/v1/campaigns/kashmir/donations", app.address);
-        async move { http.post(url).json(&donation_body()).send().await.unwrap() }
-    });
-    let mut id = None;
-    for _ in 0..100 {
-        id = sqlx::query_scalar::<_, Uuid>("SELECT id FROM donations")
-            .fetch_optional(&app.db)
-            .await
-            .unwrap();
-        if id.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let id = id.expect("the donation is written before Stripe is called");
+    stripe_creates_slowly(&app, "pi_late").await;
+    let request = donate_in_background(&app);
+    let id = the_donation(&app).await;
     age(&app, id).await;
     assert_eq!(app.abandoned.sweep().await.unwrap().canceled, 1);
 
@@ -325,7 +297,32 @@ async fn with_simulated_payments_a_cancelled_intent_can_no_longer_be_paid() {
     app.assert_totals_match_rows().await;
 }
 
-/// The donation the only one in the database, once the create flow has written it.
+/// Stripe answers the creation of `pi` a second and a half late.
+async fn stripe_creates_slowly(app: &TestApp, pi: &str) {
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/v1/payment_intents$"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(objects::payment_intent(
+                    pi,
+                    None,
+                    "requires_payment_method",
+                    2500,
+                ))
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .mount(&app.stripe)
+        .await;
+}
+
+/// A donation request, sent in the background.
+fn donate_in_background(app: &TestApp) -> tokio::task::JoinHandle<reqwest::Response> {
+    let http = app.http.clone();
+    let url = format!("{}/v1/campaigns/kashmir/donations", app.address);
+    tokio::spawn(async move { http.post(url).json(&donation_body()).send().await.unwrap() })
+}
+
+/// The only donation in the database, once the create flow has written it.
 async fn the_donation(app: &TestApp) -> Uuid {
     for _ in 0..200 {
         if let Some(id) = sqlx::query_scalar::<_, Uuid>("SELECT id FROM donations")
@@ -344,25 +341,8 @@ async fn the_donation(app: &TestApp) -> Uuid {
 async fn an_intent_its_events_linked_before_the_answer_was_recorded_is_a_201_not_given_up() {
     let app = spawn_app().await;
     stripe_cancels(&app).await;
-    Mock::given(method("POST"))
-        .and(path_regex(r"^/v1/payment_intents$"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(objects::payment_intent(
-                    "pi_early",
-                    None,
-                    "requires_payment_method",
-                    2500,
-                ))
-                .set_delay(Duration::from_millis(1500)),
-        )
-        .mount(&app.stripe)
-        .await;
-    let request = tokio::spawn({
-        let http = app.http.clone();
-        let url = format!("{}/v1/campaigns/kashmir/donations", app.address);
-        async move { http.post(url).json(&donation_body()).send().await.unwrap() }
-    });
+    stripe_creates_slowly(&app, "pi_early").await;
+    let request = donate_in_background(&app);
     // Stripe's `payment_intent.created` arrives while Stripe's answer is still on its way.
     let id = the_donation(&app).await;
     let created = objects::payment_intent("pi_early", Some(id), "requires_payment_method", 2500);
