@@ -267,12 +267,14 @@ async fn donors(db: &PgPool, command: DonorsCommand) -> anyhow::Result<()> {
         println!(
             "Erased the donor's data from {} donation(s) ({} claimed for Gift Aid: name kept for \
              HMRC), {} declaration(s), {} stored event(s); {} declaration(s) backing a claim keep \
-             name and address for HMRC, without the email. Recorded in the audit log.",
+             name and address for HMRC, without the email; {} receipt(s) still owed will not be \
+             sent. Recorded in the audit log.",
             done.donations,
             done.donations_claimed,
             done.declarations,
             done.events,
-            done.declarations_kept
+            done.declarations_kept,
+            done.receipts_canceled
         );
     }
     Ok(())

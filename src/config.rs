@@ -53,6 +53,10 @@ const ENV_KEYS: &[&str] = &[
     "FEE_PERCENT_BPS",
     "FEE_FIXED_AMOUNT",
     "EVENT_PAYLOAD_RETENTION",
+    "SMTP_URL",
+    "RECEIPT_FROM",
+    "CHARITY_NAME",
+    "CHARITY_NUMBER",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -117,6 +121,10 @@ pub struct Settings {
     pub fee_percent_bps: u32,
     pub fee_fixed_amount: i64,
     pub event_payload_retention: String,
+    pub smtp_url: Option<SecretString>,
+    pub receipt_from: String,
+    pub charity_name: String,
+    pub charity_number: String,
 }
 
 /// How payments are taken, decided once at start-up.
@@ -197,6 +205,8 @@ impl Settings {
         self.donation_limits()?;
         self.abandoned_after()?;
         self.event_payload_retention()?;
+        self.receipt_sender()?;
+        self.receipt_transport()?;
         ensure!(
             self.captcha_verify_url.is_some() == self.captcha_secret.is_some(),
             "CAPTCHA_VERIFY_URL and CAPTCHA_SECRET: set both, or neither"
@@ -298,6 +308,37 @@ impl Settings {
             "EVENT_PAYLOAD_RETENTION: must be from 1m to 3650d"
         );
         Ok(retention)
+    }
+
+    /// Who receipts come from and the charity they speak for (`RECEIPT_FROM`, `CHARITY_NAME`,
+    /// `CHARITY_NUMBER`).
+    pub fn receipt_sender(&self) -> anyhow::Result<crate::receipts::message::Charity> {
+        let from = self
+            .receipt_from
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("RECEIPT_FROM: {:?} is not an email address like \"Charity <receipts@example.org>\"", self.receipt_from))?;
+        ensure!(
+            !self.charity_name.trim().is_empty(),
+            "CHARITY_NAME: must not be empty"
+        );
+        ensure!(
+            !self.charity_number.trim().is_empty(),
+            "CHARITY_NUMBER: must not be empty"
+        );
+        Ok(crate::receipts::message::Charity {
+            from,
+            name: self.charity_name.trim().to_owned(),
+            number: self.charity_number.trim().to_owned(),
+        })
+    }
+
+    /// Where receipts go: `SMTP_URL`, or `.eml` files under `DATA_DIR/receipts/` without it.
+    pub fn receipt_transport(&self) -> anyhow::Result<crate::receipts::sender::Transport> {
+        crate::receipts::sender::Transport::new(
+            self.smtp_url.as_ref().map(|url| url.expose_secret()),
+            self.data_dir.join("receipts"),
+        )
     }
 
     pub fn campaign_cache(&self) -> Duration {

@@ -18,6 +18,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod payments;
 pub mod privacy;
+pub mod receipts;
 pub mod startup;
 pub mod telemetry;
 pub mod webhooks;

@@ -73,6 +73,8 @@ pub struct Application {
     database: Database,
     worker: Worker,
     abandoned: Abandoned,
+    /// Delivers the receipts owed.
+    receipts: crate::receipts::sender::Sender,
     run_worker: bool,
     /// How long a donation attempt counts for a card-testing cap.
     attempts_kept: Duration,
@@ -155,6 +157,11 @@ impl Application {
             payments.clone(),
             settings.abandoned_after()?,
         );
+        let receipts = crate::receipts::sender::Sender::new(
+            database.pool.clone(),
+            settings.receipt_transport()?,
+            settings.receipt_sender()?,
+        );
         let worker = Worker::new(
             database.pool.clone(),
             payments,
@@ -189,6 +196,7 @@ impl Application {
             database,
             worker,
             abandoned,
+            receipts,
             run_worker: settings.apply_events,
             attempts_kept,
             payload_retention,
@@ -242,6 +250,7 @@ impl Application {
             }
             tracing::info!(loops = WORKERS, "the event worker started");
             workers.spawn(self.abandoned.clone().run(stopped.clone()));
+            workers.spawn(self.receipts.clone().run(stopped.clone()));
         }
         let housekeeping = tokio::spawn(housekeeping(
             self.database.pool.clone(),

@@ -37,3 +37,15 @@ pub async fn find(db: impl PgExecutor<'_>, slug: &str) -> sqlx::Result<Option<Ca
     .fetch_optional(db)
     .await
 }
+
+/// Every active campaign, in slug order.
+pub async fn active(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Campaign>> {
+    sqlx::query_as!(
+        Campaign,
+        r#"SELECT slug, title, currency, suggested_amounts, min_amount, max_amount, goal_amount,
+                  raised_amount, donation_count, active
+           FROM campaigns WHERE active ORDER BY slug"#
+    )
+    .fetch_all(db)
+    .await
+}

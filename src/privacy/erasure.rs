@@ -53,6 +53,7 @@ pub struct Erasure {
     pub idempotency_keys: u64,
     /// Card-testing counts and captcha demands of the email deleted.
     pub card_testing_rows: u64,
+    pub receipts_canceled: u64,
 }
 
 /// Erases the personal data of the donor of `email` (see the module's documentation), as
@@ -152,6 +153,8 @@ pub async fn erase(db: &PgPool, email: &str, caller: &Caller) -> anyhow::Result<
     .await?;
 
     erasure.events = super::payloads::strip_payments(&mut tx, &payments).await?;
+    // Receipts hold no personal data of their own; the ones still owed are not sent.
+    erasure.receipts_canceled = crate::receipts::cancel_owed(&mut tx, &ids).await?;
 
     erasure.idempotency_keys = sqlx::query!(
         "UPDATE idempotency_keys SET fingerprint = $2 WHERE donation_id = ANY($1)",

@@ -155,6 +155,21 @@ pub async fn apply(
 
     write_rows(tx, &settled).await?;
     state.write_children(tx).await?;
+    // The receipts these moves owe, queued with them: a thank-you as a donation first
+    // succeeds, a notice as it becomes fully refunded (at most once per donation and kind).
+    let succeeded = PaymentStatus::Succeeded.as_str();
+    let thanked: Vec<Uuid> = settled
+        .iter()
+        .filter(|row| row.payment_status == succeeded)
+        .filter(|row| before[&row.id].payment_status != succeeded)
+        .map(|row| row.id)
+        .collect();
+    let refunded: Vec<Uuid> = settled
+        .iter()
+        .filter(|row| row.status == "refunded" && before[&row.id].status != "refunded")
+        .map(|row| row.id)
+        .collect();
+    crate::receipts::queue(tx, &thanked, &refunded).await?;
     applied
         .campaigns
         .retain(|_, (raised, count)| *raised != 0 || *count != 0);

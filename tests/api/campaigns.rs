@@ -135,3 +135,42 @@ async fn a_campaign_read_is_never_older_than_the_cache_time() {
     let fresh: Value = app.get("/v1/campaigns/kashmir").await.json().await.unwrap();
     assert_eq!(fresh["raised_amount"], 777);
 }
+
+#[tokio::test]
+async fn the_catalogue_lists_the_active_campaigns_as_each_is_shown() {
+    let app = spawn_app().await;
+    sqlx::query(
+        "INSERT INTO campaigns (slug, title, currency, min_amount, max_amount, active)
+         VALUES ('autumn-appeal', 'Autumn appeal', 'gbp', 100, 1000, true),
+                ('retired-appeal', 'Retired appeal', 'gbp', 100, 1000, false)",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let response = app.get("/v1/campaigns").await;
+    assert_eq!(response.status(), 200);
+    let listed: Value = response.json().await.unwrap();
+    let campaigns = listed["campaigns"].as_array().unwrap();
+    let slugs: Vec<&str> = campaigns
+        .iter()
+        .map(|c| c["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        slugs,
+        ["autumn-appeal", "kashmir"],
+        "active ones only, by slug"
+    );
+    for campaign in campaigns {
+        let slug = campaign["slug"].as_str().unwrap();
+        let shown: Value = app
+            .get(&format!("/v1/campaigns/{slug}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            *campaign, shown,
+            "the same fields as GET /v1/campaigns/{slug}"
+        );
+    }
+}

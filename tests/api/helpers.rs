@@ -109,6 +109,8 @@ pub struct TestApp {
     pub db_name: String,
     /// Whether dropping this app drops its database (not when another app takes it over).
     pub owns_db: bool,
+    /// The app's DATA_DIR (receipts are written under it when no SMTP is set), removed on drop.
+    pub data_dir: tempfile::TempDir,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -155,6 +157,8 @@ pub async fn spawn_app_at(url: String, customize: impl FnOnce(&mut Settings)) ->
     settings.donation_limit_per_ip = "off".to_owned();
     settings.donation_limit_per_email = "off".to_owned();
     settings.donation_limit_per_campaign = "off".to_owned();
+    let data_dir = tempfile::tempdir().expect("a temporary data directory");
+    settings.data_dir = data_dir.path().to_owned();
     customize(&mut settings);
     settings.validate().expect("the test settings are valid");
 
@@ -177,6 +181,7 @@ pub async fn spawn_app_at(url: String, customize: impl FnOnce(&mut Settings)) ->
         database_url: url,
         db_name: String::new(),
         owns_db: false,
+        data_dir,
     }
 }
 

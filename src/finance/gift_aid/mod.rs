@@ -20,6 +20,19 @@ use uuid::Uuid;
 /// Gift Aid is claimed on sterling gifts only.
 pub const CURRENCY: &str = "gbp";
 
+/// HMRC's model wording for a declaration covering this gift, the past 4 years and the future
+/// (the one the donation form takes), with the charity's name in place of `{charity}`. The
+/// donor's receipt repeats it.
+pub const DECLARATION: &str = "I want to Gift Aid my donation and any donations I make in \
+the future or have made in the past 4 years to {charity}. I am a UK taxpayer and understand \
+that if I pay less Income Tax and/or Capital Gains Tax than the amount of Gift Aid claimed on \
+all my donations in that tax year it is my responsibility to pay any difference.";
+
+/// [`DECLARATION`] for `charity`.
+pub fn declaration(charity: &str) -> String {
+    DECLARATION.replace("{charity}", charity)
+}
+
 /// A claimed donation since refunded or disputed: what was claimed on it is to be paid back
 /// through the next claim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

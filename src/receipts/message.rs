@@ -1,0 +1,158 @@
+//! What a receipt says: the gift, its campaign and date, the charity's name and registration
+//! number, and the Gift Aid statement if one was declared. Never card details.
+
+use lettre::Message;
+use lettre::message::header::ContentType;
+use lettre::message::{Mailbox, MessageBuilder};
+use time::OffsetDateTime;
+use time::macros::format_description;
+use uuid::Uuid;
+
+use super::{REFUND_NOTICE, THANK_YOU};
+
+/// Who sends receipts, and the charity they speak for.
+#[derive(Debug, Clone)]
+pub struct Charity {
+    pub from: Mailbox,
+    pub name: String,
+    pub number: String,
+}
+
+/// A receipt and the donation it is about, as read when it is sent.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub id: Uuid,
+    pub kind: String,
+    pub message_id: String,
+    pub donor_email: String,
+    pub donor_first_name: String,
+    pub donor_last_name: String,
+    pub campaign_title: String,
+    pub total_amount: i64,
+    pub refunded_amount: i64,
+    pub currency: String,
+    /// When the payment succeeded (else when the donation was made).
+    pub paid_at: OffsetDateTime,
+    pub gift_aid_declared: bool,
+}
+
+/// The email for `receipt`, with a Message-ID of its own (the same at every attempt, so a
+/// second delivery after a crash is recognisable as the same message).
+pub fn compose(receipt: &Receipt, charity: &Charity) -> anyhow::Result<Message> {
+    let to = Mailbox::new(
+        Some(
+            format!("{} {}", receipt.donor_first_name, receipt.donor_last_name)
+                .trim()
+                .to_owned(),
+        )
+        .filter(|name| !name.is_empty()),
+        receipt.donor_email.parse()?,
+    );
+    let domain = charity.from.email.domain();
+    let builder: MessageBuilder = Message::builder()
+        .from(charity.from.clone())
+        .to(to)
+        .message_id(Some(format!("<{}@{domain}>", receipt.message_id)))
+        .header(ContentType::TEXT_PLAIN);
+    let (subject, body) = match receipt.kind.as_str() {
+        THANK_YOU => (
+            format!("Thank you for your donation to {}", charity.name),
+            thank_you(receipt, charity),
+        ),
+        REFUND_NOTICE => (
+            format!("Your donation to {} has been refunded", charity.name),
+            refund_notice(receipt, charity),
+        ),
+        other => anyhow::bail!("a receipt of an unknown kind {other:?}"),
+    };
+    Ok(builder.subject(subject).body(body)?)
+}
+
+fn thank_you(receipt: &Receipt, charity: &Charity) -> String {
+    let mut body = format!(
+        "Dear {name},\n\nThank you for your donation of {amount} to {campaign}, received on \
+         {date}.\n",
+        name = greeting(receipt),
+        amount = money(receipt.total_amount, &receipt.currency),
+        campaign = receipt.campaign_title,
+        date = day(receipt.paid_at),
+    );
+    if receipt.gift_aid_declared {
+        body.push_str(&format!(
+            "\nYou made this Gift Aid declaration:\n\n\"{}\"\n",
+            crate::finance::gift_aid::declaration(&charity.name)
+        ));
+    }
+    body.push_str(&footer(receipt, charity));
+    body
+}
+
+fn refund_notice(receipt: &Receipt, charity: &Charity) -> String {
+    format!(
+        "Dear {name},\n\nYour donation of {amount} to {campaign}, made on {date}, has been \
+         refunded in full. The money goes back to the card it came from.\n{footer}",
+        name = greeting(receipt),
+        amount = money(receipt.refunded_amount, &receipt.currency),
+        campaign = receipt.campaign_title,
+        date = day(receipt.paid_at),
+        footer = footer(receipt, charity),
+    )
+}
+
+fn greeting(receipt: &Receipt) -> &str {
+    if receipt.donor_first_name.trim().is_empty() {
+        "Supporter"
+    } else {
+        receipt.donor_first_name.trim()
+    }
+}
+
+fn footer(receipt: &Receipt, charity: &Charity) -> String {
+    format!(
+        "\n{name}, registered charity number {number}.\nReceipt reference: {id}\n",
+        name = charity.name,
+        number = charity.number,
+        id = receipt.id,
+    )
+}
+
+fn day(at: OffsetDateTime) -> String {
+    at.format(format_description!(
+        "[day padding:none] [month repr:long] [year]"
+    ))
+    .unwrap_or_else(|_| at.date().to_string())
+}
+
+/// `amount` minor units of `currency` as a donor reads it: `£25.59`, `€10.00`, `1000 JPY`.
+pub fn money(amount: i64, currency: &str) -> String {
+    const ZERO_DECIMAL: &[&str] = &[
+        "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
+        "xaf", "xof", "xpf",
+    ];
+    let code = currency.to_ascii_lowercase();
+    if ZERO_DECIMAL.contains(&code.as_str()) {
+        return format!("{amount} {}", code.to_ascii_uppercase());
+    }
+    let sign = if amount < 0 { "-" } else { "" };
+    let units = amount.unsigned_abs();
+    let figure = format!("{}.{:02}", units / 100, units % 100);
+    match code.as_str() {
+        "gbp" => format!("{sign}£{figure}"),
+        "eur" => format!("{sign}€{figure}"),
+        "usd" => format!("{sign}${figure}"),
+        _ => format!("{sign}{figure} {}", code.to_ascii_uppercase()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_read_as_money() {
+        assert_eq!(money(2559, "gbp"), "£25.59");
+        assert_eq!(money(5, "eur"), "€0.05");
+        assert_eq!(money(1000, "jpy"), "1000 JPY");
+        assert_eq!(money(1234, "sek"), "12.34 SEK");
+    }
+}

@@ -1,0 +1,282 @@
+//! The sender loops: deliver the receipts owed, each once.
+//!
+//! A sender claims a few due receipts with `FOR UPDATE SKIP LOCKED` in one short statement
+//! that also sets a lease (`claimed_until`) and counts the attempt; no transaction or row lock
+//! is held while it talks to the mail server. Delivered, a receipt is recorded `sent`; failed,
+//! it is due again after a back-off (1 s, 2 s, 4 s ... up to an hour) and set aside as `failed`
+//! after [`MAX_ATTEMPTS`]. Two instances never hold the same receipt: the claim is exclusive
+//! until its lease runs out.
+//!
+//! The one window left is a crash (SIGKILL, power) after the mail server took the message and
+//! before `sent` is written: nothing can tell that apart from a crash just before sending, so
+//! the receipt is sent again when its lease runs out ([`LEASE`]), with the same Message-ID, so
+//! the second copy is recognisably the same message (and many mailboxes drop it as one). Each
+//! such crash can cost at most one extra copy, and the attempts that count toward
+//! [`MAX_ATTEMPTS`] bound the total. A graceful shutdown finishes the receipt in hand first.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::message::{Charity, Receipt, compose};
+
+/// How long a claimed receipt is its sender's alone: well beyond one SMTP attempt.
+pub const LEASE: Duration = Duration::from_secs(120);
+/// How long one SMTP delivery may take.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// After how many attempts a receipt is set aside as `failed`.
+pub const MAX_ATTEMPTS: i32 = 20;
+/// How often an idle sender looks for receipts owed.
+const POLL: Duration = Duration::from_millis(500);
+/// Receipts claimed at once.
+const BATCH: i64 = 10;
+
+/// Where receipts go.
+#[derive(Clone)]
+pub enum Transport {
+    /// An SMTP server (`SMTP_URL`).
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// No SMTP configured: each receipt is written as `<receipt id>.eml` in this directory.
+    Files(PathBuf),
+}
+
+impl Transport {
+    /// The transport for `SMTP_URL` (`smtp://`, `smtps://`, `smtp://...?tls=required`), or
+    /// files under `dir` without one.
+    pub fn new(smtp_url: Option<&str>, dir: PathBuf) -> anyhow::Result<Self> {
+        Ok(match smtp_url {
+            Some(url) => Self::Smtp(
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    .map_err(|_| anyhow::anyhow!("SMTP_URL: not a usable smtp:// or smtps:// URL"))?
+                    .timeout(Some(SMTP_TIMEOUT))
+                    .build(),
+            ),
+            None => Self::Files(dir),
+        })
+    }
+
+    async fn deliver(&self, receipt: Uuid, message: &Message) -> Result<(), String> {
+        match self {
+            Self::Smtp(smtp) => smtp.send(message.clone()).await.map(drop).map_err(|error| {
+                // The server's words may quote the donor's address: keep only its code.
+                match error.status() {
+                    Some(code) => format!("the mail server refused it ({code})"),
+                    None if error.is_timeout() => "the mail server timed out".to_owned(),
+                    None => "could not reach the mail server".to_owned(),
+                }
+            }),
+            Self::Files(dir) => {
+                let dir = dir.clone();
+                let bytes = message.formatted();
+                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    std::fs::create_dir_all(&dir)?;
+                    let partial = dir.join(format!(".{receipt}.eml.partial"));
+                    std::fs::write(&partial, bytes)?;
+                    // Written whole or not at all; a second write is the same file again.
+                    std::fs::rename(&partial, dir.join(format!("{receipt}.eml")))
+                })
+                .await
+                .map_err(|error| error.to_string())?
+                .map_err(|error| format!("could not write the receipt file: {}", error.kind()))
+            }
+        }
+    }
+}
+
+/// Delivers the receipts owed; every instance that applies events runs one.
+#[derive(Clone)]
+pub struct Sender {
+    db: PgPool,
+    transport: Transport,
+    charity: Charity,
+}
+
+impl Sender {
+    pub fn new(db: PgPool, transport: Transport, charity: Charity) -> Self {
+        Self {
+            db,
+            transport,
+            charity,
+        }
+    }
+
+    /// Sends what is owed until `stop` says so; the receipt in hand is finished first.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        match &self.transport {
+            Transport::Smtp(_) => tracing::info!("receipts are sent by SMTP"),
+            Transport::Files(dir) => tracing::info!(
+                dir = %dir.display(),
+                "no SMTP_URL: receipts are written as .eml files"
+            ),
+        }
+        loop {
+            match self.send_due(&stop).await {
+                Ok(sent) if sent > 0 => continue,
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "could not send the receipts owed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// Claims the receipts due and tries each once; how many were claimed.
+    pub async fn send_due(&self, stop: &watch::Receiver<bool>) -> sqlx::Result<usize> {
+        let token = Uuid::new_v4().to_string();
+        let claimed = sqlx::query_scalar!(
+            r#"WITH due AS (
+                   SELECT id FROM receipts
+                   WHERE status = 'pending' AND next_attempt_at <= now()
+                   ORDER BY next_attempt_at
+                   LIMIT $1
+                   FOR UPDATE SKIP LOCKED)
+               UPDATE receipts r
+               SET claimed_by = $2, claimed_until = now() + make_interval(secs => $3),
+                   next_attempt_at = now() + make_interval(secs => $3),
+                   attempts = r.attempts + 1
+               FROM due WHERE r.id = due.id
+               RETURNING r.id"#,
+            BATCH,
+            token,
+            LEASE.as_secs_f64()
+        )
+        .fetch_all(&self.db)
+        .await?;
+        for (done, id) in claimed.iter().enumerate() {
+            if *stop.borrow() {
+                // What is left is due again when its lease runs out; nothing was sent.
+                self.release(&claimed[done..], &token).await?;
+                break;
+            }
+            self.send_one(*id, &token).await?;
+        }
+        Ok(claimed.len())
+    }
+
+    async fn send_one(&self, id: Uuid, token: &str) -> sqlx::Result<()> {
+        let Some(row) = sqlx::query!(
+            r#"SELECT r.id, r.kind, r.message_id, r.attempts, d.donor_email, d.donor_first_name,
+                      d.donor_last_name, d.total_amount, d.refunded_amount, d.currency,
+                      d.personal_data_erased_at IS NOT NULL AS "erased!",
+                      coalesce(d.payment_status_at, d.created_at) AS "paid_at!",
+                      c.title AS campaign_title,
+                      EXISTS (SELECT 1 FROM gift_aid_declarations g
+                              WHERE g.donation_id = d.id AND g.cancelled_at IS NULL
+                                AND g.personal_data_erased_at IS NULL) AS "gift_aid!"
+               FROM receipts r
+               JOIN donations d ON d.id = r.donation_id
+               JOIN campaigns c ON c.slug = d.campaign
+               WHERE r.id = $1 AND r.claimed_by = $2 AND r.status = 'pending'"#,
+            id,
+            token
+        )
+        .fetch_optional(&self.db)
+        .await?
+        else {
+            return Ok(());
+        };
+        if row.erased {
+            sqlx::query!(
+                r#"UPDATE receipts SET status = 'canceled', claimed_by = NULL, claimed_until = NULL
+                   WHERE id = $1"#,
+                id
+            )
+            .execute(&self.db)
+            .await?;
+            tracing::info!(receipt = %id, "receipt not sent: the donor's data was erased");
+            return Ok(());
+        }
+        let receipt = Receipt {
+            id: row.id,
+            kind: row.kind.clone(),
+            message_id: row.message_id,
+            donor_email: row.donor_email,
+            donor_first_name: row.donor_first_name,
+            donor_last_name: row.donor_last_name,
+            campaign_title: row.campaign_title,
+            total_amount: row.total_amount,
+            refunded_amount: row.refunded_amount,
+            currency: row.currency,
+            paid_at: row.paid_at,
+            gift_aid_declared: row.gift_aid,
+        };
+        let message = match compose(&receipt, &self.charity) {
+            Ok(message) => message,
+            Err(_) => {
+                // Not worth retrying: the same data makes the same message.
+                return self
+                    .failed(id, token, "could not make the message (the address?)", true)
+                    .await;
+            }
+        };
+        match self.transport.deliver(id, &message).await {
+            Ok(()) => {
+                // Recorded even if the lease ran out meanwhile: it was sent.
+                sqlx::query!(
+                    r#"UPDATE receipts
+                       SET status = 'sent', sent_at = now(), claimed_by = NULL,
+                           claimed_until = NULL, last_error = NULL
+                       WHERE id = $1 AND status = 'pending'"#,
+                    id
+                )
+                .execute(&self.db)
+                .await?;
+                tracing::info!(receipt = %id, kind = %row.kind, "receipt sent");
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(
+                    receipt = %id,
+                    kind = %row.kind,
+                    attempts = row.attempts,
+                    %error,
+                    "could not send a receipt; it is tried again later"
+                );
+                self.failed(id, token, &error, false).await
+            }
+        }
+    }
+
+    /// Records a failed attempt: due again after a back-off, or set aside after the last.
+    async fn failed(&self, id: Uuid, token: &str, error: &str, give_up: bool) -> sqlx::Result<()> {
+        sqlx::query!(
+            r#"UPDATE receipts
+               SET status = CASE WHEN $4 OR attempts >= $5 THEN 'failed' ELSE 'pending' END,
+                   next_attempt_at = now() + make_interval(
+                       secs => least(3600, power(2, greatest(attempts - 1, 0))::float8)),
+                   last_error = $3, claimed_by = NULL, claimed_until = NULL
+               WHERE id = $1 AND claimed_by = $2"#,
+            id,
+            token,
+            error,
+            give_up,
+            MAX_ATTEMPTS
+        )
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    async fn release(&self, ids: &[Uuid], token: &str) -> sqlx::Result<()> {
+        sqlx::query!(
+            r#"UPDATE receipts
+               SET next_attempt_at = now(), attempts = greatest(attempts - 1, 0),
+                   claimed_by = NULL, claimed_until = NULL
+               WHERE id = ANY($1) AND claimed_by = $2"#,
+            ids,
+            token
+        )
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+}
