@@ -1,5 +1,5 @@
 //! The command line: `quickdonate` serves; `quickdonate migrate` only migrates; `events`,
-//! `tokens`, `export` and `donors` are for operators, and answer on stdout alone (their log goes to
+//! `receipts`, `tokens`, `export` and `donors` are for operators, and answer on stdout alone (their log goes to
 //! stderr).
 
 use std::io::IsTerminal;
@@ -43,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Look after the receipts owed to donors: list them, retry those set aside as failed.
+    Receipts {
+        #[command(subcommand)]
+        command: ReceiptsCommand,
+    },
     /// Finance exports to stdout, streamed from the database (audited as run by `cli:$USER`).
     Export {
         #[command(subcommand)]
@@ -57,6 +62,29 @@ enum Command {
     Donors {
         #[command(subcommand)]
         command: DonorsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReceiptsCommand {
+    /// The latest receipts, newest first: id, donation, kind, state, attempts, next attempt,
+    /// last error. Never the donor's address or name.
+    List {
+        /// Only receipts set aside as failed, and those being retried after an error.
+        #[arg(long)]
+        failed: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Put a receipt set aside as failed back in the queue, due now, its attempts reset to 0;
+    /// or with --all-failed every failed receipt. A receipt whose donor was erased is never
+    /// retried (it is marked canceled). Recorded in the audit log as run by `cli:$USER`.
+    Retry {
+        /// The receipt's id (from `receipts list`).
+        #[arg(required_unless_present = "all_failed", conflicts_with = "all_failed")]
+        id: Option<uuid::Uuid>,
+        #[arg(long)]
+        all_failed: bool,
     },
 }
 
@@ -155,6 +183,7 @@ impl Cli {
         let command = self.command.unwrap_or(Command::Serve);
         let output = match command {
             Command::Events { .. }
+            | Command::Receipts { .. }
             | Command::Tokens { .. }
             | Command::Export { .. }
             | Command::Donors { .. } => crate::telemetry::Output::Stderr,
@@ -187,6 +216,24 @@ impl Cli {
                 let database = Database::open(&settings).await?;
                 let result = match database.migrate().await {
                     Ok(()) => events(&settings, &database.pool, command).await,
+                    Err(error) => Err(error),
+                };
+                database.close().await;
+                result
+            }
+            // Listing only reads, as `events list` does.
+            Command::Receipts {
+                command: command @ ReceiptsCommand::List { .. },
+            } => {
+                let database = Database::open_existing(&settings).await?;
+                let result = receipts(&database.pool, command).await;
+                database.close().await;
+                result
+            }
+            Command::Receipts { command } => {
+                let database = Database::open(&settings).await?;
+                let result = match database.migrate().await {
+                    Ok(()) => receipts(&database.pool, command).await,
                     Err(error) => Err(error),
                 };
                 database.close().await;
@@ -254,6 +301,33 @@ async fn tokens(db: &PgPool, command: TokensCommand) -> anyhow::Result<()> {
                 println!("{name} was already revoked at {}", admin::rfc3339(at))
             }
         },
+    }
+    Ok(())
+}
+
+async fn receipts(db: &PgPool, command: ReceiptsCommand) -> anyhow::Result<()> {
+    use crate::receipts::admin::{self as receipts, Retry};
+    match command {
+        ReceiptsCommand::List { failed, limit } => {
+            println!("{}", receipts::list(db, failed, limit).await?)
+        }
+        ReceiptsCommand::Retry { id, .. } => {
+            let which = id.map_or(Retry::AllFailed, Retry::One);
+            let done = receipts::retry(db, which, &cli_caller()).await?;
+            match which {
+                Retry::One(id) => println!(
+                    "{id} is queued again, its attempts reset; the service's sender tries it \
+                     within a second. Recorded in the audit log."
+                ),
+                Retry::AllFailed => println!(
+                    "{} failed receipt(s) queued again, their attempts reset; {} not retried \
+                     because their donor's data was erased (marked canceled). Recorded in the \
+                     audit log.",
+                    done.queued.len(),
+                    done.canceled.len()
+                ),
+            }
+        }
     }
     Ok(())
 }

@@ -249,8 +249,37 @@ impl Settings {
                 self.database_url().is_some(),
                 "DATABASE_URL: must be set when APP_ENV=production (the built-in Postgres is for development)"
             );
+            ensure!(
+                !self
+                    .charity_name
+                    .trim()
+                    .eq_ignore_ascii_case(crate::receipts::charity::PLACEHOLDER_NAME),
+                "CHARITY_NAME: set the charity's own name when APP_ENV=production \
+                 ({:?} is the built-in placeholder, and every receipt says it)",
+                crate::receipts::charity::PLACEHOLDER_NAME
+            );
+            ensure!(
+                self.charity_number.trim() != crate::receipts::charity::PLACEHOLDER_NUMBER,
+                "CHARITY_NUMBER: set the charity's own registration number when \
+                 APP_ENV=production ({:?} is the built-in placeholder, and every receipt says it)",
+                crate::receipts::charity::PLACEHOLDER_NUMBER
+            );
+            ensure!(
+                self.smtp_url().is_some(),
+                "SMTP_URL: must be set when APP_ENV=production (without a mail server no donor \
+                 gets a receipt, and each one is written to a file under DATA_DIR holding the \
+                 donor's address)"
+            );
         }
         Ok(())
+    }
+
+    /// `SMTP_URL`, unless unset or empty.
+    pub fn smtp_url(&self) -> Option<&str> {
+        self.smtp_url
+            .as_ref()
+            .map(|url| url.expose_secret())
+            .filter(|url| !url.trim().is_empty())
     }
 
     /// `DATABASE_URL`, unless unset or empty.
@@ -313,6 +342,7 @@ impl Settings {
     /// Who receipts come from and the charity they speak for (`RECEIPT_FROM`, `CHARITY_NAME`,
     /// `CHARITY_NUMBER`).
     pub fn receipt_sender(&self) -> anyhow::Result<crate::receipts::message::Charity> {
+        use crate::receipts::charity;
         let from = self
             .receipt_from
             .trim()
@@ -326,6 +356,12 @@ impl Settings {
             !self.charity_number.trim().is_empty(),
             "CHARITY_NUMBER: must not be empty"
         );
+        ensure!(
+            charity::check_number(&self.charity_number),
+            "CHARITY_NUMBER: {:?} does not look like a charity registration number ({})",
+            self.charity_number,
+            charity::NUMBER_SHAPES
+        );
         Ok(crate::receipts::message::Charity {
             from,
             name: self.charity_name.trim().to_owned(),
@@ -335,10 +371,7 @@ impl Settings {
 
     /// Where receipts go: `SMTP_URL`, or `.eml` files under `DATA_DIR/receipts/` without it.
     pub fn receipt_transport(&self) -> anyhow::Result<crate::receipts::sender::Transport> {
-        crate::receipts::sender::Transport::new(
-            self.smtp_url.as_ref().map(|url| url.expose_secret()),
-            self.data_dir.join("receipts"),
-        )
+        crate::receipts::sender::Transport::new(self.smtp_url(), self.data_dir.join("receipts"))
     }
 
     pub fn campaign_cache(&self) -> Duration {
@@ -691,10 +724,71 @@ mod tests {
             stripe_webhook_secret = "whsec_1"
         "#;
         assert!(error_of(stripe).starts_with("DATABASE_URL:"));
-        with(&format!(
-            "{stripe}\ndatabase_url = \"postgres://db/quickdonate\""
-        ))
-        .expect("a complete production configuration");
+        let stripe = format!("{stripe}\ndatabase_url = \"postgres://db/quickdonate\"");
+        assert!(error_of(&stripe).starts_with("CHARITY_NAME:"));
+        let stripe = format!("{stripe}\n{CHARITY}");
+        assert!(error_of(&stripe).starts_with("SMTP_URL:"));
+        assert!(error_of(&format!("{stripe}\nsmtp_url = \" \"")).starts_with("SMTP_URL:"));
+        with(&format!("{stripe}\n{SMTP}")).expect("a complete production configuration");
+    }
+
+    const CHARITY: &str = r#"
+        charity_name = "Kashmir Relief Trust"
+        charity_number = "1234567"
+    "#;
+
+    const SMTP: &str = r#"smtp_url = "smtps://receipts:secret@mail.example.org""#;
+
+    #[test]
+    fn production_refuses_the_placeholder_charity_details() {
+        let production = r#"
+            app_env = "production"
+            stripe_secret_key = "sk_live_1"
+            stripe_publishable_key = "pk_live_1"
+            stripe_webhook_secret = "whsec_1"
+            database_url = "postgres://db/quickdonate"
+        "#;
+        let name = error_of(&format!("{production}\ncharity_number = \"1234567\""));
+        assert!(name.starts_with("CHARITY_NAME:"), "{name}");
+        assert!(name.contains("Example Charity"), "{name}");
+        assert!(name.contains("APP_ENV=production"), "{name}");
+        let number = error_of(&format!(
+            "{production}\ncharity_name = \"Kashmir Relief Trust\""
+        ));
+        assert!(number.starts_with("CHARITY_NUMBER:"), "{number}");
+        assert!(number.contains("0000000"), "{number}");
+        // With spaces around it, a placeholder is still one.
+        assert!(
+            error_of(&format!(
+                "{production}\ncharity_name = \" Example Charity \"\ncharity_number = \"1234567\""
+            ))
+            .starts_with("CHARITY_NAME:")
+        );
+        // In any case, too.
+        assert!(
+            error_of(&format!(
+                "{production}\ncharity_name = \"example CHARITY\"\ncharity_number = \"1234567\""
+            ))
+            .starts_with("CHARITY_NAME:")
+        );
+        with(&format!("{production}\n{CHARITY}\n{SMTP}")).expect("the charity's own details");
+        // In development the placeholders stand, so `cargo run` works.
+        Settings::defaults().expect("the placeholders in development");
+    }
+
+    #[test]
+    fn a_charity_number_of_no_known_shape_is_refused_in_any_environment() {
+        for bad in ["12345", "GB123456789", "SC1234", "registered"] {
+            let error = error_of(&format!("charity_number = {bad:?}"));
+            assert!(error.starts_with("CHARITY_NUMBER:"), "{bad}: {error}");
+            assert!(
+                error.contains("Scotland"),
+                "it says what is expected: {error}"
+            );
+        }
+        for good in ["1234567-1", "SC012345", "1234567 and SC012345", "NIC100001"] {
+            with(&format!("charity_number = {good:?}")).expect(good);
+        }
     }
 
     const STRIPE_KEYS: &str = r#"

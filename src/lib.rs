@@ -11,6 +11,7 @@ pub mod campaigns;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod donate_page;
 pub mod donations;
 pub mod finance;
 pub mod http;

@@ -15,7 +15,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use sqlx::PgPool;
 
 use crate::http::problem::Problem;
@@ -37,6 +37,21 @@ impl std::fmt::Debug for Metrics {
         } else {
             "Metrics(disabled)"
         })
+    }
+}
+
+const WEBHOOKS_WAITING: &str = "quickdonate_webhook_events_waiting";
+const WEBHOOK_GROUP_SIZE: &str = "quickdonate_webhook_group_size";
+/// A group holds from one event to `webhooks::ingest::MAX_GROUP`.
+const GROUP_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Counts a webhook request out of [`WEBHOOKS_WAITING`] when dropped, however it ends.
+pub struct WaitingGuard(Metrics);
+
+impl Drop for WaitingGuard {
+    fn drop(&mut self) {
+        self.0
+            .record(|| ::metrics::gauge!(WEBHOOKS_WAITING).decrement(1.0));
     }
 }
 
@@ -87,6 +102,8 @@ impl Metrics {
         let recorder = PrometheusBuilder::new()
             .set_buckets(BUCKETS)
             .expect("the buckets are not empty")
+            .set_buckets_for_metric(Matcher::Full(WEBHOOK_GROUP_SIZE.to_owned()), GROUP_BUCKETS)
+            .expect("the buckets are not empty")
             .build_recorder();
         let metrics = Self(Some(Arc::new(recorder)));
         metrics.record(|| {
@@ -107,6 +124,14 @@ impl Metrics {
             describe_counter!(
                 "quickdonate_events_processed_total",
                 "Stored events the worker took, by event type and outcome (applied, ignored, failed: to be retried or set aside; released: not tried this time)"
+            );
+            describe_gauge!(
+                WEBHOOKS_WAITING,
+                "Verified webhook events waiting for the commit of their group"
+            );
+            describe_histogram!(
+                WEBHOOK_GROUP_SIZE,
+                "Webhook events stored together in one commit (group commit)"
             );
             describe_gauge!(
                 "quickdonate_events_pending",
@@ -182,6 +207,17 @@ impl Metrics {
         self.record(|| {
             ::metrics::counter!("quickdonate_events_processed_total", &labels).increment(count);
         });
+    }
+
+    /// A webhook request waiting for its event's group commit, until the guard is dropped.
+    pub fn webhook_waiting(&self) -> WaitingGuard {
+        self.record(|| ::metrics::gauge!(WEBHOOKS_WAITING).increment(1.0));
+        WaitingGuard(self.clone())
+    }
+
+    /// One group of webhook events stored (or tried) in one commit.
+    pub fn webhook_group(&self, events: usize) {
+        self.record(|| ::metrics::histogram!(WEBHOOK_GROUP_SIZE).record(events as f64));
     }
 
     /// One Stripe call (with its retries) that ended in `outcome` (`ok`, `unavailable`,
@@ -290,6 +326,26 @@ pub struct Scrape {
 }
 
 /// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    description = "The service's metrics in Prometheus's text format. Served here only when \
+                   `METRICS_ADDR` does not serve it on a listener of its own; in production \
+                   (without `METRICS_ADDR`) only to loopback peers, never to a proxied request: \
+                   anyone else gets the 404 of a path that does not exist.",
+    responses(
+        (status = 200, description = "The metrics.",
+         content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 404, description = "`/problems/not-found`: not served to this client.",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`/problems/service-unavailable`: the database could not \
+                                      be read.", body = Problem,
+         content_type = "application/problem+json"),
+    ),
+)]
 pub async fn scrape(
     State(scrape): State<Scrape>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -47,6 +47,8 @@ pub struct AppState {
     pub webhooks: Verifier,
     /// Whether our Stripe key is a live one; events of the other mode are not applied.
     pub livemode: bool,
+    /// Stores verified webhook events, a group per commit.
+    pub ingest: crate::webhooks::ingest::Ingest,
     /// Wakes the event worker when a new event is stored.
     pub wake_worker: Arc<Notify>,
     /// The simulated Stripe's controls, when payments are simulated.
@@ -61,6 +63,8 @@ pub struct AppState {
     pub captcha: Option<crate::donations::limits::Captcha>,
     /// What `/metrics` shows.
     pub metrics: Metrics,
+    /// What the quick-donate page needs beyond the campaign.
+    pub page: Arc<crate::donate_page::PageSettings>,
 }
 
 /// The service, bound to its address and ready to run.
@@ -129,6 +133,7 @@ impl Application {
         let payments = payments.with_metrics(metrics.clone());
         let wake_worker = Arc::new(Notify::new());
         let campaigns = Arc::new(CampaignCache::new(settings.campaign_cache()));
+        let stripe = simulator.is_none();
         let state = AppState {
             db: database.pool.clone(),
             payments: payments.clone(),
@@ -137,6 +142,7 @@ impl Application {
             idempotency_lease: settings.stripe_timeout() * 4 + Duration::from_secs(30),
             webhooks: Verifier::new(secrets, settings.webhook_tolerance()),
             livemode,
+            ingest: crate::webhooks::ingest::Ingest::start(database.pool.clone(), metrics.clone()),
             wake_worker: wake_worker.clone(),
             simulator,
             campaigns: campaigns.clone(),
@@ -151,6 +157,11 @@ impl Application {
                 _ => None,
             },
             metrics: metrics.clone(),
+            page: Arc::new(crate::donate_page::PageSettings::new(
+                settings.receipt_sender()?.name,
+                &settings.allowed_origins()?,
+                stripe,
+            )),
         };
         let abandoned = Abandoned::new(
             database.pool.clone(),

@@ -11,15 +11,21 @@ use serde::Serialize;
 use sqlx::PgExecutor;
 
 /// A campaign as the website sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Campaign {
+    #[schema(example = "kashmir")]
     pub slug: String,
     pub title: String,
+    /// Lower-case ISO 4217 code, e.g. `gbp`.
     pub currency: String,
+    /// Amounts for the page's buttons, in minor units.
     pub suggested_amounts: Vec<i64>,
+    /// The least and the most a gift may be, in minor units.
     pub min_amount: i64,
     pub max_amount: i64,
     pub goal_amount: Option<i64>,
+    /// What the charity keeps of succeeded gifts, in minor units: never pending money or the
+    /// fee cover. At most a second old.
     pub raised_amount: i64,
     pub donation_count: i64,
     pub active: bool,

@@ -1,27 +1,69 @@
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::Campaign;
 use crate::http::problem::{ApiResult, Problem};
 use crate::startup::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/campaigns", get(list))
-        .route("/v1/campaigns/{slug}", get(show))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
+}
+
+/// The answer of `GET /v1/campaigns`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct CampaignList {
+    /// The active campaigns, in slug order.
+    campaigns: Vec<Campaign>,
 }
 
 /// `GET /v1/campaigns`: the active campaigns, each as `GET /v1/campaigns/{slug}` shows it, in
 /// slug order, so a website can build its pages from the catalogue.
+#[utoipa::path(
+    get,
+    path = "/v1/campaigns",
+    operation_id = "listCampaigns",
+    tag = "campaigns",
+    summary = "The active campaigns",
+    description = "The active campaigns in slug order, each with exactly the fields of \
+                   `GET /v1/campaigns/{slug}`, so a website can build its pages from the \
+                   catalogue.",
+    responses(
+        (status = 200, description = "The active campaigns.", body = CampaignList),
+        (status = 503, description = "`/problems/service-unavailable`: the database is out \
+                                      of reach.", body = Problem,
+         content_type = "application/problem+json"),
+    ),
+)]
 async fn list(State(state): State<AppState>) -> ApiResult<Response> {
     let campaigns = super::active(&state.db).await?;
-    Ok(axum::Json(serde_json::json!({ "campaigns": campaigns })).into_response())
+    Ok(axum::Json(CampaignList { campaigns }).into_response())
 }
 
 /// `GET /v1/campaigns/{slug}`: the campaign, its limits and its running total (at most a
 /// second old; see [`super::cache`]).
+#[utoipa::path(
+    get,
+    path = "/v1/campaigns/{slug}",
+    operation_id = "showCampaign",
+    tag = "campaigns",
+    summary = "A campaign",
+    description = "The campaign, its limits and its running total (at most a second old).",
+    params(("slug" = String, Path, description = "The campaign's slug.", example = "kashmir")),
+    responses(
+        (status = 200, description = "The campaign.", body = Campaign),
+        (status = 404, description = "`/problems/not-found`: no such campaign.", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 503, description = "`/problems/service-unavailable`: the database is out \
+                                      of reach.", body = Problem,
+         content_type = "application/problem+json"),
+    ),
+)]
 async fn show(State(state): State<AppState>, Path(slug): Path<String>) -> ApiResult<Response> {
     let campaign = state
         .campaigns

@@ -20,17 +20,30 @@ use crate::payments::IntentRequest;
 use crate::startup::AppState;
 
 /// The 201 answer: what the website needs to take the payment with Stripe.js.
-#[derive(Debug, Serialize)]
-struct Created<'a> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = DonationCreated)]
+pub(super) struct Created<'a> {
     id: Uuid,
+    /// Always `pending`.
     status: DonationStatus,
+    #[schema(value_type = String)]
     campaign: &'a str,
+    /// The gift, in minor units.
     amount: i64,
+    /// What the donor adds to cover the card fee (0 without `cover_fees`).
     cover_fees_amount: i64,
+    /// `amount` plus `cover_fees_amount`: what the card is charged.
     total_amount: i64,
+    #[schema(value_type = String)]
     currency: &'a str,
+    /// The Stripe PaymentIntent to confirm with Stripe.js.
+    #[schema(value_type = String)]
     payment_intent_id: &'a str,
+    /// For Stripe.js's `confirmPayment`.
+    #[schema(value_type = String)]
     client_secret: &'a str,
+    /// The Stripe publishable key to load Stripe.js with.
+    #[schema(value_type = String)]
     publishable_key: &'a str,
 }
 

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// Where a donation is in its life. It only moves forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum DonationStatus {
@@ -28,7 +28,7 @@ pub enum DonationStatus {
 }
 
 /// A donation as `GET /v1/donations/{id}` shows it: no donor data.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DonationView {
     pub id: Uuid,
     pub status: DonationStatus,
@@ -41,8 +41,9 @@ pub struct DonationView {
     pub refunded_amount: i64,
     /// Null if never disputed; else `inquiry`, `inquiry_closed`, `prevented`,
     /// `needs_response`, `under_review`, `won`, `lost`, or `open` for a status Stripe added
-    /// that we do not know yet (see `payments::objects::DisputeStatus`).
+    /// that we do not know yet.
     pub dispute_status: Option<String>,
+    /// RFC 3339.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }

@@ -20,7 +20,7 @@ use tracing::Instrument;
 use super::access::{Admin, Caller, Role};
 use super::export::{self, Cell, CsvRow, Format};
 use super::params::{Cursor, Params, next_page};
-use crate::http::problem::ApiResult;
+use crate::http::problem::{ApiResult, Problem};
 use crate::startup::AppState;
 
 /// Records one read of `rows` rows.
@@ -78,16 +78,32 @@ pub async fn finish(db: impl PgExecutor<'_>, id: i64, rows: i64) -> sqlx::Result
 }
 
 /// One entry, as `GET /v1/finance/audit` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = AuditEntry)]
 pub struct Entry {
     pub id: i64,
+    /// RFC 3339.
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// The name of the token that read.
     pub token_name: String,
     pub role: Role,
+    /// What was read: the method and route, `(csv)` for an export.
     pub what: String,
+    /// The query parameters as given.
+    #[schema(value_type = Object)]
     pub filters: Value,
     pub row_count: i64,
+}
+
+/// A page of `GET /v1/finance/audit`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = AuditPage)]
+#[allow(dead_code)]
+pub(super) struct Page {
+    data: Vec<Entry>,
+    /// For the next page (`cursor=`); null on the last.
+    next_cursor: Option<String>,
 }
 
 impl CsvRow for Entry {
@@ -140,6 +156,29 @@ macro_rules! entries {
 const WHAT: &str = "GET /v1/finance/audit";
 
 /// `GET /v1/finance/audit?from=&to=&cursor=&limit=`: admins only.
+#[utoipa::path(
+    get,
+    path = "/v1/finance/audit",
+    operation_id = "listAuditEntries",
+    tag = "finance",
+    summary = "The audit log of finance reads",
+    description = "Every finance read, newest first: who (the token's name and role), what, \
+                   with which parameters, and how many rows. JSON pages, or the whole log as \
+                   CSV (`Accept: text/csv`). Admin tokens only.",
+    security(("bearerAuth" = [])),
+    params(crate::finance::params::RangeParams, crate::finance::params::PageParams),
+    responses(
+        (status = 200, description = "A page, or the CSV.", content(
+            (Page = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 403, description = "`/problems/forbidden`: not an admin token.", body = Problem,
+         content_type = "application/problem+json"),
+        super::Refusals,
+        super::NotAcceptable,
+        super::BadParameter,
+    ),
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     Admin(caller): Admin,

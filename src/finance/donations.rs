@@ -18,7 +18,7 @@ use super::access::Caller;
 use super::audit;
 use super::export::{self, Cell, CsvChunks, CsvRow, Format, Sink};
 use super::params::{Cursor, Params, bad_parameter, next_page};
-use crate::http::problem::{ApiError, ApiResult};
+use crate::http::problem::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
 
 /// The query parameters `GET /v1/finance/donations` takes.
@@ -230,7 +230,90 @@ const WHAT: &str = "GET /v1/finance/donations";
 /// What the audit log says of `quickdonate export donations`.
 pub const CLI_WHAT: &str = "export donations (cli)";
 
+/// A page of `GET /v1/finance/donations`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FinanceDonationPage)]
+#[allow(dead_code)]
+pub(super) struct Page {
+    data: Vec<RowDoc>,
+    /// For the next page (`cursor=`); null on the last.
+    next_cursor: Option<String>,
+}
+
+// The JSON of `Row` (serialised by hand).
+/// A donation as finance sees it. CSV has the same columns, the donor's
+/// flattened to `donor_email`, `donor_first_name`, `donor_last_name`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FinanceDonation)]
+#[allow(dead_code)]
+struct RowDoc {
+    id: Uuid,
+    /// RFC 3339.
+    #[schema(value_type = String, format = DateTime)]
+    created_at: String,
+    campaign: String,
+    /// `pending`, `processing`, `succeeded`, `failed`, `canceled` or `refunded`.
+    status: String,
+    donor: DonorDoc,
+    amount: i64,
+    cover_fees_amount: i64,
+    total_amount: i64,
+    currency: String,
+    /// Stripe's fee, once the gift succeeded, in the settlement currency.
+    fee: Option<i64>,
+    net: Option<i64>,
+    settlement_currency: Option<String>,
+    refunded_amount: i64,
+    dispute_status: Option<String>,
+    /// Whether a Gift Aid declaration was made with the gift.
+    gift_aid: bool,
+    payment_intent_id: Option<String>,
+    charge_id: Option<String>,
+    /// The paid payout that took the gift to the bank, once one has.
+    payout_id: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(as = FinanceDonor)]
+#[allow(dead_code)]
+struct DonorDoc {
+    email: String,
+    first_name: String,
+    last_name: String,
+}
+
 /// `GET /v1/finance/donations?campaign=&status=&from=&to=&cursor=&limit=`: any finance token.
+#[utoipa::path(
+    get,
+    path = "/v1/finance/donations",
+    operation_id = "listFinanceDonations",
+    tag = "finance",
+    summary = "Every donation, with its donor and money",
+    description = "Donations in (created_at, id) order with their donor, amounts, fees and \
+                   Stripe ids: JSON pages, or (`Accept: text/csv`) the whole filtered set as \
+                   a CSV download streamed from the database (no `cursor` or `limit`). Any \
+                   finance token; audited.",
+    security(("bearerAuth" = [])),
+    params(
+        ("campaign" = Option<String>, Query, description = "Only this campaign's (its slug)."),
+        ("status" = Option<String>, Query,
+         description = "Only in this status: `pending`, `processing`, `succeeded`, `failed`, \
+                        `canceled` or `refunded`."),
+        crate::finance::params::RangeParams,
+        crate::finance::params::PageParams,
+    ),
+    responses(
+        (status = 200, description = "A page, or the CSV.", content(
+            (Page = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 404, description = "`/problems/not-found`: no such `campaign`.", body = Problem,
+         content_type = "application/problem+json"),
+        super::Refusals,
+        super::NotAcceptable,
+        super::BadParameter,
+    ),
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,

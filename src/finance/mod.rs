@@ -22,12 +22,61 @@ pub mod params;
 pub mod payouts;
 pub mod summary;
 
-use axum::Router;
-use axum::routing::get;
 use sqlx::{PgPool, Postgres, Transaction};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::problem::{FieldError, Problem};
 use crate::startup::AppState;
+
+/// The problem of a finance read given a query parameter it does not take, one twice, or a
+/// bad value, for its documentation (`responses(finance::BadParameter, ...)`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum BadParameter {
+    #[response(
+        status = 400,
+        description = "`/problems/bad-parameter`: `errors` names the parameter.",
+        content_type = "application/problem+json"
+    )]
+    BadParameter(Problem),
+}
+
+/// The problems every finance route can answer, for its documentation
+/// (`responses(finance::Refusals, ...)`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Refusals {
+    /// No bearer token, or one malformed, unknown or revoked.
+    #[response(
+        status = 401,
+        description = "`/problems/unauthorized`: no valid bearer token.",
+        content_type = "application/problem+json",
+        headers(("WWW-Authenticate" = String, description = "`Bearer`, or \
+                  `Bearer error=\"invalid_token\"` when the token sent is not valid."))
+    )]
+    Unauthorized(Problem),
+    /// The database is out of reach.
+    #[response(
+        status = 503,
+        description = "`/problems/service-unavailable`.",
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait."))
+    )]
+    Unavailable(Problem),
+}
+
+/// The problem of a finance read whose `Accept` takes none of its formats.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum NotAcceptable {
+    #[response(
+        status = 406,
+        description = "`/problems/not-acceptable`: `Accept` takes none of the formats served.",
+        content_type = "application/problem+json"
+    )]
+    NotAcceptable(Problem),
+}
 
 /// A 404 problem naming `field`: there is no `what` called `value` (shown at most 64
 /// characters long, quoted).
@@ -38,17 +87,14 @@ pub fn unknown(field: &str, what: &str, value: &str) -> Problem {
 }
 
 /// Every `/v1/finance/...` route.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/finance/donations", get(donations::list))
-        .route("/v1/finance/audit", get(audit::list))
-        .route("/v1/finance/payouts", get(payouts::routes::list))
-        .route(
-            "/v1/finance/payouts/overdue-donations",
-            get(payouts::routes::overdue),
-        )
-        .route("/v1/finance/payouts/{id}", get(payouts::routes::show))
-        .route("/v1/finance/campaigns/{slug}/summary", get(summary::show))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(donations::list))
+        .routes(routes!(audit::list))
+        .routes(routes!(payouts::routes::list))
+        .routes(routes!(payouts::routes::overdue))
+        .routes(routes!(payouts::routes::show))
+        .routes(routes!(summary::show))
         .merge(gift_aid::routes::router())
 }
 

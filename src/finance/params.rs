@@ -25,6 +25,31 @@ pub const DEFAULT_LIMIT: i64 = 100;
 /// The most rows a page may have.
 pub const MAX_LIMIT: i64 = 1000;
 
+/// The documentation of `from` and `to` (a period, [from, to)), for the routes that take them.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct RangeParams {
+    /// The start of the period, included: RFC 3339 with an offset (`2026-11-29T00:00:00Z`;
+    /// send `+01:00` as `%2B01:00`).
+    from: Option<String>,
+    /// The end of the period, excluded: RFC 3339 with an offset.
+    to: Option<String>,
+}
+
+/// The documentation of `cursor` and `limit`, for the JSON lists that page (a CSV answer has
+/// every row and takes neither).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PageParams {
+    /// The previous page's `next_cursor` (opaque).
+    cursor: Option<String>,
+    /// Rows in a page, 1 to 1000; default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+}
+
 /// The query parameters of one request, each at most once, each one the endpoint takes.
 #[derive(Debug, Clone, Default)]
 pub struct Params {

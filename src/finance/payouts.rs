@@ -208,7 +208,8 @@ fn own_transaction(
 }
 
 /// A balance transaction of a payout that the ledger does not hold as Stripe describes it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = UnmatchedTransaction)]
 pub struct Unmatched {
     pub id: String,
     #[serde(rename = "type")]
@@ -222,7 +223,8 @@ pub struct Unmatched {
 }
 
 /// A payout, reconciled against the ledger.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Payout)]
 pub struct Reconciliation {
     pub id: String,
     pub status: String,
@@ -334,7 +336,8 @@ pub async fn reconcile(db: &sqlx::PgPool, ids: &[String]) -> sqlx::Result<Vec<Re
 }
 
 /// A succeeded donation that no paid payout contains, though it should have by now.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = OverdueDonation)]
 pub struct NotPaidOut {
     pub id: uuid::Uuid,
     pub campaign: String,
@@ -370,7 +373,8 @@ pub async fn not_paid_out(
 }
 
 /// One balance transaction a payout contains, with what the ledger holds for it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = PayoutTransaction)]
 pub struct Contained {
     pub id: String,
     #[serde(rename = "type")]
@@ -427,10 +431,72 @@ pub mod routes {
     use crate::finance::audit;
     use crate::finance::export::{self, Cell, CsvChunks, CsvRow, Format};
     use crate::finance::params::{Cursor, Params, bad_parameter, next_page};
-    use crate::http::problem::ApiResult;
+    use crate::finance::params::{PageParams, RangeParams};
+    use crate::finance::{BadParameter, NotAcceptable, Refusals};
+    use crate::http::problem::{ApiResult, Problem};
     use crate::startup::AppState;
 
+    /// A page of `GET /v1/finance/payouts`.
+    #[derive(utoipa::ToSchema)]
+    #[schema(as = PayoutPage)]
+    #[allow(dead_code)]
+    pub(crate) struct Page {
+        data: Vec<Reconciliation>,
+        /// For the next page (`cursor=`); null on the last.
+        next_cursor: Option<String>,
+    }
+
+    /// `GET /v1/finance/payouts/{id}`: the payout and every transaction it contains.
+    #[derive(utoipa::ToSchema)]
+    #[schema(as = PayoutWithTransactions)]
+    #[allow(dead_code)]
+    pub(crate) struct Detail {
+        #[serde(flatten)]
+        payout: Reconciliation,
+        /// In the order Stripe made them.
+        transactions: Vec<Contained>,
+    }
+
+    /// `GET /v1/finance/payouts/overdue-donations`.
+    #[derive(utoipa::ToSchema)]
+    #[schema(as = OverdueDonations)]
+    #[allow(dead_code)]
+    pub(crate) struct Overdue {
+        /// The `days` applied.
+        days: i64,
+        /// Oldest first.
+        data: Vec<NotPaidOut>,
+    }
+
     /// Payouts newest first (by when Stripe made them), in [from, to), in `status`.
+    #[utoipa::path(
+        get,
+        path = "/v1/finance/payouts",
+        operation_id = "listPayouts",
+        tag = "finance",
+        summary = "Payouts, reconciled",
+        description = "Payouts newest first (by when Stripe made them), each reconciled against \
+                       the ledger (`difference` 0: every penny accounted for). JSON pages, or \
+                       the whole selection as CSV (`Accept: text/csv`). Any finance token; \
+                       audited.",
+        security(("bearerAuth" = [])),
+        params(
+            ("status" = Option<String>, Query,
+             description = "Only in this status: `pending`, `in_transit`, `paid`, `failed` or \
+                            `canceled`."),
+            RangeParams,
+            PageParams,
+        ),
+        responses(
+            (status = 200, description = "A page, or the CSV.", content(
+                (Page = "application/json"),
+                (String = "text/csv"),
+            )),
+            Refusals,
+            NotAcceptable,
+            BadParameter,
+        ),
+    )]
     pub async fn list(
         State(state): State<AppState>,
         caller: Caller,
@@ -499,6 +565,29 @@ pub mod routes {
     }
 
     /// One payout's reconciliation, with every transaction it contains.
+    #[utoipa::path(
+        get,
+        path = "/v1/finance/payouts/{id}",
+        operation_id = "showPayout",
+        tag = "finance",
+        summary = "A payout and its transactions",
+        description = "One payout's reconciliation with every balance transaction it contains \
+                       and what the ledger holds for each; as CSV (`Accept: text/csv`), the \
+                       transactions. Any finance token; audited.",
+        security(("bearerAuth" = [])),
+        params(("id" = String, Path, description = "The payout (`po_...`).")),
+        responses(
+            (status = 200, description = "The payout, or its transactions as CSV.", content(
+                (Detail = "application/json"),
+                (String = "text/csv"),
+            )),
+            (status = 404, description = "`/problems/not-found`: no such payout.", body = Problem,
+             content_type = "application/problem+json"),
+            Refusals,
+            NotAcceptable,
+            BadParameter,
+        ),
+    )]
     pub async fn show(
         State(state): State<AppState>,
         caller: Caller,
@@ -539,6 +628,32 @@ pub mod routes {
 
     /// Succeeded donations no paid payout contains, `days` (by default PAYOUT_OVERDUE_DAYS)
     /// after they succeeded, oldest first.
+    #[utoipa::path(
+        get,
+        path = "/v1/finance/payouts/overdue-donations",
+        operation_id = "listOverdueDonations",
+        tag = "finance",
+        summary = "Succeeded gifts no payout has paid out",
+        description = "Succeeded donations that no paid payout contains, `days` after they \
+                       succeeded (by default `PAYOUT_OVERDUE_DAYS`), oldest first; JSON or CSV \
+                       (`Accept: text/csv`). Any finance token; audited.",
+        security(("bearerAuth" = [])),
+        params(
+            ("days" = Option<i64>, Query, minimum = 0, maximum = 3650,
+             description = "Overdue after this many days; 0 to 3650."),
+            ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000,
+             description = "At most this many, 1 to 1000; default 100."),
+        ),
+        responses(
+            (status = 200, description = "The overdue donations.", content(
+                (Overdue = "application/json"),
+                (String = "text/csv"),
+            )),
+            Refusals,
+            NotAcceptable,
+            BadParameter,
+        ),
+    )]
     pub async fn overdue(
         State(state): State<AppState>,
         caller: Caller,

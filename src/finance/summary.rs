@@ -7,7 +7,8 @@ use time::{Date, OffsetDateTime};
 
 /// The figures of a period, in one settlement currency. Every amount is positive (money in or
 /// money out, as named) except `net`, the sum of every ledger row: what the balance gained.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = SummaryFigures)]
 pub struct Figures {
     pub currency: String,
     /// Succeeded gifts received, gross (with fee cover).
@@ -42,14 +43,20 @@ impl Figures {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One UK calendar day's figures.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = SummaryDay)]
 pub struct Day {
+    /// `YYYY-MM-DD`.
+    #[schema(format = Date)]
     pub date: String,
     #[serde(flatten)]
     pub figures: Figures,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A campaign's money over a period, from the ledger.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = CampaignSummary)]
 pub struct Summary {
     pub campaign: String,
     /// One entry per settlement currency.
@@ -139,6 +146,32 @@ fn iso_date(date: Date) -> String {
 }
 
 /// `GET /v1/finance/campaigns/{slug}/summary?from=&to=`: JSON, or the days as CSV.
+#[utoipa::path(
+    get,
+    path = "/v1/finance/campaigns/{slug}/summary",
+    operation_id = "showCampaignSummary",
+    tag = "finance",
+    summary = "A campaign's money over a period",
+    description = "Gross, fee cover, fees, refunds, disputes and net from the ledger, in each \
+                   settlement currency, in total and per UK calendar day; as CSV \
+                   (`Accept: text/csv`), the days. Any finance token; audited.",
+    security(("bearerAuth" = [])),
+    params(
+        ("slug" = String, Path, description = "The campaign's slug."),
+        super::params::RangeParams,
+    ),
+    responses(
+        (status = 200, description = "The summary, or its days as CSV.", content(
+            (Summary = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 404, description = "`/problems/not-found`: no such campaign.",
+         body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        super::Refusals,
+        super::NotAcceptable,
+        super::BadParameter,
+    ),
+)]
 pub async fn show(
     axum::extract::State(state): axum::extract::State<crate::startup::AppState>,
     caller: super::access::Caller,

@@ -3,18 +3,20 @@
 pub mod browser;
 pub mod health;
 pub mod json;
+pub mod openapi;
 pub mod problem;
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode};
-use axum::routing::get;
+use axum::{Extension, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::metrics::{Exposure, Scrape};
 use crate::startup::AppState;
@@ -34,24 +36,32 @@ pub fn router(
     let metrics = state.metrics.clone();
     let request_id = HeaderName::from_static(browser::REQUEST_ID);
 
+    // Every route is registered with its documentation (see `openapi`): each group's router
+    // and document are split apart, the routers layered as before, the documents merged into
+    // the one served at /openapi.json.
+    //
     // What the donation website calls from the browser, and the only routes with CORS. Their
     // 405 is set before the CORS layer so that it wraps it: a preflight (OPTIONS) reaches the
     // layer through it. CORS sits outside the limits, so a 413 or a timeout's 503 is readable
     // by the page too.
+    let (public, public_doc) = OpenApiRouter::new()
+        .merge(crate::campaigns::router())
+        .merge(crate::donations::router())
+        .split_for_parts();
     let public = limits(
-        Router::new()
-            .merge(crate::campaigns::router())
-            .merge(crate::donations::router())
-            .method_not_allowed_fallback(method_not_allowed),
+        public.method_not_allowed_fallback(method_not_allowed),
         REQUEST_TIMEOUT,
     )
     .layer(browser::public_cors(allowed_origins));
 
     // Never called from a page: no CORS, so a browser refuses any cross-origin call.
-    let mut private = Router::new()
+    let mut private = OpenApiRouter::new()
         .merge(health::router())
+        .merge(openapi::router())
         .merge(crate::finance::router())
-        .merge(crate::webhooks::router());
+        .merge(crate::webhooks::router())
+        // Same-origin with the API it calls, so it needs no CORS; framed by ALLOWED_ORIGINS.
+        .merge(crate::donate_page::router());
     // The simulator's controls exist only when payments are simulated.
     if simulated {
         private = private.merge(crate::payments::simulator_api::router());
@@ -60,6 +70,13 @@ pub fn router(
     if scrape.exposure != Exposure::Elsewhere {
         private = private.merge(scrape_route(scrape));
     }
+    let (private, private_doc) = private.split_for_parts();
+
+    let mut document = openapi::base();
+    document.merge(public_doc);
+    document.merge(private_doc);
+    let private = private.layer(Extension(openapi::Document::new(&document)));
+
     let routes = Router::new()
         .merge(public)
         .merge(limits(private, REQUEST_TIMEOUT))
@@ -99,18 +116,20 @@ pub fn router(
 
 /// `METRICS_ADDR`'s own listener: `/metrics` and nothing else.
 pub fn metrics_router(scrape: Scrape) -> Router {
+    // Its own listener serves no document.
+    let (metrics, _) = scrape_route(scrape).split_for_parts();
     Router::new()
-        .merge(scrape_route(scrape))
+        .merge(metrics)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
 
-fn scrape_route<S>(scrape: Scrape) -> Router<S>
+fn scrape_route<S>(scrape: Scrape) -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    Router::new()
-        .route("/metrics", get(crate::metrics::scrape))
+    OpenApiRouter::new()
+        .routes(routes!(crate::metrics::scrape))
         .with_state(scrape)
 }
 
@@ -156,6 +175,10 @@ async fn method_not_allowed() -> Problem {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "unit tests of layers, on routers of their own that the service never serves"
+)]
 mod tests {
     use super::*;
     use axum::body::Body;

@@ -10,8 +10,10 @@ use serde::Serialize;
 use crate::payments::PaymentError;
 
 /// One field of a request and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
+    /// The field, as a path into the body (`donor.email`) or the query parameter's name; empty
+    /// for the body as a whole.
     pub field: String,
     pub message: String,
 }
@@ -25,16 +27,57 @@ impl FieldError {
     }
 }
 
-/// A problem the client can act on.
-#[derive(Debug, Serialize)]
+/// A problem the client can act on (RFC 9457, `application/problem+json`). Its `type` is one
+/// of:
+///
+/// | type | status | meaning |
+/// |---|---|---|
+/// | `/problems/validation` | 422 | fields are invalid; `errors` names each |
+/// | `/problems/not-supported` | 422 | a valid value we do not take yet (`frequency`) |
+/// | `/problems/malformed-json` | 400 | the body is not JSON |
+/// | `/problems/unreadable-body` | 400 | the body could not be read |
+/// | `/problems/unsupported-media-type` | 415 | the body is not `application/json` |
+/// | `/problems/body-too-large` | 413 | the body is over the limit |
+/// | `/problems/bad-parameter` | 400 | a query parameter is unknown, repeated or invalid |
+/// | `/problems/not-acceptable` | 406 | `Accept` names no format the route gives |
+/// | `/problems/not-found` | 404 | no such thing, or nothing at this path |
+/// | `/problems/method-not-allowed` | 405 | the path does not take that method |
+/// | `/problems/invalid-idempotency-key` | 400 | `Idempotency-Key` is not 1 to 255 visible ASCII characters |
+/// | `/problems/idempotency-key-reused` | 422 | the key was used for another request |
+/// | `/problems/idempotency-key-in-use` | 409 | the key's first request is still being worked on |
+/// | `/problems/campaign-inactive` | 409 | the campaign takes no donations |
+/// | `/problems/donation-abandoned` | 409 | the donation waited too long and was given up |
+/// | `/problems/too-many-attempts` | 429 | a card-testing cap; see `Retry-After` |
+/// | `/problems/captcha-required` | 403 | a captcha token is needed (`Captcha-Token`) |
+/// | `/problems/invalid-signature` | 400 | a webhook's `Stripe-Signature` does not verify |
+/// | `/problems/invalid-event` | 400 | a webhook's body is not a Stripe event |
+/// | `/problems/unauthorized` | 401 | no valid bearer token |
+/// | `/problems/forbidden` | 403 | the token's role may not do this |
+/// | `/problems/nothing-to-claim` | 409 | a Gift Aid claim would have no lines |
+/// | `/problems/claim-conflict` | 409 | a Gift Aid claim overlaps another |
+/// | `/problems/simulation-refused` | 409 | the simulator cannot do that now |
+/// | `/problems/payment-provider-error` | 502 | Stripe refused; nothing was charged |
+/// | `/problems/payment-provider-unavailable` | 503 | Stripe is out of reach; retry with the same key |
+/// | `/problems/service-unavailable` | 503 | our database is out of reach; see `Retry-After` |
+/// | `/problems/internal` | 500 | a failure of ours |
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
+    /// The problem's type, a URI reference: `/problems/<name>`.
     #[serde(rename = "type")]
+    #[schema(example = "/problems/validation")]
     pub kind: String,
+    /// A short summary of the type.
+    #[schema(value_type = String)]
     pub title: &'static str,
+    /// The HTTP status code.
     #[serde(serialize_with = "serialize_status")]
+    #[schema(value_type = u16, minimum = 400, maximum = 599)]
     pub status: StatusCode,
+    /// What went wrong with this request, in a sentence.
     pub detail: String,
+    /// Each field at fault (only when fields are).
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     pub errors: Vec<FieldError>,
 }
 

@@ -4,6 +4,7 @@
 pub mod objects;
 pub mod simulator;
 pub mod simulator_api;
+pub mod transport;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub const AWAY_PAUSE: Duration = Duration::from_secs(30);
 /// Our handle on Stripe.
 #[derive(Clone, Debug)]
 pub struct Payments {
-    client: stripe::Client,
+    client: transport::Transport,
     publishable_key: String,
     statement_descriptor_suffix: String,
     /// Each call's latency and errors, by operation.
@@ -112,16 +113,8 @@ impl Payments {
         timeout: Duration,
         statement_descriptor_suffix: String,
     ) -> anyhow::Result<Self> {
-        let client = stripe::ClientBuilder::new(secret_key.expose_secret())
-            .url(api_base)
-            .timeout(timeout)
-            .app_info(
-                "quickdonate",
-                Some(env!("CARGO_PKG_VERSION").to_owned()),
-                None,
-            )
-            .build()
-            .map_err(|e| anyhow::anyhow!("STRIPE_API_BASE: {}", StripeFailure::from(&e)))?;
+        let client = transport::Transport::new(secret_key.expose_secret(), api_base, timeout)
+            .map_err(|e| anyhow::anyhow!("STRIPE_API_BASE: {e}"))?;
         Ok(Self {
             client,
             publishable_key,

@@ -6,14 +6,16 @@
 //! the webhook secret, to our own webhook endpoint: the local flow runs the production code
 //! from end to end. Every use is logged as a warning.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
 use secrecy::SecretString;
+use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::simulator::{SimulatedStripe, SimulationError};
 use crate::http::problem::{ApiError, ApiResult, FieldError, Problem};
@@ -65,14 +67,115 @@ impl Simulator {
     }
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/simulator/payment_intents/{id}/{action}",
-            post(simulate),
-        )
-        .route("/v1/simulator/refunds/{id}/{action}", post(simulate_refund))
-        .route("/v1/simulator/payouts", post(simulate_payout))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(simulate))
+        .routes(routes!(simulate_refund))
+        .routes(routes!(simulate_payout))
+}
+
+/// An event the simulator made, and what our webhook endpoint answered it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = SimulatedEvent)]
+#[allow(dead_code)]
+struct DeliveredDoc {
+    #[schema(example = "evt_sim_...")]
+    id: String,
+    /// The event's type, e.g. `payment_intent.succeeded`.
+    #[serde(rename = "type")]
+    kind: String,
+    /// Our webhook endpoint's HTTP status; 0 if it could not be reached.
+    delivery_status: u16,
+}
+
+// Documentation of the JSON the handler builds.
+/// What a PaymentIntent control did.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = SimulatedPaymentIntent)]
+#[allow(dead_code)]
+struct PaymentIntentAnswer {
+    payment_intent: String,
+    /// `refund` only: the refund made (`re_sim_...`), for the refund's own control.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refund: Option<String>,
+    events: Vec<DeliveredDoc>,
+}
+
+/// What the refund control did.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = SimulatedRefund)]
+#[allow(dead_code)]
+struct RefundAnswer {
+    refund: String,
+    /// `refund.updated`, `refund.failed`, `charge.refund.updated`.
+    events: Vec<DeliveredDoc>,
+}
+
+/// A payout the simulator made.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = SimulatedPayoutMade)]
+#[allow(dead_code)]
+struct PayoutDoc {
+    id: String,
+    amount: i64,
+    currency: String,
+    /// `paid`, or `failed` when the bank returned it.
+    status: String,
+}
+
+/// What the payout control did.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = SimulatedPayouts)]
+#[allow(dead_code)]
+struct PayoutAnswer {
+    /// One per currency with a balance above 0.
+    payouts: Vec<PayoutDoc>,
+    /// `payout.created`, `payout.paid` or `payout.failed`, `payout.reconciliation_completed`.
+    events: Vec<DeliveredDoc>,
+}
+
+/// The optional body of the `refund` control.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = SimulatedRefundRequest)]
+#[allow(dead_code)]
+struct RefundBody {
+    /// Minor units, more than 0; by default all that is left.
+    #[schema(nullable = false, minimum = 1)]
+    amount: Option<i64>,
+}
+
+/// The optional body of the payout control.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = SimulatedPayoutRequest)]
+#[allow(dead_code)]
+struct PayoutBody {
+    /// The bank returns the payout; default false.
+    #[schema(nullable = false)]
+    fail: Option<bool>,
+}
+
+/// The simulator's actions on a PaymentIntent.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum PaymentIntentAction {
+    /// The card is charged.
+    Succeed,
+    /// The card is declined; the PaymentIntent waits for another try.
+    Fail,
+    /// A refund, of `amount` or all that is left.
+    Refund,
+}
+
+/// The simulator's actions on a refund.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum RefundAction {
+    /// A succeeded refund fails: the money comes back.
+    Fail,
 }
 
 fn simulator_of(state: &AppState) -> Result<&Simulator, Problem> {
@@ -82,6 +185,36 @@ fn simulator_of(state: &AppState) -> Result<&Simulator, Problem> {
         .ok_or_else(|| Problem::not_found("Payments are not simulated."))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/simulator/payment_intents/{id}/{action}",
+    operation_id = "simulatePaymentIntent",
+    tag = "simulator",
+    summary = "Play the donor or the dashboard on a PaymentIntent",
+    description = "Only with simulated payments. `succeed`: the card is charged; `fail`: the \
+                   card is declined (the PaymentIntent waits for another try); `refund`: a \
+                   refund of `amount` (by default all that is left). The simulated Stripe's \
+                   objects change as Stripe's would, and the resulting events are delivered, \
+                   signed, to our own webhook endpoint.",
+    params(
+        ("id" = String, Path, description = "The PaymentIntent (`pi_sim_...`)."),
+        ("action" = inline(PaymentIntentAction), Path, description = "What happens."),
+    ),
+    request_body(content = Option<RefundBody>, content_type = "application/json",
+                 description = "`refund` only, optional."),
+    responses(
+        (status = 200, description = "Done; the events and how each was delivered.",
+         body = PaymentIntentAnswer),
+        (status = 400, description = "`/problems/malformed-json`.", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 404, description = "`/problems/not-found`: no such PaymentIntent or action.",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`/problems/simulation-refused`: not possible in its state.",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`/problems/validation`: a bad `amount`.", body = Problem,
+         content_type = "application/problem+json"),
+    ),
+)]
 async fn simulate(
     State(state): State<AppState>,
     Path((id, action)): Path<(String, String)>,
@@ -121,6 +254,30 @@ async fn simulate(
 }
 
 /// `POST /v1/simulator/refunds/{id}/fail`: a succeeded refund fails.
+#[utoipa::path(
+    post,
+    path = "/v1/simulator/refunds/{id}/{action}",
+    operation_id = "simulateRefund",
+    tag = "simulator",
+    summary = "Play the card issuer: a refund fails",
+    description = "Only with simulated payments. A succeeded refund fails: its status `failed`, \
+                   a `refund_failure` balance transaction puts the money back, the charge's \
+                   `amount_refunded` is lowered; the events are delivered to our webhook \
+                   endpoint.",
+    params(
+        ("id" = String, Path, description = "The refund (`re_sim_...`)."),
+        ("action" = inline(RefundAction), Path, description = "What happens."),
+    ),
+    responses(
+        (status = 200, description = "Done.", body = RefundAnswer),
+        (status = 404, description = "`/problems/not-found`: a refund the simulator never \
+                                      made, or no such action.", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 409, description = "`/problems/simulation-refused`: the refund is not \
+                                      succeeded.", body = Problem,
+         content_type = "application/problem+json"),
+    ),
+)]
 async fn simulate_refund(
     State(state): State<AppState>,
     Path((id, action)): Path<(String, String)>,
@@ -137,6 +294,29 @@ async fn simulate_refund(
 
 /// `POST /v1/simulator/payouts`: an automatic payout of the balance, paid or (`{"fail": true}`)
 /// returned by the bank.
+#[utoipa::path(
+    post,
+    path = "/v1/simulator/payouts",
+    operation_id = "simulatePayout",
+    tag = "simulator",
+    summary = "Play the bank: an automatic payout",
+    description = "Only with simulated payments. Pays out every balance transaction not yet \
+                   paid out, one payout per currency whose total is above 0, as Stripe's \
+                   automatic payouts do; with `{\"fail\": true}` the bank returns it and its \
+                   money waits for the next payout.",
+    request_body(content = Option<PayoutBody>, content_type = "application/json",
+                 description = "Optional."),
+    responses(
+        (status = 200, description = "The payouts made and their events.", body = PayoutAnswer),
+        (status = 400, description = "`/problems/malformed-json`.", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 409, description = "`/problems/simulation-refused`: nothing to pay out.",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`/problems/validation`: a field other than `fail`, or \
+                                      not a boolean.", body = Problem,
+         content_type = "application/problem+json"),
+    ),
+)]
 async fn simulate_payout(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
     let simulator = simulator_of(&state)?;
     let fail = payout_fails(&body)?;

@@ -28,6 +28,11 @@ pub struct Receipt {
     pub donor_first_name: String,
     pub donor_last_name: String,
     pub campaign_title: String,
+    /// The gift: what the charity is given, and all Gift Aid is claimed on.
+    pub amount: i64,
+    /// The card fee the donor chose to cover, on top of the gift (0 if they did not).
+    pub cover_fees_amount: i64,
+    /// What the card was charged: the gift and the fee cover.
     pub total_amount: i64,
     pub refunded_amount: i64,
     pub currency: String,
@@ -69,22 +74,64 @@ pub fn compose(receipt: &Receipt, charity: &Charity) -> anyhow::Result<Message> 
 }
 
 fn thank_you(receipt: &Receipt, charity: &Charity) -> String {
-    let mut body = format!(
-        "Dear {name},\n\nThank you for your donation of {amount} to {campaign}, received on \
-         {date}.\n",
-        name = greeting(receipt),
-        amount = money(receipt.total_amount, &receipt.currency),
-        campaign = receipt.campaign_title,
-        date = day(receipt.paid_at),
-    );
+    let money = |amount| money(amount, &receipt.currency);
+    let mut body = if receipt.cover_fees_amount > 0 {
+        // Said apart, so that no one reads the fee cover as part of the gift (it is not, for
+        // the charity's totals or for Gift Aid).
+        format!(
+            "Dear {name},\n\nThank you for your donation to {campaign}, received on {date}.\n\n\
+             Your gift:             {gift}\n\
+             Card fee you covered:  {cover}\n\
+             Total charged:         {total}\n",
+            name = greeting(receipt),
+            campaign = receipt.campaign_title,
+            date = day(receipt.paid_at),
+            gift = money(receipt.amount),
+            cover = money(receipt.cover_fees_amount),
+            total = money(receipt.total_amount),
+        )
+    } else {
+        format!(
+            "Dear {name},\n\nThank you for your donation of {amount} to {campaign}, received on \
+             {date}.\n",
+            name = greeting(receipt),
+            amount = money(receipt.total_amount),
+            campaign = receipt.campaign_title,
+            date = day(receipt.paid_at),
+        )
+    };
     if receipt.gift_aid_declared {
         body.push_str(&format!(
-            "\nYou made this Gift Aid declaration:\n\n\"{}\"\n",
-            crate::finance::gift_aid::declaration(&charity.name)
+            "\nYou made this Gift Aid declaration:\n\n\"{}\"\n\n{}\n",
+            crate::finance::gift_aid::declaration(&charity.name),
+            gift_aid_basis(receipt, &money)
         ));
     }
     body.push_str(&footer(receipt, charity));
     body
+}
+
+/// What Gift Aid is claimed on, as `finance::gift_aid` claims it: the gift alone, in pounds,
+/// never the fee cover.
+fn gift_aid_basis(receipt: &Receipt, money: &impl Fn(i64) -> String) -> String {
+    if !receipt
+        .currency
+        .eq_ignore_ascii_case(crate::finance::gift_aid::CURRENCY)
+    {
+        return "Gift Aid is claimed only on gifts in pounds sterling, so none is claimed on \
+                this one."
+            .to_owned();
+    }
+    let gift = money(receipt.amount);
+    if receipt.cover_fees_amount > 0 {
+        format!(
+            "Gift Aid is claimed on your gift of {gift} alone, not on the {} card fee you \
+             covered.",
+            money(receipt.cover_fees_amount)
+        )
+    } else {
+        format!("Gift Aid is claimed on your gift of {gift}.")
+    }
 }
 
 fn refund_notice(receipt: &Receipt, charity: &Charity) -> String {
@@ -123,14 +170,24 @@ fn day(at: OffsetDateTime) -> String {
     .unwrap_or_else(|_| at.date().to_string())
 }
 
-/// `amount` minor units of `currency` as a donor reads it: `£25.59`, `€10.00`, `1000 JPY`.
-pub fn money(amount: i64, currency: &str) -> String {
+/// How many decimal places `currency`'s minor units make, as Stripe counts them: 0 for its
+/// zero-decimal currencies (the yen), else 2.
+pub fn exponent(currency: &str) -> u32 {
     const ZERO_DECIMAL: &[&str] = &[
         "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
         "xaf", "xof", "xpf",
     ];
+    if ZERO_DECIMAL.contains(&currency.to_ascii_lowercase().as_str()) {
+        0
+    } else {
+        2
+    }
+}
+
+/// `amount` minor units of `currency` as a donor reads it: `£25.59`, `€10.00`, `1000 JPY`.
+pub fn money(amount: i64, currency: &str) -> String {
     let code = currency.to_ascii_lowercase();
-    if ZERO_DECIMAL.contains(&code.as_str()) {
+    if exponent(&code) == 0 {
         return format!("{amount} {}", code.to_ascii_uppercase());
     }
     let sign = if amount < 0 { "-" } else { "" };

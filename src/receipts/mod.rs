@@ -10,6 +10,8 @@
 //! The row copies no personal data: the donor's address and name are read from the donation
 //! when the receipt is sent. A donor erased before then is sent nothing.
 
+pub mod admin;
+pub mod charity;
 pub mod message;
 pub mod sender;
 

@@ -9,16 +9,24 @@
 //!
 //! The one window left is a crash (SIGKILL, power) after the mail server took the message and
 //! before `sent` is written: nothing can tell that apart from a crash just before sending, so
-//! the receipt is sent again when its lease runs out ([`LEASE`]), with the same Message-ID, so
-//! the second copy is recognisably the same message (and many mailboxes drop it as one). Each
-//! such crash can cost at most one extra copy, and the attempts that count toward
-//! [`MAX_ATTEMPTS`] bound the total. A graceful shutdown finishes the receipt in hand first.
+//! the receipt is sent again, with the same Message-ID, so the second copy is recognisably the
+//! same message (and many mailboxes drop it as one). Again promptly: a claim names its instance
+//! (`claimed_instance`, the `application_name` of its connections, as the event worker's
+//! claims do), and the claims of an instance with no session left on the database are released
+//! by the next instance to start and every [`ORPHANS_EVERY`] by each running sender
+//! ([`release_orphaned`]), else when the lease runs out ([`LEASE`]). A sender holds one of its
+//! pool's connections (no transaction, no lock) from its claim until its batch is done, so an
+//! instance that is alive always has a session while it sends: its claims are never taken for
+//! a dead one's. A sender sends one receipt at a time, so a crash can find at most one
+//! delivered and not yet recorded: each crash costs at most one extra copy of one receipt (the
+//! rest of its batch was never sent). The attempts that count toward [`MAX_ATTEMPTS`] bound
+//! the total. A graceful shutdown finishes the receipt in hand first.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -34,6 +42,8 @@ pub const MAX_ATTEMPTS: i32 = 20;
 const POLL: Duration = Duration::from_millis(500);
 /// Receipts claimed at once.
 const BATCH: i64 = 10;
+/// How often a running sender releases the claims of instances that are gone.
+pub const ORPHANS_EVERY: Duration = Duration::from_secs(30);
 
 /// Where receipts go.
 #[derive(Clone)]
@@ -113,7 +123,14 @@ impl Sender {
                 "no SMTP_URL: receipts are written as .eml files"
             ),
         }
+        // What a killed predecessor held is sent now, not when its lease runs out.
+        self.release_orphaned_claims().await;
+        let mut released_at = tokio::time::Instant::now();
         loop {
+            if released_at.elapsed() >= ORPHANS_EVERY {
+                self.release_orphaned_claims().await;
+                released_at = tokio::time::Instant::now();
+            }
             match self.send_due(&stop).await {
                 Ok(sent) if sent > 0 => continue,
                 Ok(_) => {}
@@ -129,8 +146,27 @@ impl Sender {
         }
     }
 
+    /// Makes the receipts claimed by instances that are gone due again now; see
+    /// [`release_orphaned`].
+    pub async fn release_orphaned_claims(&self) {
+        match release_orphaned(&self.db).await {
+            Ok(0) => {}
+            Ok(released) => tracing::warn!(
+                released,
+                "receipts claimed by an instance that is gone are due again (one may have been \
+                 delivered just before it went: it is sent again with the same Message-ID)"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "could not look for receipt claims of instances gone")
+            }
+        }
+    }
+
     /// Claims the receipts due and tries each once; how many were claimed.
     pub async fn send_due(&self, stop: &watch::Receiver<bool>) -> sqlx::Result<usize> {
+        // Held until the batch is done: while it sends, this instance has a session on the
+        // database, so no other instance takes its claims for a dead one's.
+        let mut conn = self.db.acquire().await?;
         let token = Uuid::new_v4().to_string();
         let claimed = sqlx::query_scalar!(
             r#"WITH due AS (
@@ -142,6 +178,7 @@ impl Sender {
                UPDATE receipts r
                SET claimed_by = $2, claimed_until = now() + make_interval(secs => $3),
                    next_attempt_at = now() + make_interval(secs => $3),
+                   claimed_instance = current_setting('application_name'),
                    attempts = r.attempts + 1
                FROM due WHERE r.id = due.id
                RETURNING r.id"#,
@@ -149,23 +186,24 @@ impl Sender {
             token,
             LEASE.as_secs_f64()
         )
-        .fetch_all(&self.db)
+        .fetch_all(&mut *conn)
         .await?;
         for (done, id) in claimed.iter().enumerate() {
             if *stop.borrow() {
-                // What is left is due again when its lease runs out; nothing was sent.
-                self.release(&claimed[done..], &token).await?;
+                // What is left is due again at once; nothing of it was sent.
+                self.release(&mut conn, &claimed[done..], &token).await?;
                 break;
             }
-            self.send_one(*id, &token).await?;
+            self.send_one(&mut conn, *id, &token).await?;
         }
         Ok(claimed.len())
     }
 
-    async fn send_one(&self, id: Uuid, token: &str) -> sqlx::Result<()> {
+    async fn send_one(&self, conn: &mut PgConnection, id: Uuid, token: &str) -> sqlx::Result<()> {
         let Some(row) = sqlx::query!(
             r#"SELECT r.id, r.kind, r.message_id, r.attempts, d.donor_email, d.donor_first_name,
-                      d.donor_last_name, d.total_amount, d.refunded_amount, d.currency,
+                      d.donor_last_name, d.amount, d.cover_fees_amount, d.total_amount,
+                      d.refunded_amount, d.currency,
                       d.personal_data_erased_at IS NOT NULL AS "erased!",
                       coalesce(d.payment_status_at, d.created_at) AS "paid_at!",
                       c.title AS campaign_title,
@@ -179,18 +217,20 @@ impl Sender {
             id,
             token
         )
-        .fetch_optional(&self.db)
+        .fetch_optional(&mut *conn)
         .await?
         else {
             return Ok(());
         };
         if row.erased {
             sqlx::query!(
-                r#"UPDATE receipts SET status = 'canceled', claimed_by = NULL, claimed_until = NULL
+                r#"UPDATE receipts
+                   SET status = 'canceled', claimed_by = NULL, claimed_until = NULL,
+                       claimed_instance = NULL
                    WHERE id = $1"#,
                 id
             )
-            .execute(&self.db)
+            .execute(&mut *conn)
             .await?;
             tracing::info!(receipt = %id, "receipt not sent: the donor's data was erased");
             return Ok(());
@@ -203,6 +243,8 @@ impl Sender {
             donor_first_name: row.donor_first_name,
             donor_last_name: row.donor_last_name,
             campaign_title: row.campaign_title,
+            amount: row.amount,
+            cover_fees_amount: row.cover_fees_amount,
             total_amount: row.total_amount,
             refunded_amount: row.refunded_amount,
             currency: row.currency,
@@ -214,7 +256,13 @@ impl Sender {
             Err(_) => {
                 // Not worth retrying: the same data makes the same message.
                 return self
-                    .failed(id, token, "could not make the message (the address?)", true)
+                    .failed(
+                        conn,
+                        id,
+                        token,
+                        "could not make the message (the address?)",
+                        true,
+                    )
                     .await;
             }
         };
@@ -224,11 +272,11 @@ impl Sender {
                 sqlx::query!(
                     r#"UPDATE receipts
                        SET status = 'sent', sent_at = now(), claimed_by = NULL,
-                           claimed_until = NULL, last_error = NULL
+                           claimed_until = NULL, claimed_instance = NULL, last_error = NULL
                        WHERE id = $1 AND status = 'pending'"#,
                     id
                 )
-                .execute(&self.db)
+                .execute(&mut *conn)
                 .await?;
                 tracing::info!(receipt = %id, kind = %row.kind, "receipt sent");
                 Ok(())
@@ -241,19 +289,27 @@ impl Sender {
                     %error,
                     "could not send a receipt; it is tried again later"
                 );
-                self.failed(id, token, &error, false).await
+                self.failed(conn, id, token, &error, false).await
             }
         }
     }
 
     /// Records a failed attempt: due again after a back-off, or set aside after the last.
-    async fn failed(&self, id: Uuid, token: &str, error: &str, give_up: bool) -> sqlx::Result<()> {
+    async fn failed(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        token: &str,
+        error: &str,
+        give_up: bool,
+    ) -> sqlx::Result<()> {
         sqlx::query!(
             r#"UPDATE receipts
                SET status = CASE WHEN $4 OR attempts >= $5 THEN 'failed' ELSE 'pending' END,
                    next_attempt_at = now() + make_interval(
                        secs => least(3600, power(2, greatest(attempts - 1, 0))::float8)),
-                   last_error = $3, claimed_by = NULL, claimed_until = NULL
+                   last_error = $3, claimed_by = NULL, claimed_until = NULL,
+                   claimed_instance = NULL
                WHERE id = $1 AND claimed_by = $2"#,
             id,
             token,
@@ -261,22 +317,51 @@ impl Sender {
             give_up,
             MAX_ATTEMPTS
         )
-        .execute(&self.db)
+        .execute(&mut *conn)
         .await?;
         Ok(())
     }
 
-    async fn release(&self, ids: &[Uuid], token: &str) -> sqlx::Result<()> {
+    async fn release(
+        &self,
+        conn: &mut PgConnection,
+        ids: &[Uuid],
+        token: &str,
+    ) -> sqlx::Result<()> {
         sqlx::query!(
             r#"UPDATE receipts
                SET next_attempt_at = now(), attempts = greatest(attempts - 1, 0),
-                   claimed_by = NULL, claimed_until = NULL
+                   claimed_by = NULL, claimed_until = NULL, claimed_instance = NULL
                WHERE id = ANY($1) AND claimed_by = $2"#,
             ids,
             token
         )
-        .execute(&self.db)
+        .execute(&mut *conn)
         .await?;
         Ok(())
     }
+}
+
+/// Releases the claims of senders whose instance has no session left on the database (each
+/// instance's connections carry its own `application_name`; see `db::Database::open`): their
+/// receipts are due again at once instead of when the lease runs out. The attempt stays
+/// counted: it may have delivered the message. A live instance is never taken for a dead one
+/// while it sends, since its sender holds a connection until its batch is done; only an
+/// instance whose session the database itself ended (the connection lost mid-send) could have
+/// its receipt sent a second time.
+pub async fn release_orphaned(db: &PgPool) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        r#"UPDATE receipts r
+           SET next_attempt_at = now(), claimed_by = NULL, claimed_until = NULL,
+               claimed_instance = NULL
+           WHERE r.status = 'pending' AND r.claimed_by IS NOT NULL
+             AND r.claimed_instance IS NOT NULL
+             AND NOT EXISTS (
+                 SELECT 1 FROM pg_stat_activity a
+                 WHERE a.datname = current_database()
+                   AND a.application_name = r.claimed_instance)"#
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }

@@ -42,14 +42,7 @@ pub async fn list(db: &PgPool, failed_only: bool, limit: i64) -> anyhow::Result<
         .map(str::to_owned),
     ];
     for row in &rows {
-        let error: String = row
-            .last_error
-            .as_deref()
-            .unwrap_or("")
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(80)
-            .collect();
+        let error = error_cell(row.last_error.as_deref());
         table.push([
             row.id.clone(),
             row.kind.clone(),
@@ -67,7 +60,17 @@ pub async fn list(db: &PgPool, failed_only: bool, limit: i64) -> anyhow::Result<
 
 /// `rows` as a table whose columns are as wide as their longest cell (`right`: aligned to the
 /// right, for numbers); the last column is not padded.
-fn columns<const N: usize>(rows: &[[String; N]], right: &[bool; N]) -> String {
+/// A last error as a table shows it: one line, at most 80 characters.
+pub(crate) fn error_cell(error: Option<&str>) -> String {
+    error
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(80)
+        .collect()
+}
+
+pub(crate) fn columns<const N: usize>(rows: &[[String; N]], right: &[bool; N]) -> String {
     let mut widths = [0; N];
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

@@ -3,43 +3,73 @@
 
 pub mod admin;
 pub mod apply;
+pub mod ingest;
 pub mod log;
 pub mod plan;
 pub mod queue;
 pub mod signature;
 pub mod worker;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use serde_json::{Value, json};
+use serde::Serialize;
 use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::problem::{ApiError, ApiResult, Problem};
 use crate::metrics::Delivery;
 use crate::startup::AppState;
-use log::{Event, Source};
+use log::Event;
 
 /// Stripe's events are a few KiB; anything past this is not one.
 pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/v1/webhooks/stripe",
-        post(receive).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
-    )
+pub fn router() -> OpenApiRouter<AppState> {
+    // The layer reaches only the routes registered before it: this one.
+    OpenApiRouter::new()
+        .routes(routes!(receive))
+        .layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT))
+}
+
+/// The answer to an event stored (or one stored before).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = WebhookReceived)]
+struct Received {
+    /// Always true.
+    received: bool,
 }
 
 /// `POST /v1/webhooks/stripe`. A 2xx means the event is stored durably; a 503 asks Stripe to
 /// deliver it again later.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/stripe",
+    operation_id = "receiveStripeEvent",
+    tag = "webhooks",
+    summary = "Stripe's webhook endpoint",
+    description = "Stripe delivers its events here, signed with the endpoint's secret. A 200                    means the event is stored durably (or was already: delivering it again is                    harmless); it is applied afterwards by the worker. Any other answer asks                    Stripe to deliver it again.",
+    params(("Stripe-Signature" = String, Header,
+            description = "Stripe's signature of the raw body: `t=<unix time>,v1=<HMAC-SHA256>`;                            refused when it does not verify or is too old.")),
+    request_body(content = Object, content_type = "application/json",
+                 description = "A Stripe event object, as Stripe sends it (at most 1 MiB)."),
+    responses(
+        (status = 200, description = "The event is stored.", body = Received),
+        (status = 400, description = "`/problems/invalid-signature` or `/problems/invalid-event`                                       (the body is not a Stripe event or could not be read).",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`/problems/body-too-large`: over 1 MiB.", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 503, description = "`/problems/service-unavailable`: the event could not be                                       stored; Stripe delivers it again.", body = Problem,
+         content_type = "application/problem+json"),
+    ),
+)]
 async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<Received>> {
     let metrics = &state.metrics;
     let body = body.map_err(|rejection| {
         metrics.webhook(None, Delivery::Invalid);
@@ -78,12 +108,16 @@ async fn receive(
         bad_event("The body is not a Stripe event.")
     })?;
     let ignore = log::reason_to_ignore(&event, state.livemode);
-    let new = log::record(&state.db, &event, ignore.as_deref(), Source::Webhook)
+    let (id, kind) = (event.id.clone(), event.kind.clone());
+    let new = state
+        .ingest
+        .store(event, ignore.clone())
         .await
         .map_err(|error| {
-            // Whatever went wrong, the event is not stored: Stripe must send it again.
-            metrics.webhook(Some(&event.kind), Delivery::NotStored);
-            tracing::error!(%error, event_id = %event.id, "could not store a webhook event");
+            // The event may not be stored (or its commit was not seen through): Stripe must
+            // send it again, and a redelivery of a stored event only counts.
+            metrics.webhook(Some(&kind), Delivery::NotStored);
+            tracing::error!(%error, event_id = %id, "could not store a webhook event");
             ApiError::Client(Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service-unavailable",
@@ -99,9 +133,9 @@ async fn receive(
         (true, Some(_)) => Delivery::Ignored,
         (true, None) => Delivery::Stored,
     };
-    metrics.webhook(Some(&event.kind), delivery);
-    tracing::info!(event_id = %event.id, kind = %event.kind, new, ignored = ignore.is_some(), "webhook stored");
-    Ok(axum::Json(json!({"received": true})))
+    metrics.webhook(Some(&kind), delivery);
+    tracing::info!(event_id = %id, %kind, new, ignored = ignore.is_some(), "webhook stored");
+    Ok(axum::Json(Received { received: true }))
 }
 
 fn bad_event(detail: &str) -> Problem {

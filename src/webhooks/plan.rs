@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -141,7 +141,7 @@ struct Held {
 }
 
 /// Reads the claimed events and plans them.
-pub async fn plan(db: &PgPool, events: &[Claimed]) -> sqlx::Result<Plan> {
+pub async fn plan(db: &mut PgConnection, events: &[Claimed]) -> sqlx::Result<Plan> {
     let mut plan = Plan::default();
     let mut read: Vec<(String, Read)> = Vec::new();
     for event in events {
@@ -192,14 +192,14 @@ pub async fn plan(db: &PgPool, events: &[Claimed]) -> sqlx::Result<Plan> {
         &intents,
         &charges
     )
-    .fetch_all(db)
+    .fetch_all(&mut *db)
     .await?;
     let donation_ids: Vec<Uuid> = held.iter().map(|d| d.id).collect();
     let known_refunds = sqlx::query!(
         r#"SELECT donation_id, id, amount, status FROM refunds WHERE donation_id = ANY($1)"#,
         &donation_ids
     )
-    .fetch_all(db)
+    .fetch_all(&mut *db)
     .await?;
     // Read on their own: as a subquery of the lookup above, this made the worker's plan for
     // it several times slower under a storm (BENCHMARKS.md).
@@ -208,7 +208,7 @@ pub async fn plan(db: &PgPool, events: &[Claimed]) -> sqlx::Result<Plan> {
            FROM ledger_entries WHERE donation_id = ANY($1)"#,
         &donation_ids
     )
-    .fetch_all(db)
+    .fetch_all(&mut *db)
     .await?;
 
     let by_id: HashMap<Uuid, &Held> = held.iter().map(|d| (d.id, d)).collect();

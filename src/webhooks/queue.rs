@@ -13,6 +13,10 @@ use uuid::Uuid;
 /// events, calls Stripe for it at most once, and no two workers wait on its row.
 const CLAIM_LOCK: i64 = 0x7175_6963_6b64_6f6e; // "quickdon"
 
+/// The advisory locks' first key for payments (the second is the hash of the payment's
+/// `object_key`), a key space apart from [`CLAIM_LOCK`]'s.
+const PAYMENT_LOCKS: i32 = 0x7164_7079; // "qdpy"
+
 /// A claimed event, as stored.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -35,44 +39,94 @@ pub struct Claim {
 pub async fn claim(db: &PgPool, batch: i64, lease: Duration) -> sqlx::Result<Claim> {
     let token = Uuid::new_v4();
     let mut tx = db.begin().await?;
-    // The best plan for the claim depends on the backlog, which can grow from nothing to tens
-    // of thousands of events within a minute, before statistics catch up: plan it afresh each
-    // time rather than reuse a plan made when the table was empty (seen to take seconds).
+    // A claim is only a lease: if a crash loses it, its events are simply due again (and a
+    // Stripe read made meanwhile is made once more). So its commit does not wait for the disk,
+    // and the claim lock, which every worker of every instance queues for, is not held through
+    // a WAL flush. Whatever the batch then applies is committed durably, and that flush carries
+    // the claim's record with it.
     sqlx::query!(
-        "SELECT pg_advisory_xact_lock($1), set_config('plan_cache_mode', 'force_custom_plan', true)",
+        "SELECT pg_advisory_xact_lock($1), set_config('synchronous_commit', 'off', true) AS commits",
         CLAIM_LOCK
     )
     .fetch_one(&mut *tx)
     .await?;
-    // A claimed event is due again only when its claim runs out (next_attempt_at is the end
-    // of the claim), so other workers' scans never wade through it. The due index gives the
-    // oldest due events in order and the claimed index says, per event, whether its payment is
-    // held: a claim reads about as many rows as it takes, whatever the backlog.
-    let events = sqlx::query_as!(
+    let events = lock_due(&mut tx, batch).await?;
+    if !events.is_empty() {
+        // A claimed event is due again only when its claim runs out (next_attempt_at is the
+        // end of the claim), so other workers' scans never wade through it.
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        sqlx::query!(
+            r#"UPDATE stripe_events
+               SET claimed_by = $2, claimed_until = now() + make_interval(secs => $3),
+                   next_attempt_at = now() + make_interval(secs => $3),
+                   claimed_instance = current_setting('application_name')
+               WHERE id = ANY($1)"#,
+            &ids as &[&str],
+            token,
+            lease.as_secs_f64()
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Claim { token, events })
+}
+
+/// Locks up to `batch` due events, oldest first, whose payments no worker holds a claim on,
+/// for the transaction `tx` alone, writing nothing: the worker applies them in that same
+/// transaction when none needs Stripe, so they are written once (pending to applied), and
+/// [`claim`] claims them otherwise. The due index gives the oldest due events in order and the
+/// claimed index says, per event, whether its payment is held: this reads about as many rows
+/// as it takes, whatever the backlog. The best plan depends on the backlog, which can grow from
+/// nothing to tens of thousands of events within a minute, before statistics catch up: it is
+/// planned afresh each time rather than with a plan made when the table was empty (seen to
+/// take seconds).
+pub async fn lock_due(tx: &mut PgConnection, batch: i64) -> sqlx::Result<Vec<Claimed>> {
+    sqlx::query!("SELECT set_config('plan_cache_mode', 'force_custom_plan', true) AS plans")
+        .fetch_one(&mut *tx)
+        .await?;
+    // One worker at a time per payment, across instances: each payment's key is taken with a
+    // transaction-scoped advisory lock, never waited for (a payment another transaction is
+    // applying at once, or claiming, is left for later).
+    let mut events = sqlx::query_as!(
         Claimed,
         r#"WITH due AS (
-               SELECT e.id FROM stripe_events e
+               SELECT e.id, e.type AS kind, e.created, e.payload, e.object_key
+               FROM stripe_events e
                WHERE e.state = 'pending' AND e.next_attempt_at <= now()
                  AND NOT EXISTS (
                      SELECT 1 FROM stripe_events o
                      WHERE o.object_key = e.object_key AND o.claimed_until >= now())
                ORDER BY e.next_attempt_at, e.created
                LIMIT $1
-               FOR UPDATE SKIP LOCKED)
-           UPDATE stripe_events s
-           SET claimed_by = $2, claimed_until = now() + make_interval(secs => $3),
-               next_attempt_at = now() + make_interval(secs => $3),
-               claimed_instance = current_setting('application_name')
-           FROM due WHERE s.id = due.id
-           RETURNING s.id, s.type AS kind, s.created, s.payload, s.object_key"#,
+               FOR UPDATE OF e SKIP LOCKED)
+           SELECT id AS "id!", kind AS "kind!", created AS "created!", payload AS "payload!",
+                  object_key
+           FROM due
+           WHERE pg_try_advisory_xact_lock($2, hashtext(coalesce(object_key, id)))"#,
         batch,
-        token,
-        lease.as_secs_f64()
+        PAYMENT_LOCKS
     )
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok(Claim { token, events })
+    if events.is_empty() {
+        return Ok(events);
+    }
+    // A claim committed after the statement above began, and its lock let go with its
+    // transaction: read anew which of these payments are claimed now, and leave them.
+    let keys: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.object_key.as_deref())
+        .collect();
+    let claimed: Vec<String> = sqlx::query_scalar!(
+        r#"SELECT DISTINCT object_key AS "key!" FROM stripe_events
+           WHERE object_key = ANY($1) AND claimed_until >= now()"#,
+        &keys as &[&str]
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    events.retain(|e| !e.object_key.as_ref().is_some_and(|k| claimed.contains(k)));
+    Ok(events)
 }
 
 /// Releases the claims of instances that have no session left on the database (each
@@ -151,12 +205,13 @@ pub async fn still_ours(tx: &mut PgConnection, token: Uuid, ids: &[String]) -> s
     Ok(usize::try_from(held).ok() == Some(ids.len()))
 }
 
-/// Writes the outcomes and ends the claim on those events. A failure is due again after
+/// Writes the outcomes and ends the claim `token` on those events (or, with `None`, on events
+/// this transaction holds locked: see [`lock_due`]). A failure is due again after
 /// 2^attempts seconds (at most an hour), or after its `wait` if that is longer; a poison event that has failed `max_attempts` times
 /// is set aside as `failed` for an operator.
 pub async fn record(
     tx: &mut PgConnection,
-    token: Uuid,
+    token: Option<Uuid>,
     outcomes: &Outcomes,
     max_attempts: i32,
 ) -> sqlx::Result<()> {
@@ -165,7 +220,7 @@ pub async fn record(
             r#"UPDATE stripe_events
                SET state = 'applied', applied_at = now(), attempts = attempts + 1,
                    last_error = NULL, claimed_by = NULL, claimed_until = NULL
-               WHERE id = ANY($1) AND claimed_by = $2"#,
+               WHERE id = ANY($1) AND ($2::uuid IS NULL OR claimed_by = $2)"#,
             &outcomes.applied,
             token
         )
@@ -179,7 +234,7 @@ pub async fn record(
                SET state = 'ignored', attempts = e.attempts + 1, last_error = u.reason,
                    claimed_by = NULL, claimed_until = NULL
                FROM unnest($1::text[], $2::text[]) AS u(id, reason)
-               WHERE e.id = u.id AND e.claimed_by = $3"#,
+               WHERE e.id = u.id AND ($3::uuid IS NULL OR e.claimed_by = $3)"#,
             &ids,
             &reasons,
             token
@@ -207,7 +262,7 @@ pub async fn record(
                    claimed_by = NULL, claimed_until = NULL
                FROM unnest($1::text[], $2::text[], $3::bool[], $4::float8[])
                     AS u(id, error, poison, wait)
-               WHERE e.id = u.id AND e.claimed_by = $6"#,
+               WHERE e.id = u.id AND ($6::uuid IS NULL OR e.claimed_by = $6)"#,
             &ids,
             &errors,
             &poison,
@@ -218,7 +273,9 @@ pub async fn record(
         .execute(&mut *tx)
         .await?;
     }
-    if !outcomes.released.is_empty() {
+    if !outcomes.released.is_empty()
+        && let Some(token) = token
+    {
         release(&mut *tx, token, &outcomes.released).await?;
     }
     Ok(())

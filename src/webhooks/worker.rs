@@ -12,6 +12,11 @@
 //!    failure is kept to its payment: the batch is applied again one payment per transaction,
 //!    and the failing payment's events are retried with back-off, then set aside as `failed`
 //!    (a dead letter) if the event itself is at fault. Several instances may share a database.
+//!
+//! Most batches need nothing from Stripe; such a batch is applied **at once** instead: its
+//! events, and each of their payments (an advisory lock per payment), are held for one
+//! transaction that plans and applies them, with no claim written ([`Worker::apply_at_once`]).
+//! Either way one payment is in the hands of one worker at a time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,6 +51,16 @@ const POLL: Duration = Duration::from_millis(250);
 const MAX_PAUSE: Duration = Duration::from_secs(30);
 /// How often a transaction that deadlocked or failed to serialize is tried again at once.
 const TRANSIENT_RETRIES: u32 = 5;
+
+/// What applying at once did.
+enum AtOnce {
+    /// Took these many events (0: none was due), and left none for the claim path.
+    All(usize),
+    /// Took these many, and left payments that need Stripe for the claim path.
+    Some(usize),
+    /// Took none: the claim path takes the batch.
+    None,
+}
 
 /// A claim's token and its events.
 type HeldClaim = (Uuid, Vec<String>);
@@ -162,11 +177,16 @@ impl Worker {
     /// Claims, plans, fetches and applies one batch of due events; returns how many it took.
     pub async fn apply_due(&self) -> sqlx::Result<usize> {
         self.release_unreleased().await?;
+        let at_once = match self.apply_at_once().await? {
+            AtOnce::All(taken) => return Ok(taken),
+            AtOnce::Some(taken) => taken,
+            AtOnce::None => 0,
+        };
         let claim = queue::claim(&self.db, BATCH, LEASE).await?;
         if claim.events.is_empty() {
-            return Ok(0);
+            return Ok(at_once);
         }
-        let taken = claim.events.len();
+        let taken = at_once + claim.events.len();
         if let Err(error) = self.work(&claim).await {
             // Let another attempt have the events at once rather than when the claim runs out;
             // if the database is away, as soon as it is back.
@@ -212,7 +232,7 @@ impl Worker {
             .map(|e| (e.id.as_str(), e.kind.as_str()))
             .collect();
         let kinds = &kinds;
-        let plan = plan::plan(&self.db, &claim.events).await?;
+        let plan = plan::plan(&mut *self.db.acquire().await?, &claim.events).await?;
         let (fetched, listed) = tokio::join!(self.fetch(&plan), self.list_payouts(&plan));
         let listed = listed?;
 
@@ -353,12 +373,7 @@ impl Worker {
                 }
                 Err(error) => return Err(error),
                 Ok(applied) => {
-                    for campaign in applied.campaigns.keys() {
-                        self.campaigns.forget(campaign);
-                    }
-                    for (donation_id, flag) in &applied.flagged {
-                        tracing::warn!(%donation_id, %flag, "a donation is flagged for an operator");
-                    }
+                    self.committed(&applied);
                     return Ok(());
                 }
             }
@@ -394,26 +409,115 @@ impl Worker {
         }
         let payments: Vec<(&Payment, Option<&Fetched>)> =
             work.iter().map(|(p, f, _)| (*p, *f)).collect();
-        let applied = apply::apply(&mut tx, &payments).await?;
-        payouts::apply(&mut tx, payouts).await?;
         // Every outcome of the batch in a few statements, not a few per payment.
         let mut outcomes = Outcomes::default();
         for (_, _, theirs) in work {
             outcomes.absorb(theirs);
         }
         outcomes.absorb(general);
-        queue::record(&mut tx, token, &outcomes, self.max_attempts).await?;
-        let requeued = queue::requeue_not_ours(&mut tx, &applied.linked).await?;
+        let applied = self
+            .apply_in(&mut tx, Some(token), &payments, payouts, &outcomes)
+            .await?;
+        tx.commit().await?;
+        self.count(kinds, &outcomes);
+        Ok(applied)
+    }
+
+    /// Applies `payments` and `payouts` inside `tx`, records the events' `outcomes` (ending
+    /// claim `token`, or on events `tx` holds locked) and moves the campaigns' totals last.
+    async fn apply_in(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        token: Option<Uuid>,
+        payments: &[(&Payment, Option<&Fetched>)],
+        payouts: &[PayoutWork],
+        outcomes: &Outcomes,
+    ) -> sqlx::Result<Applied> {
+        let applied = apply::apply(&mut *tx, payments).await?;
+        payouts::apply(&mut *tx, payouts).await?;
+        queue::record(&mut *tx, token, outcomes, self.max_attempts).await?;
+        let requeued = queue::requeue_not_ours(&mut *tx, &applied.linked).await?;
         if requeued > 0 {
             tracing::info!(
                 requeued,
                 "events set aside as not ours belong to a payment just linked; queued again"
             );
         }
-        apply::move_totals(&mut tx, &applied.campaigns).await?;
-        tx.commit().await?;
-        self.count(kinds, &outcomes);
+        apply::move_totals(&mut *tx, &applied.campaigns).await?;
         Ok(applied)
+    }
+
+    /// What follows a batch's commit: the campaigns' cached totals dropped, flags logged.
+    fn committed(&self, applied: &Applied) {
+        for campaign in applied.campaigns.keys() {
+            self.campaigns.forget(campaign);
+        }
+        for (donation_id, flag) in &applied.flagged {
+            tracing::warn!(%donation_id, %flag, "a donation is flagged for an operator");
+        }
+    }
+
+    /// The common case, in one transaction with no claim written: due events are locked for
+    /// the transaction (see [`queue::lock_due`]) and planned, and the payments among them that
+    /// need nothing from Stripe (each event carries all it says, or the payment was fetched
+    /// before) are applied there and then, with the events no one applies. So such an event is
+    /// written once, from pending to applied, and its batch costs one transaction instead of
+    /// two. The payments that need Stripe are left as they were, for the claim path, which
+    /// calls Stripe holding nothing; so is the whole batch if it holds a payout's or an
+    /// unreadable event, or if it could not be applied so (the claim path then has its handling
+    /// of every failure).
+    async fn apply_at_once(&self) -> sqlx::Result<AtOnce> {
+        let mut tx = self.db.begin().await?;
+        let events = queue::lock_due(&mut tx, BATCH).await?;
+        if events.is_empty() {
+            return Ok(AtOnce::All(0));
+        }
+        let plan = plan::plan(&mut tx, &events).await?;
+        if !plan.payouts.is_empty() || !plan.unreadable.is_empty() {
+            tx.rollback().await?;
+            return Ok(AtOnce::None);
+        }
+        let (ready, needy): (Vec<&Payment>, Vec<&Payment>) =
+            plan.payments.values().partition(|p| p.needs.is_empty());
+        if ready.is_empty() && plan.ignored.is_empty() {
+            tx.rollback().await?;
+            return Ok(AtOnce::None);
+        }
+        let payments: Vec<(&Payment, Option<&Fetched>)> =
+            ready.iter().map(|p| (*p, None)).collect();
+        let mut outcomes = Outcomes {
+            ignored: plan.ignored.clone(),
+            ..Outcomes::default()
+        };
+        for (payment, _) in &payments {
+            outcomes.absorb(&outcomes_of(payment, None));
+        }
+        let applied = match self
+            .apply_in(&mut tx, None, &payments, &[], &outcomes)
+            .await
+        {
+            Ok(applied) => applied,
+            Err(error) => {
+                tracing::debug!(%error, "a batch could not be applied at once; claiming it");
+                // Let go of its events now, not when the pool gets round to it: the claim
+                // that follows skips events still locked.
+                let _ = tx.rollback().await;
+                return Ok(AtOnce::None);
+            }
+        };
+        tx.commit().await?;
+        let kinds: Kinds<'_> = events
+            .iter()
+            .map(|e| (e.id.as_str(), e.kind.as_str()))
+            .collect();
+        self.count(&kinds, &outcomes);
+        self.committed(&applied);
+        let taken = outcome_ids(&outcomes).count();
+        Ok(if needy.is_empty() {
+            AtOnce::All(taken)
+        } else {
+            AtOnce::Some(taken)
+        })
     }
 
     /// Records that these payments could not be applied: each of their events is retried with
@@ -455,7 +559,7 @@ impl Worker {
             ..Outcomes::default()
         };
         let mut tx = self.db.begin().await?;
-        queue::record(&mut tx, token, &failed, self.max_attempts).await?;
+        queue::record(&mut tx, Some(token), &failed, self.max_attempts).await?;
         tx.commit().await?;
         self.count(kinds, &failed);
         Ok(())

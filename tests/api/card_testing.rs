@@ -190,7 +190,11 @@ async fn an_untrusted_peer_cannot_choose_its_address_and_every_instance_counts_t
     let pruned = quickdonate::donations::limits::prune(&app.db, Duration::from_secs(600))
         .await
         .unwrap();
-    assert_eq!(pruned, 2);
+    // The housekeeping prunes too (as it starts, then every minute): it may take some first.
+    assert!(
+        pruned <= 2,
+        "only the two old attempts are pruned, not {pruned}"
+    );
     assert_eq!(rows(&app).await, counted - 2);
 }
 

@@ -701,6 +701,25 @@ fn stripe_env(stripe: &MockServer) -> [(&'static str, String); 4] {
     ]
 }
 
+/// A fake Stripe that makes PaymentIntents at once.
+async fn stripe_making_payment_intents() -> MockServer {
+    let stripe = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents"))
+        .respond_with(CreatesPaymentIntents::new())
+        .mount(&stripe)
+        .await;
+    stripe
+}
+
+/// The settings of a real binary that takes our signed webhooks (no card-testing caps) and
+/// whose Stripe is `stripe`.
+fn killable_env(dir: &Path, stripe: &MockServer) -> Vec<(&'static str, String)> {
+    let mut env = burst_env(dir);
+    env.extend(stripe_env(stripe));
+    env
+}
+
 async fn start_service(dir: &Path, env: Vec<(&'static str, String)>) -> Service {
     let dir = dir.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -713,7 +732,7 @@ async fn start_service(dir: &Path, env: Vec<(&'static str, String)>) -> Service 
 
 /// The local Postgres under `dir`, started if it is not running; and a pool on the service's
 /// database.
-async fn local_database(dir: &Path) -> (LocalPostgres, PgPool) {
+pub async fn local_database(dir: &Path) -> (LocalPostgres, PgPool) {
     let root = dir.join(".quickdonate");
     let pg =
         tokio::task::spawn_blocking(move || LocalPostgres::start(&root, None, Durability::Durable))
@@ -733,19 +752,13 @@ async fn a_process_killed_mid_burst_loses_no_acknowledged_event_or_donation() {
     let dir = tempfile::tempdir().unwrap();
     // Stripe makes PaymentIntents at once and answers fetches slowly, so that a batch of the
     // worker's is in flight when the process dies.
-    let stripe = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/payment_intents"))
-        .respond_with(CreatesPaymentIntents::new())
-        .mount(&stripe)
-        .await;
+    let stripe = stripe_making_payment_intents().await;
     let at_stripe = StripeObjects::default();
     Mock::given(method("GET"))
         .respond_with(Late(at_stripe.clone(), Duration::from_secs(2)))
         .mount(&stripe)
         .await;
-    let mut env = burst_env(dir.path());
-    env.extend(stripe_env(&stripe));
+    let env = killable_env(dir.path(), &stripe);
     let mut service = start_service(dir.path(), env.clone()).await;
     let http = reqwest::Client::new();
 
@@ -923,8 +936,7 @@ async fn sigterm_under_load_finishes_what_is_in_flight_refuses_the_rest_and_exit
         .respond_with(Late(at_stripe.clone(), slow))
         .mount(&stripe)
         .await;
-    let mut env = burst_env(dir.path());
-    env.extend(stripe_env(&stripe));
+    let env = killable_env(dir.path(), &stripe);
     let mut service = start_service(dir.path(), env).await;
     let address = service.address.clone();
     let http = reqwest::Client::new();
@@ -1042,4 +1054,166 @@ async fn sigterm_under_load_finishes_what_is_in_flight_refuses_the_rest_and_exit
     tokio::task::spawn_blocking(move || pg.stop().unwrap())
         .await
         .unwrap();
+}
+
+/// The service's connections now waiting for a commit to be confirmed by a standby.
+async fn waiting_for_the_standby(db: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event = 'SyncRep'",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+/// Makes every commit of the cluster wait for a standby that never answers (`nobody`), or,
+/// with `None`, stop waiting: the commits waiting are then complete.
+async fn standby(db: &PgPool, name: Option<&str>) {
+    let set = match name {
+        Some(name) => format!("ALTER SYSTEM SET synchronous_standby_names = '{name}'"),
+        None => "ALTER SYSTEM RESET synchronous_standby_names".to_owned(),
+    };
+    sqlx::query(sqlx::AssertSqlSafe(set))
+        .execute(db)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(db)
+        .await
+        .unwrap();
+}
+
+/// Group commit's crash window, on the real binary: killed (SIGKILL) after a group's commit
+/// is written and before any of its requests is answered. A commit that waits for a standby
+/// that never comes is exactly that window, held open: the commit is on disk, the service is
+/// still waiting to hear so. Nothing is answered meanwhile; after the kill the events are
+/// stored though Stripe never had a 2xx, so it delivers them again, and each payment counts
+/// once.
+#[tokio::test]
+async fn a_process_killed_between_a_groups_commit_and_its_answers_counts_each_payment_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let stripe = stripe_making_payment_intents().await;
+    let env = killable_env(dir.path(), &stripe);
+    let mut service = start_service(dir.path(), env.clone()).await;
+    let http = reqwest::Client::new();
+    let mut payments = Vec::new();
+    for n in 0..3 {
+        let (status, body) = create(&http, &service.address, AMOUNT + n, &format!("crash-{n}"))
+            .await
+            .unwrap();
+        assert_eq!(status, 201);
+        let id = Uuid::parse_str(body["id"].as_str().unwrap()).unwrap();
+        let pi = body["payment_intent_id"].as_str().unwrap().to_owned();
+        payments.push(paid(id, &pi, AMOUNT + n));
+    }
+    let (pg, db) = local_database(dir.path()).await;
+    // However the test ends, the Postgres it adopted does not outlive it.
+    let pg = StopsOnDrop(pg);
+    standby(&db, Some("nobody")).await;
+    // The setting reaches the commits once the server has read it again, a moment after the
+    // reload returns: a commit of the test's own waiting for the standby shows it has.
+    let probe = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            sqlx::query("CREATE TEMP TABLE standby_probe (x int)")
+                .execute(&db)
+                .await
+                .unwrap();
+        })
+    };
+    eventually(
+        Duration::from_secs(30),
+        "a commit waiting for the standby",
+        || async { waiting_for_the_standby(&db).await >= 1 },
+    )
+    .await;
+
+    // The first event's group commits and waits; the others queue behind it or commit too.
+    let send = |event: &Value| {
+        let (http, address, event) = (http.clone(), service.address.clone(), event.clone());
+        tokio::spawn(async move { deliver(&http, &address, &event).await })
+    };
+    let mut sent = vec![send(&payments[0])];
+    eventually(
+        Duration::from_secs(30),
+        "the first group's commit written",
+        || async { waiting_for_the_standby(&db).await >= 2 },
+    )
+    .await;
+    sent.extend(payments[1..].iter().map(send));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        sent.iter().all(|request| !request.is_finished()),
+        "an answer before its commit was confirmed"
+    );
+    service.child.kill().unwrap();
+    service.child.wait().unwrap();
+    for request in sent {
+        assert_eq!(
+            request.await.unwrap(),
+            None,
+            "no answer from a killed process"
+        );
+    }
+
+    // The commits the process was waiting on are complete: stored, and never acknowledged.
+    standby(&db, None).await;
+    probe.await.unwrap();
+    let first = payments[0]["id"].as_str().unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the written commit visible",
+        || async { event_state(&db, first).await.is_some() },
+    )
+    .await;
+
+    // Stripe delivers every unacknowledged event again, to the next process.
+    let service = start_service(dir.path(), env).await;
+    for event in &payments {
+        assert_eq!(deliver(&http, &service.address, event).await, Some(200));
+    }
+    eventually(Duration::from_secs(60), "every event applied", || async {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE state <> 'applied'")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        pending == 0
+    })
+    .await;
+    let deliveries: i32 =
+        sqlx::query_scalar("SELECT delivery_count FROM stripe_events WHERE id = $1")
+            .bind(first)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(
+        deliveries, 2,
+        "stored before the crash, delivered again after it"
+    );
+    for event in &payments {
+        let id = event["id"].as_str().unwrap();
+        assert_eq!(
+            event_state(&db, id).await,
+            Some(("applied".into(), 1)),
+            "{id}"
+        );
+    }
+    let expected = (0..3).map(|n| AMOUNT + n).sum::<i64>();
+    assert_eq!(campaign_row(&db).await, (expected, 3), "each payment once");
+    assert_totals_match_rows_in(&db).await;
+    db.close().await;
+    tokio::task::spawn_blocking(move || stop(service))
+        .await
+        .unwrap();
+    drop(pg);
+}
+
+struct StopsOnDrop(LocalPostgres);
+
+impl Drop for StopsOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.stop();
+    }
 }

@@ -415,7 +415,10 @@ async fn keys_older_than_a_day_expire_and_then_make_a_new_donation() {
         .await
         .unwrap();
 
-    assert_eq!(quickdonate::idempotency::expire(&app.db).await.unwrap(), 1);
+    // The service's housekeeping runs the same expiry as it starts; on a slow machine that
+    // pass may come after the back-dating and take the key first. Either way it is gone.
+    let expired = quickdonate::idempotency::expire(&app.db).await.unwrap();
+    assert!(expired <= 1, "only the old key is expired, not {expired}");
     let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM idempotency_keys")
         .fetch_all(&app.db)
         .await

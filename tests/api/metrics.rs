@@ -12,7 +12,7 @@ use crate::helpers::{
 
 /// The value of the series `name` whose labels include every one of `labels`; 0 if there is
 /// none (a counter not yet counted). Fails if more than one series matches.
-fn value(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn value(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     let found: Vec<f64> = body
         .lines()
         .filter(|line| !line.starts_with('#'))
@@ -37,7 +37,7 @@ fn value(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 impl TestApp {
-    async fn scrape(&self) -> String {
+    pub async fn scrape(&self) -> String {
         let response = self.get("/metrics").await;
         assert_eq!(response.status(), 200);
         assert!(
@@ -351,6 +351,11 @@ async fn in_production_metrics_on_the_main_listener_answer_loopback_peers_only()
     let app = spawn_app_with(|s| {
         s.app_env = quickdonate::config::AppEnv::Production;
         s.listen_addr = "0.0.0.0:0".parse().unwrap();
+        // Production refuses the placeholders.
+        s.charity_name = "Kashmir Relief Trust".to_owned();
+        s.charity_number = "1234567".to_owned();
+        // And a mail server (none answers here; this test sends no receipt).
+        s.smtp_url = Some("smtp://127.0.0.1:1".to_owned().into());
     })
     .await;
     let port = app.address.rsplit(':').next().unwrap().to_owned();

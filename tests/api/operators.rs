@@ -23,7 +23,7 @@ pub fn quickdonate(app: &TestApp, args: &[&str]) -> String {
 }
 
 /// The binary with `app`'s settings, on the database at `database_url`.
-fn command(app: &TestApp, database_url: &str) -> Command {
+pub fn command(app: &TestApp, database_url: &str) -> Command {
     let mut command = Command::new(BINARY);
     command
         .env_clear()

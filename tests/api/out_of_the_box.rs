@@ -369,7 +369,7 @@ async fn simulated_events_stored_before_a_restart_are_applied_after_it_and_can_b
 
 /// Pays `pi` through the simulator's control; asserts each event reached our webhook.
 /// A £25 donation through the running service's API; returns its id and PaymentIntent id.
-async fn create_donation(http: &reqwest::Client, address: &str) -> (String, String) {
+pub async fn create_donation(http: &reqwest::Client, address: &str) -> (String, String) {
     let created: Value = http
         .post(format!("{address}/v1/campaigns/kashmir/donations"))
         .json(&donation_body())
@@ -479,6 +479,49 @@ fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
         assert!(!output.status.success(), "{key}={value} was accepted");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{key}={value}: {stderr}");
+    }
+    assert!(!dir.path().join(".quickdonate").exists(), "nothing started");
+}
+
+#[test]
+fn production_refuses_to_start_with_the_placeholder_charity_details() {
+    let dir = tempfile::tempdir().unwrap();
+    let production = [
+        ("APP_ENV", "production"),
+        ("STRIPE_SECRET_KEY", "sk_live_quickdonate"),
+        ("STRIPE_PUBLISHABLE_KEY", "pk_live_quickdonate"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_quickdonate"),
+        // Never reached: the settings are refused first.
+        (
+            "DATABASE_URL",
+            "postgres://quickdonate@127.0.0.1:1/quickdonate",
+        ),
+    ];
+    for (set, expected) in [
+        (vec![], "CHARITY_NAME"),
+        (
+            vec![("CHARITY_NAME", "Kashmir Relief Trust")],
+            "CHARITY_NUMBER",
+        ),
+        (
+            vec![
+                ("CHARITY_NAME", "Kashmir Relief Trust"),
+                ("CHARITY_NUMBER", "12345"),
+            ],
+            "CHARITY_NUMBER",
+        ),
+    ] {
+        let output = quickdonate(dir.path())
+            .envs(production)
+            .envs(set.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{set:?} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("{expected}:")),
+            "{set:?}: {stderr}"
+        );
     }
     assert!(!dir.path().join(".quickdonate").exists(), "nothing started");
 }

@@ -11,12 +11,12 @@ use crate::helpers::{TestApp, donation_body, shuffle, spawn_app_at, spawn_app_wi
 use crate::smtp_sink::SmtpSink;
 
 /// An app on simulated payments whose receipts go to `sink` (or to files, without one).
-async fn app_mailing(sink: Option<&SmtpSink>) -> TestApp {
+pub async fn app_mailing(sink: Option<&SmtpSink>) -> TestApp {
     let url = sink.map(|s| s.url.clone());
     spawn_app_with(move |s| simulated_mailing(s, url)).await
 }
 
-fn simulated_mailing(s: &mut quickdonate::config::Settings, smtp_url: Option<String>) {
+pub fn simulated_mailing(s: &mut quickdonate::config::Settings, smtp_url: Option<String>) {
     s.stripe_secret_key = None;
     s.stripe_publishable_key = None;
     s.smtp_url = smtp_url.map(Into::into);
@@ -25,7 +25,7 @@ fn simulated_mailing(s: &mut quickdonate::config::Settings, smtp_url: Option<Str
     s.receipt_from = "Kashmir Relief Trust <receipts@krt.example.org>".to_owned();
 }
 
-async fn simulate(app: &TestApp, pi: &str, action: &str, body: Option<Value>) -> Value {
+pub async fn simulate(app: &TestApp, pi: &str, action: &str, body: Option<Value>) -> Value {
     let mut request = app.http.post(format!(
         "{}/v1/simulator/payment_intents/{pi}/{action}",
         app.address
@@ -39,7 +39,7 @@ async fn simulate(app: &TestApp, pi: &str, action: &str, body: Option<Value>) ->
 }
 
 /// A donation made through the API (with `body`) and paid at the simulated Stripe.
-async fn paid_donation(app: &TestApp, body: &Value) -> (Uuid, String) {
+pub async fn paid_donation(app: &TestApp, body: &Value) -> (Uuid, String) {
     let response = app.post_donation("kashmir", body, None).await;
     assert_eq!(response.status(), 201);
     let created: Value = response.json().await.unwrap();
@@ -50,7 +50,7 @@ async fn paid_donation(app: &TestApp, body: &Value) -> (Uuid, String) {
 }
 
 /// The donation's receipts: (id, kind, status, attempts).
-async fn receipts_of(app: &TestApp, donation: Uuid) -> Vec<(Uuid, String, String, i32)> {
+pub async fn receipts_of(app: &TestApp, donation: Uuid) -> Vec<(Uuid, String, String, i32)> {
     sqlx::query_as(
         "SELECT id, kind, status, attempts FROM receipts WHERE donation_id = $1 ORDER BY kind",
     )
@@ -61,7 +61,7 @@ async fn receipts_of(app: &TestApp, donation: Uuid) -> Vec<(Uuid, String, String
 }
 
 /// Waits (generously) until `n` receipts are recorded sent.
-async fn wait_until_sent(app: &TestApp, n: i64) {
+pub async fn wait_until_sent(app: &TestApp, n: i64) {
     for _ in 0..600 {
         let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts WHERE status = 'sent'")
             .fetch_one(&app.db)
@@ -81,7 +81,7 @@ async fn wait_until_sent(app: &TestApp, n: i64) {
 }
 
 /// Time for a sender that would send again to do so (several of its polls).
-async fn settle() {
+pub async fn settle() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
@@ -96,6 +96,14 @@ async fn events_of(app: &TestApp) -> Vec<Value> {
         .iter()
         .map(|p| serde_json::from_str(p).unwrap())
         .collect()
+}
+
+/// A valid donation request with a Gift Aid declaration.
+fn gift_aid_body() -> Value {
+    let mut body = donation_body();
+    body["gift_aid"] = json!({"declared": true, "title": "Ms", "house_name_or_number": "10",
+                              "postcode": "S19 2BD", "country": "GB"});
+    body
 }
 
 #[tokio::test]
@@ -282,9 +290,7 @@ async fn a_mail_server_that_is_down_is_retried_with_back_off_and_the_receipt_sen
 #[tokio::test]
 async fn without_smtp_a_receipt_is_an_eml_file_under_the_data_directory() {
     let app = app_mailing(None).await;
-    let mut body = donation_body();
-    body["gift_aid"] = json!({"declared": true, "title": "Ms", "house_name_or_number": "10",
-                              "postcode": "S19 2BD", "country": "GB"});
+    let body = gift_aid_body();
     let (donation, _) = paid_donation(&app, &body).await;
     app.wait_until_applied().await;
     wait_until_sent(&app, 1).await;
@@ -338,4 +344,148 @@ async fn an_erased_donors_owed_receipt_is_never_sent() {
     settle().await;
     assert_eq!(receipts_of(&app, donation).await[0].2, "canceled");
     assert!(sink.mails().is_empty());
+}
+
+#[tokio::test]
+async fn with_the_fee_covered_the_thank_you_says_the_gift_and_the_fee_apart_and_gift_aid_on_the_gift()
+ {
+    let sink = SmtpSink::start().await;
+    let app = app_mailing(Some(&sink)).await;
+    let mut body = gift_aid_body();
+    body["cover_fees"] = json!(true);
+    let response = app.post_donation("kashmir", &body, None).await;
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    let cover = created["cover_fees_amount"].as_i64().unwrap();
+    assert!(cover > 0, "{created}");
+    assert_eq!(created["total_amount"].as_i64().unwrap(), 2500 + cover);
+    let pi = created["payment_intent_id"].as_str().unwrap().to_owned();
+    simulate(&app, &pi, "succeed", None).await;
+    app.wait_until_applied().await;
+    wait_until_sent(&app, 1).await;
+
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 1);
+    let text = mails[0].text();
+    let pounds = |pence: i64| format!("£{}.{:02}", pence / 100, pence % 100);
+    for said in [
+        "Your gift:             £25.00".to_owned(),
+        format!("Card fee you covered:  {}", pounds(cover)),
+        format!("Total charged:         {}", pounds(2500 + cover)),
+        // What the Gift Aid schedule claims: the gift, never the fee cover.
+        format!(
+            "Gift Aid is claimed on your gift of £25.00 alone, not on the {} card fee you",
+            pounds(cover)
+        ),
+    ] {
+        assert!(text.contains(&said), "{said:?} not in:\n{text}");
+    }
+    assert!(
+        !text.contains(&format!("donation of {}", pounds(2500 + cover))),
+        "the total is never called the gift:\n{text}"
+    );
+
+    // And the schedule claims exactly the amount the receipt names.
+    let token = crate::finance_access::token(
+        &app,
+        "treasurer",
+        quickdonate::finance::access::Role::Finance,
+    )
+    .await;
+    let now = time::OffsetDateTime::now_utc();
+    let format = &time::format_description::well_known::Rfc3339;
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair(
+        "from",
+        &(now - time::Duration::hours(1)).format(format).unwrap(),
+    );
+    query.append_pair(
+        "to",
+        &(now + time::Duration::hours(1)).format(format).unwrap(),
+    );
+    let schedule: Value = crate::finance_access::get_with(
+        &app,
+        Some(&token),
+        &format!("/v1/finance/gift-aid/schedule?{}", query.finish()),
+        &[],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(schedule["rows"][0]["amount"], 2500, "{schedule}");
+    assert_eq!(
+        schedule["rows"][0]["schedule_amount"], "25.00",
+        "{schedule}"
+    );
+}
+
+#[tokio::test]
+async fn without_fee_cover_the_thank_you_names_the_gift_once_and_gift_aid_on_it() {
+    let app = app_mailing(None).await;
+    let body = gift_aid_body();
+    let (donation, _) = paid_donation(&app, &body).await;
+    app.wait_until_applied().await;
+    wait_until_sent(&app, 1).await;
+    let receipt = receipts_of(&app, donation).await[0].0;
+    let eml = std::fs::read_to_string(
+        app.data_dir
+            .path()
+            .join("receipts")
+            .join(format!("{receipt}.eml")),
+    )
+    .unwrap();
+    let text = crate::smtp_sink::readable(&eml);
+    assert!(
+        text.contains("Thank you for your donation of £25.00"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Gift Aid is claimed on your gift of £25.00."),
+        "{text}"
+    );
+    assert!(!text.contains("Card fee"), "{text}");
+}
+
+#[tokio::test]
+async fn a_live_instances_claim_is_never_released_as_a_dead_ones_while_it_sends() {
+    let sink = SmtpSink::start().await;
+    // The message is taken, and the answer held: the sender is in the middle of its send.
+    sink.hold_next(1);
+    let first = app_mailing(Some(&sink)).await;
+    let (donation, _) = paid_donation(&first, &donation_body()).await;
+    first.wait_until_applied().await;
+    for _ in 0..600 {
+        if sink.held() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sink.held(), 1, "the receipt never reached the sink");
+
+    // Another instance starts (its sender releases the claims of instances gone) and looks
+    // again, as every sender does every half minute: the first is alive, its claim stands.
+    let url = sink.url.clone();
+    let second = spawn_app_at(first.database_url.clone(), move |s| {
+        simulated_mailing(s, Some(url))
+    })
+    .await;
+    let released = quickdonate::receipts::sender::release_orphaned(&second.db)
+        .await
+        .unwrap();
+    assert_eq!(released, 0);
+    settle().await;
+    let (instance, claimed): (Option<String>, bool) = sqlx::query_as(
+        "SELECT claimed_instance, claimed_by IS NOT NULL FROM receipts WHERE donation_id = $1",
+    )
+    .bind(donation)
+    .fetch_one(&first.db)
+    .await
+    .unwrap();
+    assert!(claimed && instance.is_some(), "{instance:?}");
+    assert_eq!(
+        sink.mails().len(),
+        1,
+        "sent again while the first still sends"
+    );
 }

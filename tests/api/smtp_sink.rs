@@ -1,6 +1,8 @@
 //! A tiny SMTP server for the receipts' tests: it speaks just enough SMTP (220, EHLO/HELO,
 //! MAIL FROM, RCPT TO, DATA, RSET, NOOP, QUIT) to take messages, and keeps each one whole.
-//! It can be told to turn the next connections away (421), as a mail server that is down.
+//! It can be told to turn the next connections away (421), as a mail server that is down, and
+//! to take the next messages whole and then hold its reply to them (never sending the 250),
+//! as a server that has the message while its sender dies waiting for the answer.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,9 @@ pub struct SmtpSink {
     mails: Arc<Mutex<Vec<Mail>>>,
     refuse: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
+    hold: Arc<AtomicUsize>,
+    hold_before: Arc<AtomicUsize>,
+    held: Arc<AtomicUsize>,
 }
 
 impl SmtpSink {
@@ -31,6 +36,9 @@ impl SmtpSink {
             mails: Arc::default(),
             refuse: Arc::default(),
             connections: Arc::default(),
+            hold: Arc::default(),
+            hold_before: Arc::default(),
+            held: Arc::default(),
         };
         let serving = sink.clone();
         tokio::spawn(async move {
@@ -47,6 +55,23 @@ impl SmtpSink {
     /// Turns the next `n` connections away with 421, as a server that is down.
     pub fn refuse_next(&self, n: usize) {
         self.refuse.store(n, Ordering::SeqCst);
+    }
+
+    /// Takes the next `n` messages (they are among [`Self::mails`]) and never answers their
+    /// DATA: the sender waits until it gives up or dies.
+    pub fn hold_next(&self, n: usize) {
+        self.hold.store(n, Ordering::SeqCst);
+    }
+
+    /// Never answers the next `n` DATA commands: the sender waits before it has sent the
+    /// message, which the sink never has.
+    pub fn hold_next_before_the_message(&self, n: usize) {
+        self.hold_before.store(n, Ordering::SeqCst);
+    }
+
+    /// How many sessions were held (after the message, or before it).
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
     }
 
     pub fn connections(&self) -> usize {
@@ -97,6 +122,17 @@ impl SmtpSink {
                 to.push(line.trim_end()[8..].trim().to_owned());
                 b"250 OK\r\n"
             } else if command == "DATA" {
+                let hold = self
+                    .hold_before
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if hold {
+                    self.held.fetch_add(1, Ordering::SeqCst);
+                    while lines.read_line(&mut line).await? > 0 {
+                        line.clear();
+                    }
+                    return Ok(());
+                }
                 write.write_all(b"354 go on\r\n").await?;
                 let mut data = String::new();
                 loop {
@@ -113,6 +149,18 @@ impl SmtpSink {
                     to: std::mem::take(&mut to),
                     data,
                 });
+                let hold = self
+                    .hold
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if hold {
+                    self.held.fetch_add(1, Ordering::SeqCst);
+                    // No answer, ever: wait until the sender hangs up (or dies).
+                    while lines.read_line(&mut line).await? > 0 {
+                        line.clear();
+                    }
+                    return Ok(());
+                }
                 b"250 OK queued\r\n"
             } else if command == "QUIT" {
                 write.write_all(b"221 bye\r\n").await?;
@@ -149,6 +197,15 @@ pub fn readable(raw: &str) -> String {
 }
 
 impl Mail {
+    /// Its Message-ID header's value.
+    pub fn message_id(&self) -> Option<String> {
+        self.data.lines().find_map(|line| {
+            line.get(..11)
+                .filter(|name| name.eq_ignore_ascii_case("message-id:"))
+                .map(|_| line[11..].trim().to_owned())
+        })
+    }
+
     /// The message as its reader sees it.
     pub fn text(&self) -> String {
         readable(&self.data)

@@ -35,13 +35,15 @@ pub fn declaration(charity: &str) -> String {
 
 /// A claimed donation since refunded or disputed: what was claimed on it is to be paid back
 /// through the next claim.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = GiftAidAdjustment)]
 pub struct Adjustment {
     pub donation_id: Uuid,
     /// The claim that claimed the donation.
     pub claim_id: Uuid,
     /// What that claim claimed for it, in pence.
     pub amount: i64,
+    #[schema(value_type = String)]
     pub currency: &'static str,
     /// `refunded` or `disputed`.
     pub reason: String,

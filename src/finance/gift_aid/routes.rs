@@ -6,12 +6,11 @@
 //! 1,000 lines comes in parts: the answer says which part it is and how many there are (in the
 //! JSON, and in `Schedule-Parts` and a `Link: <...>; rel="next"` header in every format).
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
@@ -23,10 +22,14 @@ use super::{Adjustment, CURRENCY, ods, store};
 use crate::finance::access::Caller;
 use crate::finance::audit;
 use crate::finance::export::{self, Cell, CsvChunks, Format, rfc3339};
+use crate::finance::params::RangeParams;
 use crate::finance::params::{Params, bad_parameter, parse_time};
+use crate::finance::{BadParameter, NotAcceptable, Refusals};
 use crate::http::json::JsonBody;
 use crate::http::problem::{ApiResult, FieldError, Problem};
 use crate::startup::AppState;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const SCHEDULE: &str = "/v1/finance/gift-aid/schedule";
 const CLAIMS: &str = "/v1/finance/gift-aid/claims";
@@ -36,16 +39,131 @@ pub const SCHEDULE_PARAMETERS: &[&str] = &["from", "to", "part"];
 
 const FORMATS: &[Format] = &[Format::Json, Format::Csv, Format::Ods];
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(SCHEDULE, get(show_schedule))
-        .route(CLAIMS, post(create_claim))
-        .route("/v1/finance/gift-aid/claims/{id}", get(show_claim))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(show_schedule))
+        .routes(routes!(create_claim))
+        .routes(routes!(show_claim))
+}
+
+// The JSON of `Row`, its `Line` flattened.
+/// A schedule line as the JSON answers show it.
+#[derive(utoipa::ToSchema)]
+#[schema(as = GiftAidLine)]
+#[allow(dead_code)]
+struct LineDoc {
+    /// Its number in the schedule, from 1.
+    line: usize,
+    title: String,
+    first_name: String,
+    last_name: String,
+    house_name_or_number: String,
+    postcode: String,
+    /// HMRC's "Aggregated donations" cell (empty for a single gift).
+    aggregated_donations: String,
+    /// HMRC's "Sponsored event" cell.
+    sponsored_event: String,
+    /// As the schedule writes it (`DD/MM/YY`).
+    donation_date: String,
+    /// As the schedule writes it: `25.00`.
+    schedule_amount: String,
+    /// Pence.
+    amount: i64,
+    currency: String,
+    /// The donations the line claims.
+    donation_ids: Vec<Uuid>,
+}
+
+/// `GET /v1/finance/gift-aid/schedule` as JSON.
+#[derive(utoipa::ToSchema)]
+#[schema(as = GiftAidSchedule)]
+#[allow(dead_code)]
+struct ScheduleDoc {
+    /// RFC 3339.
+    from: String,
+    to: String,
+    /// This part, from 1, of `parts` (at most 1,000 lines each).
+    part: usize,
+    parts: usize,
+    /// Null on the last part.
+    next_part: Option<usize>,
+    /// `gbp`.
+    currency: String,
+    rows: Vec<LineDoc>,
+    /// The rows' amounts, in pence.
+    total_amount: i64,
+    /// What earlier claims claimed on gifts since refunded or disputed.
+    adjustments: Vec<Adjustment>,
+    adjustments_amount: i64,
+}
+
+/// A Gift Aid claim as JSON.
+#[derive(utoipa::ToSchema)]
+#[schema(as = GiftAidClaim)]
+#[allow(dead_code)]
+struct ClaimDoc {
+    id: Uuid,
+    /// RFC 3339.
+    created_at: String,
+    /// The name of the token that made it.
+    created_by: String,
+    from: String,
+    to: String,
+    part: usize,
+    currency: String,
+    rows: Vec<LineDoc>,
+    total_amount: i64,
+    adjustments: Vec<Adjustment>,
+    adjustments_amount: i64,
+}
+
+/// The body of `POST /v1/finance/gift-aid/claims`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = GiftAidClaimRequest)]
+#[allow(dead_code)]
+struct ClaimBody {
+    /// RFC 3339 with an offset: the claim covers the donations made in [from, to).
+    from: String,
+    to: String,
+    /// The schedule's part to claim, from 1; default 1.
+    part: Option<u32>,
 }
 
 /// `GET /v1/finance/gift-aid/schedule?from=&to=&part=`: the eligible donations made in
 /// [from, to) that no claim has taken, as HMRC's schedule lines, part `part` (from 1) of at
 /// most 1,000 lines; and the adjustments due.
+#[utoipa::path(
+    get,
+    path = "/v1/finance/gift-aid/schedule",
+    operation_id = "showGiftAidSchedule",
+    tag = "finance",
+    summary = "HMRC's Gift Aid schedule",
+    description = "The eligible donations made in [from, to) that no claim has taken, as \
+                   HMRC's schedule lines, in parts of at most 1,000 lines, and the adjustments \
+                   due. JSON, CSV with exactly HMRC's columns, or an ODS workbook, by `Accept`. \
+                   Any finance token; audited.",
+    security(("bearerAuth" = [])),
+    params(
+        RangeParams,
+        ("part" = Option<u32>, Query, minimum = 1, description = "The part, from 1; default 1."),
+    ),
+    responses(
+        (status = 200, description = "The schedule's part.",
+         headers(
+             ("Schedule-Parts" = u32, description = "How many parts the schedule has."),
+             ("Link" = String, description = "`<...>; rel=\"next\"`: the next part, if any."),
+         ),
+         content(
+             (ScheduleDoc = "application/json"),
+             (String = "text/csv"),
+             (String = "application/vnd.oasis.opendocument.spreadsheet"),
+         )),
+        Refusals,
+        NotAcceptable,
+        BadParameter,
+    ),
+)]
 async fn show_schedule(
     State(state): State<AppState>,
     caller: Caller,
@@ -114,6 +232,32 @@ async fn show_schedule(
 
 /// `POST /v1/finance/gift-aid/claims` with `{"from", "to", "part"?}`: claims that part of the
 /// schedule as it stands, with every adjustment due; 201 with the claim.
+#[utoipa::path(
+    post,
+    path = "/v1/finance/gift-aid/claims",
+    operation_id = "createGiftAidClaim",
+    tag = "finance",
+    summary = "Claim a part of the Gift Aid schedule",
+    description = "Claims that part of the schedule as it stands, with every adjustment due. \
+                   Any finance token; audited.",
+    security(("bearerAuth" = [])),
+    request_body(content = ClaimBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The claim.", body = ClaimDoc,
+         headers(("Location" = String, description = "`/v1/finance/gift-aid/claims/{id}`"))),
+        (status = 400, description = "`/problems/malformed-json` or `/problems/unreadable-body`.",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`/problems/nothing-to-claim` or `/problems/claim-conflict`.",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`/problems/body-too-large`.", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 415, description = "`/problems/unsupported-media-type`.", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 422, description = "`/problems/validation`.", body = Problem,
+         content_type = "application/problem+json"),
+        Refusals,
+    ),
+)]
 async fn create_claim(
     State(state): State<AppState>,
     caller: Caller,
@@ -177,6 +321,29 @@ async fn create_claim(
 }
 
 /// `GET /v1/finance/gift-aid/claims/{id}`: the claim as it was made, in any of the formats.
+#[utoipa::path(
+    get,
+    path = "/v1/finance/gift-aid/claims/{id}",
+    operation_id = "showGiftAidClaim",
+    tag = "finance",
+    summary = "A Gift Aid claim",
+    description = "A claim made, as JSON, CSV with HMRC's columns, or an ODS workbook, by \
+                   `Accept`. Any finance token; audited.",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The claim's id (a UUID).")),
+    responses(
+        (status = 200, description = "The claim.", content(
+            (ClaimDoc = "application/json"),
+            (String = "text/csv"),
+            (String = "application/vnd.oasis.opendocument.spreadsheet"),
+        )),
+        (status = 404, description = "`/problems/not-found`: no such claim.", body = Problem,
+         content_type = "application/problem+json"),
+        Refusals,
+        NotAcceptable,
+        BadParameter,
+    ),
+)]
 async fn show_claim(
     State(state): State<AppState>,
     caller: Caller,
