@@ -1056,12 +1056,14 @@ async fn sigterm_under_load_finishes_what_is_in_flight_refuses_the_rest_and_exit
         .unwrap();
 }
 
-/// The service's connections now waiting for a commit to be confirmed by a standby.
-async fn waiting_for_the_standby(db: &PgPool) -> i64 {
+/// The connections now waiting for a commit to be confirmed by a standby: those whose last
+/// statement is like `statement`.
+async fn waiting_for_the_standby(db: &PgPool, statement: &str) -> i64 {
     sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity
-         WHERE datname = current_database() AND wait_event = 'SyncRep'",
+         WHERE datname = current_database() AND wait_event = 'SyncRep' AND query LIKE $1",
     )
+    .bind(statement)
     .fetch_one(db)
     .await
     .unwrap()
@@ -1110,24 +1112,37 @@ async fn a_process_killed_between_a_groups_commit_and_its_answers_counts_each_pa
     let (pg, db) = local_database(dir.path()).await;
     // However the test ends, the Postgres it adopted does not outlive it.
     let pg = StopsOnDrop(pg);
+    sqlx::query("CREATE TABLE standby_probe (x int)")
+        .execute(&db)
+        .await
+        .unwrap();
     standby(&db, Some("nobody")).await;
     // The setting reaches the commits once the server has read it again, a moment after the
-    // reload returns: a commit of the test's own waiting for the standby shows it has.
-    let probe = {
+    // reload returns (the checkpointer publishes it): until then a commit does not wait. So
+    // the test commits probes of its own, one after another, until one waits for the standby.
+    let probe = || {
         let db = db.clone();
         tokio::spawn(async move {
-            sqlx::query("CREATE TEMP TABLE standby_probe (x int)")
+            // A commit waits for the standby only if its transaction wrote to the WAL.
+            sqlx::query("INSERT INTO standby_probe VALUES (1)")
                 .execute(&db)
                 .await
                 .unwrap();
         })
     };
-    eventually(
-        Duration::from_secs(30),
-        "a commit waiting for the standby",
-        || async { waiting_for_the_standby(&db).await >= 1 },
-    )
-    .await;
+    let mut waiting_probe = probe();
+    let until = Instant::now() + Duration::from_secs(30);
+    while waiting_for_the_standby(&db, "%").await < 1 {
+        assert!(
+            Instant::now() < until,
+            "never: a commit waiting for the standby"
+        );
+        if waiting_probe.is_finished() {
+            waiting_probe.await.unwrap();
+            waiting_probe = probe();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // The first event's group commits and waits; the others queue behind it or commit too.
     let send = |event: &Value| {
@@ -1138,7 +1153,7 @@ async fn a_process_killed_between_a_groups_commit_and_its_answers_counts_each_pa
     eventually(
         Duration::from_secs(30),
         "the first group's commit written",
-        || async { waiting_for_the_standby(&db).await >= 2 },
+        || async { waiting_for_the_standby(&db, "INSERT INTO stripe_events%").await >= 1 },
     )
     .await;
     sent.extend(payments[1..].iter().map(send));
@@ -1159,7 +1174,7 @@ async fn a_process_killed_between_a_groups_commit_and_its_answers_counts_each_pa
 
     // The commits the process was waiting on are complete: stored, and never acknowledged.
     standby(&db, None).await;
-    probe.await.unwrap();
+    waiting_probe.await.unwrap();
     let first = payments[0]["id"].as_str().unwrap();
     eventually(
         Duration::from_secs(30),
