@@ -175,25 +175,62 @@ pub async fn plan(db: &mut PgConnection, events: &[Claimed]) -> sqlx::Result<Pla
         return Ok(plan);
     }
 
-    // Everything that could tie the batch to our donations, looked up at once.
-    let (mut ids, mut intents, mut charges) = (Vec::new(), Vec::new(), Vec::new());
+    // Everything that could tie the batch to our donations: donation ids and PaymentIntents
+    // at once; then charges, only for the objects neither tied to a donation (a charge is
+    // looked at only then, see `locate`). Apart, because `charge_id` is not unique: with the
+    // three in one `OR`, a table whose statistics lag its growth (a new deployment's first
+    // storm) was planned as a scan of every donation, 137 ms a batch instead of 1 ms
+    // (BENCHMARKS.md); the ids and PaymentIntents are unique, so each is an index probe
+    // whatever the statistics say.
+    let (mut ids, mut intents) = (Vec::new(), Vec::new());
     for (_, event) in &read {
-        let (id, intent, charge) = event.facts.ties();
+        let (id, intent, _) = event.facts.ties();
         ids.extend(id);
         intents.extend(intent.map(str::to_owned));
-        charges.extend(charge.map(str::to_owned));
     }
-    let held = sqlx::query_as!(
+    let mut held = sqlx::query_as!(
         Held,
         r#"SELECT id, payment_intent_id, charge_id, stripe_synced_at AS synced_at
            FROM donations
-           WHERE id = ANY($1) OR payment_intent_id = ANY($2) OR charge_id = ANY($3)"#,
+           WHERE id = ANY($1) OR payment_intent_id = ANY($2)"#,
         &ids,
-        &intents,
-        &charges
+        &intents
     )
     .fetch_all(&mut *db)
     .await?;
+    let charges: Vec<String> = {
+        let found_ids: HashSet<Uuid> = held.iter().map(|d| d.id).collect();
+        let found_intents: HashSet<&str> = held
+            .iter()
+            .filter_map(|d| d.payment_intent_id.as_deref())
+            .collect();
+        let mut untied: HashMap<&str, bool> = HashMap::new();
+        for (key, event) in &read {
+            let (id, intent, _) = event.facts.ties();
+            let tied = id.is_some_and(|id| found_ids.contains(&id))
+                || intent.is_some_and(|i| found_intents.contains(i));
+            *untied.entry(key.as_str()).or_insert(true) &= !tied;
+        }
+        read.iter()
+            .filter(|(key, _)| untied[key.as_str()])
+            .filter_map(|(_, event)| event.facts.ties().2.map(str::to_owned))
+            .collect()
+    };
+    if !charges.is_empty() {
+        held.extend(
+            sqlx::query_as!(
+                Held,
+                r#"SELECT id, payment_intent_id, charge_id, stripe_synced_at AS synced_at
+                   FROM donations
+                   WHERE charge_id = ANY($1)"#,
+                &charges
+            )
+            .fetch_all(&mut *db)
+            .await?,
+        );
+        held.sort_by_key(|d| d.id);
+        held.dedup_by_key(|d| d.id);
+    }
     let donation_ids: Vec<Uuid> = held.iter().map(|d| d.id).collect();
     let known_refunds = sqlx::query!(
         r#"SELECT donation_id, id, amount, status FROM refunds WHERE donation_id = ANY($1)"#,

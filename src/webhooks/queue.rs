@@ -82,9 +82,15 @@ pub async fn claim(db: &PgPool, batch: i64, lease: Duration) -> sqlx::Result<Cla
 /// planned afresh each time rather than with a plan made when the table was empty (seen to
 /// take seconds).
 pub async fn lock_due(tx: &mut PgConnection, batch: i64) -> sqlx::Result<Vec<Claimed>> {
-    sqlx::query!("SELECT set_config('plan_cache_mode', 'force_custom_plan', true) AS plans")
-        .fetch_one(&mut *tx)
-        .await?;
+    // Nor in parallel: with statistics behind the table's growth, the check of claimed
+    // payments below was planned with two parallel workers, whose start and stop cost 15 ms
+    // against 0.4 ms for the same read done alone (BENCHMARKS.md).
+    sqlx::query!(
+        "SELECT set_config('plan_cache_mode', 'force_custom_plan', true) AS plans,
+                set_config('max_parallel_workers_per_gather', '0', true) AS workers"
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     // One worker at a time per payment, across instances: each payment's key is taken with a
     // transaction-scoped advisory lock, never waited for (a payment another transaction is
     // applying at once, or claiming, is left for later).

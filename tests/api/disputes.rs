@@ -265,3 +265,58 @@ async fn a_prevented_dispute_and_one_of_a_status_we_do_not_know_read_as_what_the
     assert_eq!(d.status().await.as_deref(), Some("lost"));
     d.app.assert_totals_match_rows().await;
 }
+
+/// A dispute that names only its charge (disputes on charges made without a PaymentIntent, and
+/// older API versions, leave `payment_intent` empty) is found by that charge, in a batch whose
+/// other events tie to their payments by PaymentIntent; a charge-only dispute of a charge not
+/// ours is left alone.
+#[tokio::test]
+async fn a_dispute_naming_only_its_charge_is_found_by_the_charge() {
+    let app = disputes_app().await;
+    let d = Disputed::new(&app).await;
+    let (other, other_pi) = app.create_donation(AMOUNT).await;
+    let paid = objects::payment_intent(&other_pi, Some(other), "succeeded", AMOUNT);
+    let mut ours = objects::dispute(
+        &d.dispute,
+        &d.charge,
+        &d.pi,
+        AMOUNT,
+        "needs_response",
+        &[DISPUTE_FEE],
+    );
+    ours["payment_intent"] = Value::Null;
+    let mut theirs = objects::dispute(
+        "dp_theirs",
+        "ch_theirs",
+        "pi_theirs",
+        AMOUNT,
+        "needs_response",
+        &[DISPUTE_FEE],
+    );
+    theirs["payment_intent"] = Value::Null;
+    let foreign = event("charge.dispute.created", theirs, d.t0 + 10);
+    d.apply(&[
+        &event("payment_intent.succeeded", paid, d.t0 + 10),
+        &event("charge.dispute.created", ours, d.t0 + 10),
+        &foreign,
+    ])
+    .await;
+
+    assert_eq!(d.status().await.as_deref(), Some("needs_response"));
+    assert_eq!(
+        d.money().await,
+        vec![(format!("txn_{}_0", d.dispute), -AMOUNT, DISPUTE_FEE)]
+    );
+    assert_eq!(
+        app.donation_facts(other).await.counted_amount,
+        AMOUNT,
+        "the batch's other payment applied"
+    );
+    let state: String = sqlx::query_scalar("SELECT state FROM stripe_events WHERE id = $1")
+        .bind(foreign["id"].as_str().unwrap())
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(state, "ignored", "a dispute of a charge not ours");
+    app.assert_totals_match_rows().await;
+}
