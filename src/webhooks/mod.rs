@@ -50,18 +50,24 @@ struct Received {
     operation_id = "receiveStripeEvent",
     tag = "webhooks",
     summary = "Stripe's webhook endpoint",
-    description = "Stripe delivers its events here, signed with the endpoint's secret. A 200                    means the event is stored durably (or was already: delivering it again is                    harmless); it is applied afterwards by the worker. Any other answer asks                    Stripe to deliver it again.",
+    description = "Stripe delivers its events here, signed with the endpoint's secret. A 200 \
+                   means the event is stored durably (or was already: delivering it again is \
+                   harmless); it is applied afterwards by the worker. Any other answer asks \
+                   Stripe to deliver it again.",
     params(("Stripe-Signature" = String, Header,
-            description = "Stripe's signature of the raw body: `t=<unix time>,v1=<HMAC-SHA256>`;                            refused when it does not verify or is too old.")),
+            description = "Stripe's signature of the raw body: `t=<unix time>,v1=<HMAC-SHA256>`; \
+                           refused when it does not verify or is too old.")),
     request_body(content = Object, content_type = "application/json",
                  description = "A Stripe event object, as Stripe sends it (at most 1 MiB)."),
     responses(
         (status = 200, description = "The event is stored.", body = Received),
-        (status = 400, description = "`/problems/invalid-signature` or `/problems/invalid-event`                                       (the body is not a Stripe event or could not be read).",
+        (status = 400, description = "`/problems/invalid-signature` or `/problems/invalid-event` \
+                                      (the body is not a Stripe event or could not be read).",
          body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`/problems/body-too-large`: over 1 MiB.", body = Problem,
          content_type = "application/problem+json"),
-        (status = 503, description = "`/problems/service-unavailable`: the event could not be                                       stored; Stripe delivers it again.", body = Problem,
+        (status = 503, description = "`/problems/service-unavailable`: the event could not be \
+                                      stored; Stripe delivers it again.", body = Problem,
          content_type = "application/problem+json"),
     ),
 )]

@@ -301,6 +301,26 @@ async fn the_document_follows_what_the_app_serves() {
     assert!(paths.contains_key("/v1/campaigns/{slug}/donations"));
 }
 
+/// Every string in `value` that holds a run of three spaces or more: a description whose
+/// source line was joined without its `\` continuation.
+fn runs_of_spaces(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::String(text) if text.trim().contains("   ") => found.push(text.clone()),
+        Value::Array(items) => items.iter().for_each(|v| runs_of_spaces(v, found)),
+        Value::Object(map) => map.values().for_each(|v| runs_of_spaces(v, found)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_documents_prose_reads_as_written() {
+    let app = spawn_app().await;
+    let document: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut found = Vec::new();
+    runs_of_spaces(&document, &mut found);
+    assert!(found.is_empty(), "runs of spaces in: {found:#?}");
+}
+
 #[tokio::test]
 async fn the_document_names_the_headers_auth_and_problems() {
     let app = spawn_app().await;
