@@ -841,15 +841,7 @@ async fn a_process_killed_mid_burst_loses_no_acknowledged_event_or_donation() {
         !pg.started_here(),
         "the killed service's Postgres kept running"
     );
-    eventually(Duration::from_secs(60), "every event applied", || async {
-        let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE state <> 'applied'")
-                .fetch_one(&db)
-                .await
-                .unwrap();
-        pending == 0
-    })
-    .await;
+    every_event_applied(&db).await;
     for (id, pi, amount) in &seen.created {
         let row: Option<(Option<String>, i64)> =
             sqlx::query_as("SELECT payment_intent_id, total_amount FROM donations WHERE id = $1")
@@ -1056,6 +1048,19 @@ async fn sigterm_under_load_finishes_what_is_in_flight_refuses_the_rest_and_exit
         .unwrap();
 }
 
+/// Waits (a minute at most) until every stored event is applied.
+async fn every_event_applied(db: &PgPool) {
+    eventually(Duration::from_secs(60), "every event applied", || async {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE state <> 'applied'")
+                .fetch_one(db)
+                .await
+                .unwrap();
+        pending == 0
+    })
+    .await;
+}
+
 /// The connections now waiting for a commit to be confirmed by a standby: those whose last
 /// statement is like `statement`.
 async fn waiting_for_the_standby(db: &PgPool, statement: &str) -> i64 {
@@ -1188,15 +1193,7 @@ async fn a_process_killed_between_a_groups_commit_and_its_answers_counts_each_pa
     for event in &payments {
         assert_eq!(deliver(&http, &service.address, event).await, Some(200));
     }
-    eventually(Duration::from_secs(60), "every event applied", || async {
-        let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE state <> 'applied'")
-                .fetch_one(&db)
-                .await
-                .unwrap();
-        pending == 0
-    })
-    .await;
+    every_event_applied(&db).await;
     let deliveries: i32 =
         sqlx::query_scalar("SELECT delivery_count FROM stripe_events WHERE id = $1")
             .bind(first)

@@ -90,14 +90,19 @@ impl SmtpSink {
             .collect()
     }
 
+    /// Whether this session is to be held, by `counter`; if so, counts it held.
+    fn holds(&self, counter: &AtomicUsize) -> bool {
+        let hold = take_one(counter);
+        if hold {
+            self.held.fetch_add(1, Ordering::SeqCst);
+        }
+        hold
+    }
+
     async fn session(&self, socket: tokio::net::TcpStream) -> std::io::Result<()> {
         self.connections.fetch_add(1, Ordering::SeqCst);
         let (read, mut write) = socket.into_split();
-        let refused = self
-            .refuse
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if refused {
+        if take_one(&self.refuse) {
             write
                 .write_all(b"421 sink: service not available\r\n")
                 .await?;
@@ -122,16 +127,8 @@ impl SmtpSink {
                 to.push(line.trim_end()[8..].trim().to_owned());
                 b"250 OK\r\n"
             } else if command == "DATA" {
-                let hold = self
-                    .hold_before
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok();
-                if hold {
-                    self.held.fetch_add(1, Ordering::SeqCst);
-                    while lines.read_line(&mut line).await? > 0 {
-                        line.clear();
-                    }
-                    return Ok(());
+                if self.holds(&self.hold_before) {
+                    return until_hung_up(&mut lines).await;
                 }
                 write.write_all(b"354 go on\r\n").await?;
                 let mut data = String::new();
@@ -149,17 +146,8 @@ impl SmtpSink {
                     to: std::mem::take(&mut to),
                     data,
                 });
-                let hold = self
-                    .hold
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok();
-                if hold {
-                    self.held.fetch_add(1, Ordering::SeqCst);
-                    // No answer, ever: wait until the sender hangs up (or dies).
-                    while lines.read_line(&mut line).await? > 0 {
-                        line.clear();
-                    }
-                    return Ok(());
+                if self.holds(&self.hold) {
+                    return until_hung_up(&mut lines).await;
                 }
                 b"250 OK queued\r\n"
             } else if command == "QUIT" {
@@ -210,4 +198,20 @@ impl Mail {
     pub fn text(&self) -> String {
         readable(&self.data)
     }
+}
+
+/// Takes one from `counter` if it is above 0.
+fn take_one(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// Never answers: reads until the sender hangs up (or dies).
+async fn until_hung_up<R: AsyncBufReadExt + Unpin>(lines: &mut R) -> std::io::Result<()> {
+    let mut line = String::new();
+    while lines.read_line(&mut line).await? > 0 {
+        line.clear();
+    }
+    Ok(())
 }
