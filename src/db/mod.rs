@@ -1,6 +1,9 @@
 //! The database: a pool on `DATABASE_URL`, or on a local Postgres of our own when it is unset.
 
+mod failure;
 pub mod local;
+
+pub use failure::Failure;
 
 use std::time::Duration;
 

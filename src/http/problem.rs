@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::db;
 use crate::payments::PaymentError;
 
 /// One field of a request and what is wrong with it.
@@ -228,7 +229,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::Database(error) => {
                 tracing::error!(error = %error, "database failure");
-                if is_unavailable(&error) {
+                if db::Failure::of(&error) == db::Failure::Unavailable {
                     Problem::database_unavailable().into_response()
                 } else {
                     Problem::internal().into_response()
@@ -244,16 +245,4 @@ impl IntoResponse for ApiError {
 
 fn source_of(error: &dyn std::error::Error) -> String {
     error.source().map(ToString::to_string).unwrap_or_default()
-}
-
-/// The database is down or out of reach, rather than our query being wrong.
-pub fn is_unavailable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed
-    ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
 }

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::message::{Charity, Receipt, compose};
+use crate::db;
 
 /// How long a claimed receipt is its sender's alone: well beyond one SMTP attempt.
 pub const LEASE: Duration = Duration::from_secs(120);
@@ -40,6 +41,8 @@ const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_ATTEMPTS: i32 = 20;
 /// How often an idle sender looks for receipts owed.
 const POLL: Duration = Duration::from_millis(500);
+/// The longest a sender waits between passes while the database is away.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// Receipts claimed at once.
 const BATCH: i64 = 10;
 /// How often a running sender releases the claims of instances that are gone.
@@ -126,18 +129,31 @@ impl Sender {
         // What a killed predecessor held is sent now, not when its lease runs out.
         self.release_orphaned_claims().await;
         let mut released_at = tokio::time::Instant::now();
+        // Passes in a row that found the database away: each waits twice as long, up to
+        // `MAX_PAUSE`, so an outage is not met with a warning every half second.
+        let mut away = 0u32;
         loop {
             if released_at.elapsed() >= ORPHANS_EVERY {
                 self.release_orphaned_claims().await;
                 released_at = tokio::time::Instant::now();
             }
             match self.send_due(&stop).await {
-                Ok(sent) if sent > 0 => continue,
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "could not send the receipts owed"),
+                Ok(sent) if sent > 0 => {
+                    away = 0;
+                    continue;
+                }
+                Ok(_) => away = 0,
+                Err(error) => {
+                    away = match db::Failure::of(&error) {
+                        db::Failure::Unavailable => away.saturating_add(1),
+                        _ => 0,
+                    };
+                    tracing::warn!(%error, "could not send the receipts owed");
+                }
             }
+            let pause = (POLL * 2u32.pow(away.min(4))).min(MAX_PAUSE);
             tokio::select! {
-                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = stop.changed() => return,
             }
             if *stop.borrow() {

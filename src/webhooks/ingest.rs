@@ -27,6 +27,7 @@ use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::log::Event;
+use crate::db;
 use crate::metrics::Metrics;
 
 /// Groups stored at once per instance: while one waits for its commit, another gathers.
@@ -96,7 +97,7 @@ async fn writer(db: PgPool, queue: Arc<Mutex<mpsc::Receiver<Waiting>>>, metrics:
         metrics.webhook_group(group.len());
         let mut stored = store(&db, &group).await;
         if let Err(error) = &stored
-            && super::worker::is_transient(error)
+            && db::Failure::of(error) == db::Failure::Retry
         {
             // A deadlock with the worker's batch (a duplicate of an event it holds): the group
             // was rolled back whole; once more, as Postgres advises.
@@ -104,7 +105,7 @@ async fn writer(db: PgPool, queue: Arc<Mutex<mpsc::Receiver<Waiting>>>, metrics:
         }
         match stored {
             Ok(new) => answer(group.drain(..), &new),
-            Err(error) if refused_for_what_it_holds(&error) && group.len() > 1 => {
+            Err(error) if db::Failure::of(&error) == db::Failure::Refused && group.len() > 1 => {
                 tracing::warn!(%error, events = group.len(), "a group of webhook events was refused; storing its events one by one");
                 for one in group.drain(..) {
                     match store(&db, std::slice::from_ref(&one)).await {
@@ -185,11 +186,4 @@ async fn store(db: &PgPool, group: &[Waiting]) -> sqlx::Result<BTreeMap<String, 
         .into_iter()
         .map(|row| (row.id, row.inserted))
         .collect())
-}
-
-/// The database refused the statement for a value it holds (a data exception, a constraint,
-/// a limit), not because it is away or busy: storing the events apart finds the one at fault.
-fn refused_for_what_it_holds(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(e)
-        if e.code().is_some_and(|code| ["22", "23", "54"].iter().any(|class| code.starts_with(class))))
 }

@@ -30,6 +30,7 @@ use super::apply::{self, Applied, Fetched};
 use super::plan::{self, Need, Payment, Plan};
 use super::queue::{self, Claim, Failure, Outcomes};
 use crate::campaigns::cache::CampaignCache;
+use crate::db;
 use crate::finance::payouts::{self, PayoutWork};
 use crate::metrics::Metrics;
 use crate::payments::objects::{self, BalanceTransactionFacts, BalanceTransactionRef, ChargeRef};
@@ -367,7 +368,10 @@ impl Worker {
         loop {
             tries += 1;
             match self.commit_once(token, work, payouts, general, kinds).await {
-                Err(error) if is_transient(&error) && tries < TRANSIENT_RETRIES => {
+                Err(error)
+                    if db::Failure::of(&error) == db::Failure::Retry
+                        && tries < TRANSIENT_RETRIES =>
+                {
                     tracing::info!(%error, tries, "a batch met a transient database error; trying again");
                     tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
                 }
@@ -798,16 +802,12 @@ fn outcome_ids(outcomes: &Outcomes) -> impl Iterator<Item = String> + '_ {
         .chain(outcomes.released.iter().cloned())
 }
 
-/// The database refused a statement for what it said (a constraint, a bad value): the payment
-/// applied is at fault, not the database. A deadlock or serialization failure that outlasted
-/// its retries is not that.
+/// The database refused a statement for what it said or did (a constraint, a bad value, a
+/// trigger's refusal): the payment applied is at fault, not the database. A deadlock or
+/// serialization failure that outlasted its retries is not that, nor is a database away.
 fn refused_a_statement(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(_)) && !is_transient(error)
-}
-
-/// A deadlock, a serialization failure or a lock we could not get: trying again at once is
-/// the cure, not backing off for minutes.
-pub fn is_transient(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(e)
-        if matches!(e.code().as_deref(), Some("40001" | "40P01" | "55P03")))
+    matches!(
+        db::Failure::of(error),
+        db::Failure::Refused | db::Failure::Statement
+    )
 }
