@@ -282,7 +282,7 @@ async fn tokens(db: &PgPool, command: TokensCommand) -> anyhow::Result<()> {
         }
         TokensCommand::List => {
             let tokens = access::list(db).await?;
-            let time = admin::rfc3339;
+            let time = crate::timestamps::rfc3339_seconds;
             println!("{:<32} {:<8} {:<25} revoked", "name", "role", "created");
             for token in &tokens {
                 println!(
@@ -298,7 +298,10 @@ async fn tokens(db: &PgPool, command: TokensCommand) -> anyhow::Result<()> {
         TokensCommand::Revoke { name } => match access::revoke(db, &name).await? {
             access::Revoked::Now => println!("{name} is revoked; it no longer works"),
             access::Revoked::Already(at) => {
-                println!("{name} was already revoked at {}", admin::rfc3339(at))
+                println!(
+                    "{name} was already revoked at {}",
+                    crate::timestamps::rfc3339_seconds(at)
+                )
             }
         },
     }

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::http::problem::Problem;
+use crate::http::problem::{Problem, ProblemType};
 
 const HEADER: &str = "idempotency-key";
 const MAX_LEN: usize = 255;
@@ -32,9 +32,7 @@ impl IdempotencyKey {
         };
         let invalid = || {
             Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-idempotency-key",
-                "Invalid Idempotency-Key",
+                ProblemType::InvalidIdempotencyKey,
                 format!("Idempotency-Key must be 1 to {MAX_LEN} visible ASCII characters."),
             )
         };
@@ -247,17 +245,13 @@ impl From<ClaimError> for crate::http::problem::ApiError {
     fn from(error: ClaimError) -> Self {
         match error {
             ClaimError::Mismatch => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency-key-reused",
-                "Idempotency-Key reused",
+                ProblemType::IdempotencyKeyReused,
                 "This Idempotency-Key was already used for a different request. Use a new key \
                  for a new donation.",
             )
             .into(),
             ClaimError::InFlight => Problem::new(
-                StatusCode::CONFLICT,
-                "idempotency-key-in-use",
-                "Request in progress",
+                ProblemType::IdempotencyKeyInUse,
                 "A request with this Idempotency-Key is still being processed. Retry shortly.",
             )
             .into(),

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use sqlx::PgPool;
 
-use crate::http::problem::Problem;
+use crate::http::problem::{Problem, ProblemType};
 
 /// Latency buckets, in seconds: from a cached campaign read to a request's 60 s timeout.
 const BUCKETS: &[f64] = &[
@@ -368,9 +368,7 @@ pub async fn scrape(
         Err(error) => {
             tracing::warn!(%error, "could not read the event backlog for /metrics");
             return Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service-unavailable",
-                "Service unavailable",
+                ProblemType::ServiceUnavailable,
                 "The database could not be read.",
             )
             .into_response();

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use crate::campaigns::Campaign;
 use crate::donations::fees::FeeModel;
 use crate::http::problem::{ApiResult, Problem};
-use crate::receipts::message::money;
+use crate::money;
 use crate::startup::AppState;
 
 const SCRIPT: &str = include_str!("donate.js");
@@ -164,7 +164,7 @@ async fn page(State(state): State<AppState>, Path(slug): Path<String>) -> ApiRes
         // Gift Aid is a UK tax relief on gifts in pounds.
         gift_aid: currency == "gbp",
         declaration: crate::finance::gift_aid::declaration(&settings.charity_name),
-        exponent: crate::receipts::message::exponent(currency),
+        exponent: money::exponent(currency),
         version: asset_version(),
         campaign: &campaign,
     };
@@ -249,9 +249,9 @@ fn asset_version() -> &'static str {
     })
 }
 
-/// `money` with its thousands grouped, as the page's script writes money: `£1,234.50`.
+/// [`money::format`] with its thousands grouped, as the page's script writes money: `£1,234.50`.
 fn page_money(amount: i64, currency: &str) -> String {
-    let full = money(amount, currency);
+    let full = money::format(amount, currency);
     let start = full.find(|c: char| c.is_ascii_digit()).unwrap_or(0);
     let digits = full[start..]
         .find(|c: char| !c.is_ascii_digit())
@@ -279,7 +279,7 @@ fn short_money(amount: i64, currency: &str) -> String {
 
 /// What the "Other amount" field is counted in: `£`, or the currency's code.
 fn unit(currency: &str) -> String {
-    let one = money(100, currency);
+    let one = money::format(100, currency);
     match one.strip_suffix("1.00") {
         Some(symbol) if !symbol.is_empty() => symbol.to_owned(),
         _ => currency.to_ascii_uppercase(),

@@ -14,9 +14,9 @@ use uuid::Uuid;
 use super::DonationStatus;
 use super::request::{DonationRequest, GiftAidDeclaration, Rejection};
 use crate::campaigns;
-use crate::http::problem::{ApiResult, Problem};
+use crate::http::problem::{ApiResult, Problem, ProblemType};
 use crate::idempotency::{self, Claim, IdempotencyKey};
-use crate::payments::IntentRequest;
+use crate::payments::{IntentRequest, PaymentError};
 use crate::startup::AppState;
 
 /// The 201 answer: what the website needs to take the payment with Stripe.js.
@@ -111,9 +111,7 @@ pub async fn create_donation(
         .ok_or_else(|| Problem::not_found(format!("There is no campaign {slug:?}.")))?;
     if !campaign.active {
         return Err(Problem::new(
-            StatusCode::CONFLICT,
-            "campaign-inactive",
-            "Campaign closed",
+            ProblemType::CampaignInactive,
             format!("The campaign {slug:?} is not taking donations."),
         )
         .into());
@@ -121,9 +119,7 @@ pub async fn create_donation(
     let request = DonationRequest::parse(body, &campaign).map_err(|rejection| match rejection {
         Rejection::Invalid(errors) => Problem::invalid(errors),
         Rejection::NotSupported(error) => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "not-supported",
-            "Not supported yet",
+            ProblemType::NotSupported,
             format!("{}: {}", error.field, error.message),
         )
         .with_errors(vec![error]),
@@ -196,7 +192,7 @@ pub async fn create_donation(
                     tracing::warn!(error = %release_error, "could not release the idempotency key; it frees itself when its lease ends");
                 }
             }
-            return Err(error.into());
+            return Err(payment_problem(error).into());
         }
     };
 
@@ -383,10 +379,29 @@ async fn load_pending(tx: &mut PgConnection, id: Uuid) -> ApiResult<Pending> {
 /// A retry of a donation that waited too long for its payment and was given up.
 fn given_up() -> Problem {
     Problem::new(
-        StatusCode::CONFLICT,
-        "donation-abandoned",
-        "Donation given up",
+        ProblemType::DonationAbandoned,
         "This donation waited too long for its payment and was cancelled; nothing was taken. \
          Start a new donation (with a new Idempotency-Key).",
     )
+}
+
+/// Stripe failed the PaymentIntent's creation; nothing was charged either way. Out of reach: a
+/// 503, and a retry with the same key finishes this same donation. Refused: a 502.
+fn payment_problem(error: PaymentError) -> Problem {
+    let cause = std::error::Error::source(&error)
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    tracing::error!(%error, %cause, "payment provider failure");
+    match error {
+        PaymentError::Unavailable(_) => Problem::new(
+            ProblemType::PaymentProviderUnavailable,
+            "We could not reach our payment provider. Nothing was charged. Retry with the same \
+             Idempotency-Key to complete this same donation.",
+        ),
+        PaymentError::Rejected(_) => Problem::new(
+            ProblemType::PaymentProviderError,
+            "Our payment provider could not start this payment. Nothing was charged. Retry \
+             with the same Idempotency-Key, or try again later.",
+        ),
+    }
 }

@@ -11,13 +11,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 
-use crate::http::problem::Problem;
+use crate::http::problem::{Problem, ProblemType};
 
 /// At most `count` attempts in any `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,9 +331,7 @@ impl Captcha {
 /// The answer to an attempt that must solve a captcha first and did not.
 pub fn captcha_required() -> Response {
     Problem::new(
-        StatusCode::FORBIDDEN,
-        "captcha-required",
-        "A check is needed",
+        ProblemType::CaptchaRequired,
         "Please complete the check shown and try again, sending its token as Captcha-Token.",
     )
     .into_response()
@@ -350,9 +348,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// The one answer to every refused attempt, whichever cap refused it: 429 and when to retry.
 pub fn refused(retry_after: Duration) -> Response {
     let mut response = Problem::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too-many-attempts",
-        "Too many attempts",
+        ProblemType::TooManyAttempts,
         "Too many donations were attempted from here in a short time. Please wait and try again.",
     )
     .into_response();

@@ -11,14 +11,14 @@
 use anyhow::{Context, bail};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use crate::http::problem::{ApiError, Problem};
+use crate::http::problem::{ApiError, Problem, ProblemType};
 use crate::startup::AppState;
 
 /// What a token may do.
@@ -82,13 +82,7 @@ impl IntoResponse for Denied {
                 detail,
                 invalid_token,
             } => {
-                let mut response = Problem::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "Unauthorized",
-                    detail,
-                )
-                .into_response();
+                let mut response = Problem::new(ProblemType::Unauthorized, detail).into_response();
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(if invalid_token {
@@ -100,8 +94,7 @@ impl IntoResponse for Denied {
                 response
             }
             Denied::Forbidden(detail) => {
-                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
-                    .into_response()
+                Problem::new(ProblemType::Forbidden, detail).into_response()
             }
             Denied::Database(error) => ApiError::from(error).into_response(),
         }

@@ -121,7 +121,7 @@ impl CsvRow for Entry {
         let filters = self.filters.to_string();
         csv.row(&[
             Cell::Int(self.id),
-            Cell::Text(&export::rfc3339(self.at)),
+            Cell::Text(&crate::timestamps::rfc3339(self.at)),
             Cell::Text(&self.token_name),
             Cell::Text(self.role.as_str()),
             Cell::Text(&self.what),

@@ -60,7 +60,7 @@ impl Filters {
         if let Some(slug) = &campaign
             && crate::campaigns::find(db, slug).await?.is_none()
         {
-            return Err(super::unknown("campaign", "campaign", slug).into());
+            return Err(Problem::unknown("campaign", "campaign", slug).into());
         }
         Ok(Filters {
             campaign,
@@ -109,7 +109,7 @@ impl Serialize for Row {
         }
         let mut row = s.serialize_struct("Donation", 19)?;
         row.serialize_field("id", &self.id)?;
-        row.serialize_field("created_at", &export::rfc3339(self.created_at))?;
+        row.serialize_field("created_at", &crate::timestamps::rfc3339(self.created_at))?;
         row.serialize_field("campaign", &self.campaign)?;
         row.serialize_field("status", &self.status)?;
         row.serialize_field(
@@ -163,7 +163,7 @@ impl CsvRow for Row {
 
     fn write(&self, csv: &mut CsvChunks) -> std::io::Result<()> {
         let id = self.id.to_string();
-        let created_at = export::rfc3339(self.created_at);
+        let created_at = crate::timestamps::rfc3339(self.created_at);
         csv.row(&[
             Cell::Text(&id),
             Cell::Text(&created_at),

@@ -11,14 +11,14 @@ use std::borrow::Cow;
 use std::io;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, TryStreamExt};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::params::{Params, bad_parameter};
-use crate::http::problem::Problem;
+use crate::http::problem::{Problem, ProblemType};
 
 pub const JSON: &str = "application/json";
 pub const CSV: &str = "text/csv";
@@ -92,9 +92,7 @@ pub fn negotiate(headers: &HeaderMap, offered: &[Format]) -> Result<Format, Prob
     best.map(|(_, _, format)| format).ok_or_else(|| {
         let types: Vec<&str> = offered.iter().map(|f| f.media_type()).collect();
         Problem::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "not-acceptable",
-            "Not acceptable",
+            ProblemType::NotAcceptable,
             format!(
                 "This resource is served as {}; send an Accept header that takes one of them.",
                 types.join(" or ")
@@ -418,12 +416,6 @@ pub fn refuse_paging(params: &Params) -> Result<(), Problem> {
     Ok(())
 }
 
-/// A time as RFC 3339, in UTC as stored.
-pub fn rfc3339(at: time::OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .expect("a stored time formats as RFC 3339")
-}
-
 /// A CSV download: `text/csv; charset=utf-8`, saved as `{stem}-{UTC time}.csv`.
 pub fn csv_response(stem: &str, body: Body) -> Response {
     let now = time::OffsetDateTime::now_utc();
@@ -495,8 +487,12 @@ mod tests {
             "nonsense",
         ] {
             let problem = n(Some(refused), &both).unwrap_err();
-            assert_eq!(problem.status, StatusCode::NOT_ACCEPTABLE, "{refused}");
-            assert_eq!(problem.kind, "/problems/not-acceptable");
+            assert_eq!(
+                problem.status(),
+                axum::http::StatusCode::NOT_ACCEPTABLE,
+                "{refused}"
+            );
+            assert_eq!(problem.kind.uri(), "/problems/not-acceptable");
         }
     }
 

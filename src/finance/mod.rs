@@ -26,7 +26,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::problem::{FieldError, Problem};
+use crate::http::problem::Problem;
 use crate::startup::AppState;
 
 /// The problem of a finance read given a query parameter it does not take, one twice, or a
@@ -76,14 +76,6 @@ pub enum NotAcceptable {
         content_type = "application/problem+json"
     )]
     NotAcceptable(Problem),
-}
-
-/// A 404 problem naming `field`: there is no `what` called `value` (shown at most 64
-/// characters long, quoted).
-pub fn unknown(field: &str, what: &str, value: &str) -> Problem {
-    let shown: String = value.chars().take(64).collect();
-    Problem::not_found(format!("There is no {what} {shown:?}."))
-        .with_errors(vec![FieldError::new(field, format!("names no {what}"))])
 }
 
 /// Every `/v1/finance/...` route.

@@ -11,14 +11,13 @@
 use std::fmt::Display;
 use std::str::FromStr;
 
-use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::http::problem::{FieldError, Problem};
+use crate::http::problem::{FieldError, Problem, ProblemType};
 
 /// Rows in a page when `limit` is not given.
 pub const DEFAULT_LIMIT: i64 = 100;
@@ -62,9 +61,7 @@ pub fn bad_parameter(name: &str, message: impl Into<String>) -> Problem {
     let message = message.into();
     let shown: String = name.chars().take(64).collect();
     Problem::new(
-        StatusCode::BAD_REQUEST,
-        "bad-parameter",
-        "Bad query parameter",
+        ProblemType::BadParameter,
         format!("The query parameter `{shown}` {message}."),
     )
     .with_errors(vec![FieldError::new(shown, message)])
@@ -253,8 +250,8 @@ mod tests {
     use uuid::Uuid;
 
     fn field(problem: &Problem) -> &str {
-        assert_eq!(problem.status, StatusCode::BAD_REQUEST);
-        assert_eq!(problem.kind, "/problems/bad-parameter");
+        assert_eq!(problem.status(), axum::http::StatusCode::BAD_REQUEST);
+        assert_eq!(problem.kind.uri(), "/problems/bad-parameter");
         &problem.errors[0].field
     }
 

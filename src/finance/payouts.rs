@@ -601,7 +601,7 @@ pub mod routes {
             .await?
             .pop()
         else {
-            return Err(crate::finance::unknown("payout", "payout", &id).into());
+            return Err(Problem::unknown("payout", "payout", &id).into());
         };
         let transactions = super::contained(&state.db, &id).await?;
         let what = format!("GET /v1/finance/payouts/{id}");
@@ -704,7 +704,7 @@ pub mod routes {
     }
 
     fn time(at: Option<OffsetDateTime>) -> String {
-        at.map(export::rfc3339).unwrap_or_default()
+        at.map(crate::timestamps::rfc3339).unwrap_or_default()
     }
 
     impl CsvRow for Reconciliation {
@@ -732,7 +732,7 @@ pub mod routes {
                 Cell::Int(self.amount),
                 Cell::Text(&self.currency),
                 Cell::Text(&time(self.arrival_date)),
-                Cell::Text(&export::rfc3339(self.created)),
+                Cell::Text(&crate::timestamps::rfc3339(self.created)),
                 Cell::Bool(self.listing_complete),
                 Cell::Int(self.transaction_count),
                 Cell::Int(self.transactions_total),

@@ -5,6 +5,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use time::{Date, OffsetDateTime};
 
+use crate::http::problem::Problem;
+
 /// The figures of a period, in one settlement currency. Every amount is positive (money in or
 /// money out, as named) except `net`, the sum of every ledger row: what the balance gained.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -186,7 +188,7 @@ pub async fn show(
     let format = export::negotiate(&headers, &[Format::Json, Format::Csv])?;
     let (from, to) = params.range()?;
     if crate::campaigns::find(&state.db, &slug).await?.is_none() {
-        return Err(super::unknown("campaign", "campaign", &slug).into());
+        return Err(Problem::unknown("campaign", "campaign", &slug).into());
     }
     let summary = summarize(&state.db, &slug, from, to).await?;
     let mut filters = params.filters();

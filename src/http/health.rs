@@ -3,12 +3,11 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::problem::Problem;
+use super::problem::{Problem, ProblemType};
 use crate::startup::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -57,9 +56,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             };
             tracing::warn!(cause, "not ready: the database does not answer");
             Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service-unavailable",
-                "Service unavailable",
+                ProblemType::ServiceUnavailable,
                 "The service cannot reach its database.",
             )
             .into_response()

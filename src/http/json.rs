@@ -7,7 +7,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use serde_json::Value;
 
-use super::problem::Problem;
+use super::problem::{Problem, ProblemType};
 
 /// A request body that is well-formed JSON, as a `Value`.
 #[derive(Debug)]
@@ -19,25 +19,19 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(req.headers().get(header::CONTENT_TYPE)) {
             return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
+                ProblemType::UnsupportedMediaType,
                 "Send the body as JSON with Content-Type: application/json.",
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body-too-large",
-                    "Body too large",
+                    ProblemType::BodyTooLarge,
                     "The request body is larger than this endpoint accepts.",
                 )
             } else {
                 Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "unreadable-body",
-                    "Unreadable body",
+                    ProblemType::UnreadableBody,
                     "The request body could not be read.",
                 )
             }
@@ -46,9 +40,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .map(JsonBody)
             .map_err(|error| {
                 Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "malformed-json",
-                    "Malformed JSON",
+                    ProblemType::MalformedJson,
                     format!("The body is not valid JSON: {error}."),
                 )
             })

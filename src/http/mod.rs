@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 
 use crate::metrics::{Exposure, Scrape};
 use crate::startup::AppState;
-use problem::Problem;
+use problem::{Problem, ProblemType};
 
 /// The largest body the public API accepts; a donation is a few hundred bytes.
 pub const API_BODY_LIMIT: usize = 16 * 1024;
@@ -167,9 +167,7 @@ async fn not_found() -> Problem {
 
 async fn method_not_allowed() -> Problem {
     Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
-        "Method not allowed",
+        ProblemType::MethodNotAllowed,
         "This path does not take that method.",
     )
 }

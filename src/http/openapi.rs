@@ -22,7 +22,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::problem::{FieldError, Problem};
+use super::problem::{FieldError, Problem, ProblemType};
 
 /// The security scheme of the finance routes (`security(("bearerAuth" = []))`).
 pub const BEARER_AUTH: &str = "bearerAuth";
@@ -46,7 +46,7 @@ pub const BEARER_AUTH: &str = "bearerAuth";
         license(name = "MIT"),
     ),
     components(schemas(Problem, FieldError)),
-    modifiers(&Security),
+    modifiers(&Security, &Catalogue),
     tags(
         (name = "campaigns", description = "The campaign catalogue and running totals."),
         (name = "donations", description = "Making a donation and following it."),
@@ -77,6 +77,31 @@ impl Modify for Security {
                     .build(),
             ),
         );
+    }
+}
+
+/// The `Problem` schema as the catalogue has it: its description tables every problem type
+/// with its status and meaning, and its `type` takes those values alone.
+struct Catalogue;
+
+impl Modify for Catalogue {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, Schema};
+        let schemas = &mut openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .schemas;
+        let Some(RefOr::T(Schema::Object(problem))) = schemas.get_mut("Problem") else {
+            unreachable!("the Problem schema is among the components");
+        };
+        problem.description = Some(format!(
+            "A problem the client can act on (RFC 9457, `application/problem+json`). Its \
+             `type` is one of:\n\n{}",
+            ProblemType::table()
+        ));
+        if let Some(RefOr::T(Schema::Object(kind))) = problem.properties.get_mut("type") {
+            kind.enum_values = Some(ProblemType::ALL.iter().map(|k| k.uri().into()).collect());
+        }
     }
 }
 

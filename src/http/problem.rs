@@ -1,6 +1,8 @@
-//! Every error the API returns: an RFC 9457 `application/problem+json` body whose `type` names
-//! the problem (each is described in the README). A 5xx never carries internal detail; its
-//! cause is logged inside the request's span instead.
+//! Every error the API returns: an RFC 9457 `application/problem+json` body whose `type` is one
+//! of a closed catalogue ([`ProblemType`]). A 5xx never carries internal detail; its cause is
+//! logged inside the request's span instead.
+//!
+//! Each feature maps its own errors to problems; this module knows none of them.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -8,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::db;
-use crate::payments::PaymentError;
 
 /// One field of a request and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -28,52 +29,161 @@ impl FieldError {
     }
 }
 
+/// Declares the catalogue: the enum, the list of every member, and each member's status, slug,
+/// title and meaning, from one table.
+macro_rules! catalogue {
+    ($($(#[$doc:meta])* $name:ident = $status:ident, $slug:literal, $title:literal, $meaning:literal;)*) => {
+        /// Every problem the API can answer. The catalogue is closed: a [`Problem`] is made
+        /// from one of these alone, the OpenAPI document's `Problem` schema lists them (its
+        /// table and its `type` values are written from [`ProblemType::ALL`]), and the README's
+        /// tables are checked against them (`tests/api/openapi.rs`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ProblemType {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl ProblemType {
+            /// Every problem type, in the order the documentation lists them.
+            pub const ALL: &'static [ProblemType] = &[$(ProblemType::$name,)*];
+
+            /// The HTTP status it is answered with.
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(ProblemType::$name => StatusCode::$status,)*
+                }
+            }
+
+            /// Its name: the last part of its `type`, `/problems/<slug>`.
+            pub fn slug(self) -> &'static str {
+                match self {
+                    $(ProblemType::$name => $slug,)*
+                }
+            }
+
+            /// A short summary, the same for every problem of the type.
+            pub fn title(self) -> &'static str {
+                match self {
+                    $(ProblemType::$name => $title,)*
+                }
+            }
+
+            /// What it means, for the documentation's table.
+            pub fn meaning(self) -> &'static str {
+                match self {
+                    $(ProblemType::$name => $meaning,)*
+                }
+            }
+        }
+    };
+}
+
+catalogue! {
+    Validation = UNPROCESSABLE_ENTITY, "validation", "The request has invalid fields",
+        "fields are invalid; `errors` names each";
+    NotSupported = UNPROCESSABLE_ENTITY, "not-supported", "Not supported yet",
+        "a valid value we do not take yet (`frequency`)";
+    MalformedJson = BAD_REQUEST, "malformed-json", "Malformed JSON",
+        "the body is not JSON";
+    UnreadableBody = BAD_REQUEST, "unreadable-body", "Unreadable body",
+        "the body could not be read";
+    UnsupportedMediaType = UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type",
+        "Unsupported media type", "the body is not `application/json`";
+    BodyTooLarge = PAYLOAD_TOO_LARGE, "body-too-large", "Body too large",
+        "the body is over the limit";
+    BadParameter = BAD_REQUEST, "bad-parameter", "Bad query parameter",
+        "a query parameter is unknown, repeated or invalid";
+    NotAcceptable = NOT_ACCEPTABLE, "not-acceptable", "Not acceptable",
+        "`Accept` names no format the route gives";
+    NotFound = NOT_FOUND, "not-found", "Not found",
+        "no such thing, or nothing at this path";
+    MethodNotAllowed = METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed",
+        "the path does not take that method";
+    InvalidIdempotencyKey = BAD_REQUEST, "invalid-idempotency-key", "Invalid Idempotency-Key",
+        "`Idempotency-Key` is not 1 to 255 visible ASCII characters";
+    IdempotencyKeyReused = UNPROCESSABLE_ENTITY, "idempotency-key-reused",
+        "Idempotency-Key reused", "the key was used for another request";
+    IdempotencyKeyInUse = CONFLICT, "idempotency-key-in-use", "Request in progress",
+        "the key's first request is still being worked on";
+    CampaignInactive = CONFLICT, "campaign-inactive", "Campaign closed",
+        "the campaign takes no donations";
+    DonationAbandoned = CONFLICT, "donation-abandoned", "Donation given up",
+        "the donation waited too long and was given up";
+    TooManyAttempts = TOO_MANY_REQUESTS, "too-many-attempts", "Too many attempts",
+        "a card-testing cap; see `Retry-After`";
+    CaptchaRequired = FORBIDDEN, "captcha-required", "A check is needed",
+        "a captcha token is needed (`Captcha-Token`)";
+    InvalidSignature = BAD_REQUEST, "invalid-signature", "Invalid signature",
+        "a webhook's `Stripe-Signature` does not verify";
+    InvalidEvent = BAD_REQUEST, "invalid-event", "Not a Stripe event",
+        "a webhook's body is not a Stripe event";
+    Unauthorized = UNAUTHORIZED, "unauthorized", "Unauthorized",
+        "no valid bearer token";
+    Forbidden = FORBIDDEN, "forbidden", "Forbidden",
+        "the token's role may not do this";
+    NothingToClaim = CONFLICT, "nothing-to-claim", "Nothing to claim",
+        "a Gift Aid claim would have no lines";
+    ClaimConflict = CONFLICT, "claim-conflict", "Claimed at the same time",
+        "a Gift Aid claim overlaps another";
+    SimulationRefused = CONFLICT, "simulation-refused", "Not possible now",
+        "the simulator cannot do that now";
+    PaymentProviderError = BAD_GATEWAY, "payment-provider-error", "Payment provider error",
+        "Stripe refused; nothing was charged";
+    PaymentProviderUnavailable = SERVICE_UNAVAILABLE, "payment-provider-unavailable",
+        "Payment provider unavailable", "Stripe is out of reach; retry with the same key";
+    ServiceUnavailable = SERVICE_UNAVAILABLE, "service-unavailable", "Service unavailable",
+        "our database is out of reach; see `Retry-After`";
+    Internal = INTERNAL_SERVER_ERROR, "internal", "Internal error",
+        "a failure of ours";
+}
+
+impl ProblemType {
+    /// Its `type`: `/problems/<slug>`.
+    pub fn uri(self) -> String {
+        format!("/problems/{}", self.slug())
+    }
+
+    /// The problem type whose `type` is `uri`, if the catalogue has one.
+    pub fn from_uri(uri: &str) -> Option<Self> {
+        let slug = uri.strip_prefix("/problems/")?;
+        Self::ALL.iter().copied().find(|kind| kind.slug() == slug)
+    }
+
+    /// The catalogue as a Markdown table: type, status and meaning.
+    pub fn table() -> String {
+        let mut table = "| type | status | meaning |\n|---|---|---|".to_owned();
+        for kind in Self::ALL {
+            table.push_str(&format!(
+                "\n| `{}` | {} | {} |",
+                kind.uri(),
+                kind.status().as_u16(),
+                kind.meaning()
+            ));
+        }
+        table
+    }
+}
+
+impl Serialize for ProblemType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.uri())
+    }
+}
+
 /// A problem the client can act on (RFC 9457, `application/problem+json`). Its `type` is one
-/// of:
-///
-/// | type | status | meaning |
-/// |---|---|---|
-/// | `/problems/validation` | 422 | fields are invalid; `errors` names each |
-/// | `/problems/not-supported` | 422 | a valid value we do not take yet (`frequency`) |
-/// | `/problems/malformed-json` | 400 | the body is not JSON |
-/// | `/problems/unreadable-body` | 400 | the body could not be read |
-/// | `/problems/unsupported-media-type` | 415 | the body is not `application/json` |
-/// | `/problems/body-too-large` | 413 | the body is over the limit |
-/// | `/problems/bad-parameter` | 400 | a query parameter is unknown, repeated or invalid |
-/// | `/problems/not-acceptable` | 406 | `Accept` names no format the route gives |
-/// | `/problems/not-found` | 404 | no such thing, or nothing at this path |
-/// | `/problems/method-not-allowed` | 405 | the path does not take that method |
-/// | `/problems/invalid-idempotency-key` | 400 | `Idempotency-Key` is not 1 to 255 visible ASCII characters |
-/// | `/problems/idempotency-key-reused` | 422 | the key was used for another request |
-/// | `/problems/idempotency-key-in-use` | 409 | the key's first request is still being worked on |
-/// | `/problems/campaign-inactive` | 409 | the campaign takes no donations |
-/// | `/problems/donation-abandoned` | 409 | the donation waited too long and was given up |
-/// | `/problems/too-many-attempts` | 429 | a card-testing cap; see `Retry-After` |
-/// | `/problems/captcha-required` | 403 | a captcha token is needed (`Captcha-Token`) |
-/// | `/problems/invalid-signature` | 400 | a webhook's `Stripe-Signature` does not verify |
-/// | `/problems/invalid-event` | 400 | a webhook's body is not a Stripe event |
-/// | `/problems/unauthorized` | 401 | no valid bearer token |
-/// | `/problems/forbidden` | 403 | the token's role may not do this |
-/// | `/problems/nothing-to-claim` | 409 | a Gift Aid claim would have no lines |
-/// | `/problems/claim-conflict` | 409 | a Gift Aid claim overlaps another |
-/// | `/problems/simulation-refused` | 409 | the simulator cannot do that now |
-/// | `/problems/payment-provider-error` | 502 | Stripe refused; nothing was charged |
-/// | `/problems/payment-provider-unavailable` | 503 | Stripe is out of reach; retry with the same key |
-/// | `/problems/service-unavailable` | 503 | our database is out of reach; see `Retry-After` |
-/// | `/problems/internal` | 500 | a failure of ours |
+/// of the catalogue's ([`ProblemType`]); the OpenAPI document lists them here.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// The problem's type, a URI reference: `/problems/<name>`.
     #[serde(rename = "type")]
-    #[schema(example = "/problems/validation")]
-    pub kind: String,
+    #[schema(value_type = String, example = "/problems/validation")]
+    pub kind: ProblemType,
     /// A short summary of the type.
     #[schema(value_type = String)]
-    pub title: &'static str,
+    title: &'static str,
     /// The HTTP status code.
     #[serde(serialize_with = "serialize_status")]
     #[schema(value_type = u16, minimum = 400, maximum = 599)]
-    pub status: StatusCode,
+    status: StatusCode,
     /// What went wrong with this request, in a sentence.
     pub detail: String,
     /// Each field at fault (only when fields are).
@@ -87,19 +197,20 @@ fn serialize_status<S: serde::Serializer>(status: &StatusCode, s: S) -> Result<S
 }
 
 impl Problem {
-    pub fn new(
-        status: StatusCode,
-        slug: &str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
+    /// A problem of type `kind`: its status and title are the catalogue's.
+    pub fn new(kind: ProblemType, detail: impl Into<String>) -> Self {
         Self {
-            kind: format!("/problems/{slug}"),
-            title,
-            status,
+            kind,
+            title: kind.title(),
+            status: kind.status(),
             detail: detail.into(),
             errors: Vec::new(),
         }
+    }
+
+    /// The HTTP status it is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 
     pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
@@ -112,35 +223,35 @@ impl Problem {
             [one] => sentence(&one.field, &one.message),
             _ => format!("{} fields are invalid; see errors.", errors.len()),
         };
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation",
-            "The request has invalid fields",
-            detail,
-        )
-        .with_errors(errors)
+        Self::new(ProblemType::Validation, detail).with_errors(errors)
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+        Self::new(ProblemType::NotFound, detail)
     }
 
-    pub(crate) fn internal() -> Self {
+    /// A 404 naming `field`: there is no `what` called `value` (shown at most 64 characters
+    /// long, quoted).
+    pub fn unknown(field: &str, what: &str, value: &str) -> Self {
+        let shown: String = value.chars().take(64).collect();
+        Self::not_found(format!("There is no {what} {shown:?}."))
+            .with_errors(vec![FieldError::new(field, format!("names no {what}"))])
+    }
+
+    pub fn internal() -> Self {
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
+            ProblemType::Internal,
             "Something went wrong on our side. Nothing was charged; please try again.",
         )
     }
 
+    /// Our database is out of reach: `detail` says what could not be done.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(ProblemType::ServiceUnavailable, detail)
+    }
+
     fn database_unavailable() -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service-unavailable",
-            "Service unavailable",
-            "The service cannot reach its database. Please try again shortly.",
-        )
+        Self::unavailable("The service cannot reach its database. Please try again shortly.")
     }
 }
 
@@ -184,9 +295,6 @@ pub enum ApiError {
     /// The client's problem, answered as it is.
     #[error("{}", .0.detail)]
     Client(Problem),
-    /// Stripe failed us; answered 502 or 503.
-    #[error(transparent)]
-    Payment(#[from] PaymentError),
     /// Our database failed us; answered 503 when it is unreachable, 500 otherwise.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -207,26 +315,6 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             ApiError::Client(problem) => problem.into_response(),
-            ApiError::Payment(error) => {
-                tracing::error!(error = %error, cause = %source_of(&error), "payment provider failure");
-                let problem = match error {
-                    PaymentError::Unavailable(_) => Problem::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "payment-provider-unavailable",
-                        "Payment provider unavailable",
-                        "We could not reach our payment provider. Nothing was charged. Retry \
-                         with the same Idempotency-Key to complete this same donation.",
-                    ),
-                    PaymentError::Rejected(_) => Problem::new(
-                        StatusCode::BAD_GATEWAY,
-                        "payment-provider-error",
-                        "Payment provider error",
-                        "Our payment provider could not start this payment. Nothing was \
-                         charged. Retry with the same Idempotency-Key, or try again later.",
-                    ),
-                };
-                problem.into_response()
-            }
             ApiError::Database(error) => {
                 tracing::error!(error = %error, "database failure");
                 if db::Failure::of(&error) == db::Failure::Unavailable {
@@ -241,8 +329,4 @@ impl IntoResponse for ApiError {
             }
         }
     }
-}
-
-fn source_of(error: &dyn std::error::Error) -> String {
-    error.source().map(ToString::to_string).unwrap_or_default()
 }

@@ -9,7 +9,6 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -18,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::simulator::{SimulatedStripe, SimulationError};
-use crate::http::problem::{ApiError, ApiResult, FieldError, Problem};
+use crate::http::problem::{ApiError, ApiResult, FieldError, Problem, ProblemType};
 use crate::startup::AppState;
 use crate::webhooks::signature;
 
@@ -351,14 +350,8 @@ impl Simulator {
 
 /// The problem a refusal of the simulator's is.
 fn refused(error: SimulationError) -> ApiError {
-    let not_now = |error: &SimulationError| {
-        Problem::new(
-            StatusCode::CONFLICT,
-            "simulation-refused",
-            "Not possible now",
-            error.to_string(),
-        )
-    };
+    let not_now =
+        |error: &SimulationError| Problem::new(ProblemType::SimulationRefused, error.to_string());
     match error {
         SimulationError::UnknownPaymentIntent(_) | SimulationError::UnknownRefund(_) => {
             Problem::not_found(error.to_string()).into()
@@ -387,9 +380,7 @@ fn warn_simulated(action: &'static str, what: &'static str, id: &str) {
 fn json_body(body: &[u8]) -> Result<Value, Problem> {
     serde_json::from_slice(body).map_err(|e| {
         Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed-json",
-            "Malformed JSON",
+            ProblemType::MalformedJson,
             format!("The body is not valid JSON: {e}."),
         )
     })

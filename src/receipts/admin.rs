@@ -24,7 +24,8 @@ use uuid::Uuid;
 
 use crate::finance::access::Caller;
 use crate::finance::audit;
-use crate::webhooks::admin::{columns, rfc3339};
+use crate::timestamps::rfc3339_seconds as rfc3339;
+use crate::webhooks::admin::columns;
 
 /// What the audit log says was done.
 pub const WHAT: &str = "receipts retry";

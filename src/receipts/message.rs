@@ -9,6 +9,7 @@ use time::macros::format_description;
 use uuid::Uuid;
 
 use super::{REFUND_NOTICE, THANK_YOU};
+use crate::money;
 
 /// Who sends receipts, and the charity they speak for.
 #[derive(Debug, Clone)]
@@ -74,7 +75,7 @@ pub fn compose(receipt: &Receipt, charity: &Charity) -> anyhow::Result<Message> 
 }
 
 fn thank_you(receipt: &Receipt, charity: &Charity) -> String {
-    let money = |amount| money(amount, &receipt.currency);
+    let money = |amount| money::format(amount, &receipt.currency);
     let mut body = if receipt.cover_fees_amount > 0 {
         // Said apart, so that no one reads the fee cover as part of the gift (it is not, for
         // the charity's totals or for Gift Aid).
@@ -139,7 +140,7 @@ fn refund_notice(receipt: &Receipt, charity: &Charity) -> String {
         "Dear {name},\n\nYour donation of {amount} to {campaign}, made on {date}, has been \
          refunded in full. The money goes back to the card it came from.\n{footer}",
         name = greeting(receipt),
-        amount = money(receipt.refunded_amount, &receipt.currency),
+        amount = money::format(receipt.refunded_amount, &receipt.currency),
         campaign = receipt.campaign_title,
         date = day(receipt.paid_at),
         footer = footer(receipt, charity),
@@ -168,48 +169,4 @@ fn day(at: OffsetDateTime) -> String {
         "[day padding:none] [month repr:long] [year]"
     ))
     .unwrap_or_else(|_| at.date().to_string())
-}
-
-/// How many decimal places `currency`'s minor units make, as Stripe counts them: 0 for its
-/// zero-decimal currencies (the yen), else 2.
-pub fn exponent(currency: &str) -> u32 {
-    const ZERO_DECIMAL: &[&str] = &[
-        "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
-        "xaf", "xof", "xpf",
-    ];
-    if ZERO_DECIMAL.contains(&currency.to_ascii_lowercase().as_str()) {
-        0
-    } else {
-        2
-    }
-}
-
-/// `amount` minor units of `currency` as a donor reads it: `£25.59`, `€10.00`, `1000 JPY`.
-pub fn money(amount: i64, currency: &str) -> String {
-    let code = currency.to_ascii_lowercase();
-    if exponent(&code) == 0 {
-        return format!("{amount} {}", code.to_ascii_uppercase());
-    }
-    let sign = if amount < 0 { "-" } else { "" };
-    let units = amount.unsigned_abs();
-    let figure = format!("{}.{:02}", units / 100, units % 100);
-    match code.as_str() {
-        "gbp" => format!("{sign}£{figure}"),
-        "eur" => format!("{sign}€{figure}"),
-        "usd" => format!("{sign}${figure}"),
-        _ => format!("{sign}{figure} {}", code.to_ascii_uppercase()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn amounts_read_as_money() {
-        assert_eq!(money(2559, "gbp"), "£25.59");
-        assert_eq!(money(5, "eur"), "€0.05");
-        assert_eq!(money(1000, "jpy"), "1000 JPY");
-        assert_eq!(money(1234, "sek"), "12.34 SEK");
-    }
 }

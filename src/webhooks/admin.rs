@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use sqlx::PgPool;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::log::{self, Event, Source};
 use crate::payments::Payments;
+use crate::timestamps::{rfc3339, rfc3339_seconds};
 
 /// How far back Stripe's events API reaches.
 const STRIPE_KEEPS: Duration = Duration::from_secs(30 * 86_400);
@@ -49,7 +49,7 @@ pub async fn list(db: &PgPool, failed_only: bool, limit: i64) -> anyhow::Result<
             row.state.clone(),
             row.attempts.to_string(),
             row.delivery_count.to_string(),
-            rfc3339(row.first_received_at),
+            rfc3339_seconds(row.first_received_at),
             error,
         ]);
     }
@@ -97,22 +97,6 @@ pub(crate) fn columns<const N: usize>(rows: &[[String; N]], right: &[bool; N]) -
     out
 }
 
-/// A time as RFC 3339 in UTC, to the second: `2026-11-27T13:22:37Z`.
-pub fn rfc3339(at: OffsetDateTime) -> String {
-    at.to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|at| at.format(&Rfc3339).ok())
-        .unwrap_or_default()
-}
-
-/// A time as RFC 3339 in UTC, to the microsecond Postgres keeps: for one event in full.
-fn rfc3339_precise(at: OffsetDateTime) -> String {
-    at.to_offset(time::UtcOffset::UTC)
-        .format(&Rfc3339)
-        .unwrap_or_default()
-}
-
 /// One event in full: its record, the donation it belongs to (and why that donation is
 /// flagged, if it is), and its payload.
 pub async fn show(db: &PgPool, id: &str) -> anyhow::Result<String> {
@@ -140,26 +124,18 @@ pub async fn show(db: &PgPool, id: &str) -> anyhow::Result<String> {
         "api version:     {}",
         row.api_version.as_deref().unwrap_or("-")
     )?;
-    writeln!(out, "created:         {}", rfc3339_precise(row.created))?;
+    writeln!(out, "created:         {}", rfc3339(row.created))?;
     writeln!(
         out,
         "object:          {}",
         row.object_id.as_deref().unwrap_or("-")
     )?;
     writeln!(out, "deliveries:      {}", row.delivery_count)?;
-    writeln!(
-        out,
-        "first received:  {}",
-        rfc3339_precise(row.first_received_at)
-    )?;
-    writeln!(
-        out,
-        "last received:   {}",
-        rfc3339_precise(row.last_received_at)
-    )?;
+    writeln!(out, "first received:  {}", rfc3339(row.first_received_at))?;
+    writeln!(out, "last received:   {}", rfc3339(row.last_received_at))?;
     writeln!(out, "attempts:        {}", row.attempts)?;
     if let Some(applied) = row.applied_at {
-        writeln!(out, "applied:         {}", rfc3339_precise(applied))?;
+        writeln!(out, "applied:         {}", rfc3339(applied))?;
     }
     if let Some(error) = &row.last_error {
         writeln!(out, "last error:      {error}")?;

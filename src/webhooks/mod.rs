@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::problem::{ApiError, ApiResult, Problem};
+use crate::http::problem::{ApiError, ApiResult, Problem, ProblemType};
 use crate::metrics::Delivery;
 use crate::startup::AppState;
 use log::Event;
@@ -81,9 +81,7 @@ async fn receive(
         metrics.webhook(None, Delivery::Invalid);
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "Body too large",
+                ProblemType::BodyTooLarge,
                 "A Stripe event is never this large.",
             )
         } else {
@@ -101,12 +99,7 @@ async fn receive(
         .map_err(|error| {
             metrics.webhook(None, Delivery::BadSignature);
             tracing::warn!(reason = %error, "refused a webhook with a bad signature");
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-signature",
-                "Invalid signature",
-                format!("Refused: {error}."),
-            )
+            Problem::new(ProblemType::InvalidSignature, format!("Refused: {error}."))
         })?;
 
     let event = Event::parse(&body).ok_or_else(|| {
@@ -125,9 +118,7 @@ async fn receive(
             metrics.webhook(Some(&kind), Delivery::NotStored);
             tracing::error!(%error, event_id = %id, "could not store a webhook event");
             ApiError::Client(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service-unavailable",
-                "Service unavailable",
+                ProblemType::ServiceUnavailable,
                 "The event could not be stored. Deliver it again later.",
             ))
         })?;
@@ -145,10 +136,5 @@ async fn receive(
 }
 
 fn bad_event(detail: &str) -> Problem {
-    Problem::new(
-        StatusCode::BAD_REQUEST,
-        "invalid-event",
-        "Not a Stripe event",
-        detail,
-    )
+    Problem::new(ProblemType::InvalidEvent, detail)
 }

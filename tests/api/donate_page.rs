@@ -9,7 +9,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use quickdonate::config::Settings;
-use quickdonate::receipts::message::money;
+use quickdonate::money;
 
 use crate::helpers::{TestApp, spawn_app_with};
 use crate::webdriver::{self, Tab};
@@ -97,7 +97,7 @@ async fn a_donor_chooses_25_pounds_pays_and_sees_the_thank_you_and_the_total_mov
     assert_eq!(presets, ["£10", "£25", "£50", "£100", "Other amount"]);
 
     tab.click_label("£25").await;
-    let cover = money(cover_for(2500), "gbp");
+    let cover = money::format(cover_for(2500), "gbp");
     tab.wait_for_text(
         "#cover-fees-label",
         &format!("Add {cover} to cover the card fee"),
@@ -243,7 +243,7 @@ async fn the_whole_flow_works_from_the_keyboard_alone() {
     let cover = cover_for(2500);
     tab.wait_for_text(
         "#total",
-        &format!("You will give {}.", money(2500 + cover, "gbp")),
+        &format!("You will give {}.", money::format(2500 + cover, "gbp")),
     )
     .await;
     for (field, text) in [
@@ -295,12 +295,12 @@ async fn a_gift_aid_declaration_and_an_other_amount_with_the_fee_covered_are_sto
     let cover = cover_for(1234);
     tab.wait_for_text(
         "#cover-fees-label",
-        &format!("Add {} to cover the card fee", money(cover, "gbp")),
+        &format!("Add {} to cover the card fee", money::format(cover, "gbp")),
     )
     .await;
     tab.wait_for_text(
         "#total",
-        &format!("You will give {}.", money(1234 + cover, "gbp")),
+        &format!("You will give {}.", money::format(1234 + cover, "gbp")),
     )
     .await;
     fill_in_the_donor(&tab, "ada@example.org").await;
@@ -321,8 +321,8 @@ async fn a_gift_aid_declaration_and_an_other_amount_with_the_fee_covered_are_sto
         "#payment-heading",
         &format!(
             "Pay {} (your £12.34 gift and the {} card fee)",
-            money(1234 + cover, "gbp"),
-            money(cover, "gbp")
+            money::format(1234 + cover, "gbp"),
+            money::format(cover, "gbp")
         ),
     )
     .await;
@@ -333,7 +333,7 @@ async fn a_gift_aid_declaration_and_an_other_amount_with_the_fee_covered_are_sto
     assert!(
         thanks.contains(&format!(
             "That is your £12.34 gift and {} to cover the card fee.",
-            money(cover, "gbp")
+            money::format(cover, "gbp")
         )),
         "{thanks}"
     );
@@ -751,7 +751,7 @@ async fn back_from_a_payment_redirect_the_page_waits_for_the_donation_it_names()
     .await;
     assert!(!tab.is_displayed("#donation-form").await);
     tab.wait_for_text("#result-heading", "Thank you").await;
-    let amount = money(created["total_amount"].as_i64().unwrap(), "gbp");
+    let amount = money::format(created["total_amount"].as_i64().unwrap(), "gbp");
     tab.wait_for_text("#result-message", &format!("Your donation of {amount}"))
         .await;
 

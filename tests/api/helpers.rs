@@ -8,6 +8,7 @@ use std::sync::{Mutex, OnceLock};
 
 use quickdonate::config::Settings;
 use quickdonate::db::local::{Durability, LocalPostgres};
+use quickdonate::http::problem::ProblemType;
 use quickdonate::startup::Application;
 use reqwest::Response;
 use secrecy::SecretString;
@@ -837,6 +838,19 @@ pub async fn assert_problem(response: Response, status: u16, kind: &str) -> Valu
     assert!(
         body["title"].as_str().is_some_and(|t| !t.is_empty()),
         "{body}"
+    );
+    // Every problem answered is one of the catalogue's, with the catalogue's status and title.
+    let listed = ProblemType::from_uri(body["type"].as_str().unwrap_or_default())
+        .unwrap_or_else(|| panic!("a problem type the catalogue lacks: {body}"));
+    assert_eq!(
+        listed.status().as_u16(),
+        status,
+        "the catalogue's status: {body}"
+    );
+    assert_eq!(
+        body["title"],
+        listed.title(),
+        "the catalogue's title: {body}"
     );
     assert!(
         body["detail"].as_str().is_some_and(|d| !d.is_empty()),

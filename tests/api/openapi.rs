@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use quickdonate::http::problem::ProblemType;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -241,21 +242,51 @@ fn problem_types(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The type of every `Problem::new(status, "name", ...)` in the crate's source.
-fn problem_slugs_in_source() -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    for text in source_files() {
-        for (start, _) in text.match_indices("Problem::new(") {
-            let rest = &text[start..];
-            let open = rest.find('"').unwrap();
-            let name = &rest[open + 1..];
-            let name = &name[..name.find('"').unwrap()];
-            if name.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
-                found.insert(format!("/problems/{name}"));
-            }
-        }
+/// Every problem type of the catalogue is made somewhere in the code (`ProblemType::<Name>`
+/// outside the catalogue's own table), so the catalogue lists no problem nobody answers.
+#[test]
+fn every_problem_type_in_the_catalogue_is_made_by_the_code() {
+    let sources = source_files().join("\n");
+    for kind in ProblemType::ALL {
+        let made = format!("ProblemType::{kind:?}");
+        let used = sources.match_indices(&made).any(|(at, _)| {
+            !sources[at + made.len()..].starts_with(|c: char| c.is_ascii_alphanumeric())
+        });
+        assert!(
+            used,
+            "{} ({made}) is in the catalogue, but nothing makes it",
+            kind.uri()
+        );
     }
-    found
+}
+
+/// The README's tables of problems name only the catalogue's types, each with its status, and
+/// name every one of them.
+#[test]
+fn the_readmes_problem_tables_agree_with_the_catalogue() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut documented = BTreeSet::new();
+    for line in readme.lines() {
+        let Some(row) = line.strip_prefix("| `/problems/") else {
+            continue;
+        };
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let uri = format!("/problems/{}", cells[0].trim_end_matches('`'));
+        let kind = ProblemType::from_uri(&uri)
+            .unwrap_or_else(|| panic!("the README documents {uri}, which the catalogue lacks"));
+        assert_eq!(
+            cells[1],
+            kind.status().as_u16().to_string(),
+            "the README's status for {uri}"
+        );
+        documented.insert(uri);
+    }
+    let catalogue: BTreeSet<String> = ProblemType::ALL.iter().map(|k| k.uri()).collect();
+    assert_eq!(
+        documented, catalogue,
+        "the README's tables and the catalogue"
+    );
 }
 
 fn operation<'a>(document: &'a Value, path: &str, method: &str) -> &'a Value {
@@ -370,16 +401,28 @@ async fn the_document_names_the_headers_auth_and_problems() {
             }
         }
     }
-    // The Problem schema lists every problem type the code makes, and only those; each
-    // operation names only types it lists.
+    // The Problem schema lists every problem type of the catalogue, and only those, in its
+    // table (each with its status) and as the values its `type` takes; each operation names
+    // only types it lists.
     let problem = &document["components"]["schemas"]["Problem"];
-    let listed = problem_types(problem["description"].as_str().unwrap());
-    let mut made = problem_slugs_in_source();
-    made.extend(["not-found", "validation", "internal"].map(|s| format!("/problems/{s}")));
+    let catalogue: BTreeSet<String> = ProblemType::ALL.iter().map(|k| k.uri()).collect();
+    let description = problem["description"].as_str().unwrap();
+    let listed = problem_types(description);
     assert_eq!(
-        listed, made,
-        "the Problem schema's table and the code's problems"
+        listed, catalogue,
+        "the Problem schema's table and the catalogue"
     );
+    for kind in ProblemType::ALL {
+        let row = format!("| `{}` | {} |", kind.uri(), kind.status().as_u16());
+        assert!(description.contains(&row), "{row} in the table");
+    }
+    let values: BTreeSet<String> = problem["properties"]["type"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(values, catalogue, "the values `type` takes");
     let named = problem_types(&document["paths"].to_string());
     assert!(named.is_subset(&listed), "{:?}", named.difference(&listed));
     for field in ["type", "title", "status", "detail"] {

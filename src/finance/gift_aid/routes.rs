@@ -21,13 +21,14 @@ use super::schedule::{self, COLUMNS, Line};
 use super::{Adjustment, CURRENCY, ods, store};
 use crate::finance::access::Caller;
 use crate::finance::audit;
-use crate::finance::export::{self, Cell, CsvChunks, Format, rfc3339};
+use crate::finance::export::{self, Cell, CsvChunks, Format};
 use crate::finance::params::RangeParams;
 use crate::finance::params::{Params, bad_parameter, parse_time};
 use crate::finance::{BadParameter, NotAcceptable, Refusals};
 use crate::http::json::JsonBody;
-use crate::http::problem::{ApiResult, FieldError, Problem};
+use crate::http::problem::{ApiResult, FieldError, Problem, ProblemType};
 use crate::startup::AppState;
+use crate::timestamps::rfc3339;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -274,9 +275,7 @@ async fn create_claim(
     .await
     .map_err(|error| match error {
         ClaimError::NothingToClaim => Problem::new(
-            StatusCode::CONFLICT,
-            "nothing-to-claim",
-            "Nothing to claim",
+            ProblemType::NothingToClaim,
             "Every eligible donation made in [from, to) has been claimed already, and no \
              adjustment is due: no claim was made.",
         )
@@ -287,9 +286,7 @@ async fn create_claim(
         )])
         .into(),
         ClaimError::Conflict => Problem::new(
-            StatusCode::CONFLICT,
-            "claim-conflict",
-            "Claimed at the same time",
+            ProblemType::ClaimConflict,
             "Another claim took some of these donations at the same moment; nothing was \
              claimed. Read the schedule again.",
         )
@@ -353,7 +350,7 @@ async fn show_claim(
 ) -> ApiResult<Response> {
     let params = Params::parse(query.as_deref(), &[])?;
     let format = export::negotiate(&headers, FORMATS)?;
-    let not_found = || crate::finance::unknown("id", "Gift Aid claim", &id);
+    let not_found = || Problem::unknown("id", "Gift Aid claim", &id);
     let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let mut tx = crate::finance::reading(&state.db).await?;
     let claim = claims::find(&mut tx, id).await?.ok_or_else(not_found)?;

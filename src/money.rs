@@ -1,0 +1,47 @@
+//! Money as people read it. Amounts are integers of minor units beside a lower-case ISO 4217
+//! code everywhere in the service; these are the only places they become text, for donors
+//! (receipts, the donation page).
+
+/// How many decimal places `currency`'s minor units make, as Stripe counts them: 0 for its
+/// zero-decimal currencies (the yen), else 2.
+pub fn exponent(currency: &str) -> u32 {
+    const ZERO_DECIMAL: &[&str] = &[
+        "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
+        "xaf", "xof", "xpf",
+    ];
+    if ZERO_DECIMAL.contains(&currency.to_ascii_lowercase().as_str()) {
+        0
+    } else {
+        2
+    }
+}
+
+/// `amount` minor units of `currency` as a donor reads it: `£25.59`, `€10.00`, `1000 JPY`.
+pub fn format(amount: i64, currency: &str) -> String {
+    let code = currency.to_ascii_lowercase();
+    if exponent(&code) == 0 {
+        return format!("{amount} {}", code.to_ascii_uppercase());
+    }
+    let sign = if amount < 0 { "-" } else { "" };
+    let units = amount.unsigned_abs();
+    let figure = format!("{}.{:02}", units / 100, units % 100);
+    match code.as_str() {
+        "gbp" => format!("{sign}£{figure}"),
+        "eur" => format!("{sign}€{figure}"),
+        "usd" => format!("{sign}${figure}"),
+        _ => format!("{sign}{figure} {}", code.to_ascii_uppercase()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_read_as_money() {
+        assert_eq!(format(2559, "gbp"), "£25.59");
+        assert_eq!(format(5, "eur"), "€0.05");
+        assert_eq!(format(1000, "jpy"), "1000 JPY");
+        assert_eq!(format(1234, "sek"), "12.34 SEK");
+    }
+}
