@@ -7,11 +7,10 @@ use std::io::IsTerminal;
 use anyhow::bail;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::io::AsyncWriteExt;
 
-use crate::config::{PaymentsMode, Settings};
+use crate::config::{Config, PaymentsMode};
 use crate::db::Database;
 use crate::finance::access::{self, Caller, Role};
 use crate::finance::donations::{self, Progress};
@@ -179,7 +178,7 @@ enum EventsCommand {
 
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
-        let settings = Settings::load()?;
+        let settings = Config::load()?;
         let command = self.command.unwrap_or(Command::Serve);
         let output = match command {
             Command::Events { .. }
@@ -198,7 +197,7 @@ impl Cli {
                 app.run_until_stopped(shutdown).await
             }
             Command::Migrate => {
-                let database = Database::open(&settings).await?;
+                let database = Database::open(&settings.database).await?;
                 let result = database.migrate().await;
                 database.close().await;
                 result
@@ -207,13 +206,13 @@ impl Cli {
             Command::Events {
                 command: command @ (EventsCommand::List { .. } | EventsCommand::Show { .. }),
             } => {
-                let database = Database::open_existing(&settings).await?;
+                let database = Database::open_existing(&settings.database).await?;
                 let result = events(&settings, &database.pool, command).await;
                 database.close().await;
                 result
             }
             Command::Events { command } => {
-                let database = Database::open(&settings).await?;
+                let database = Database::open(&settings.database).await?;
                 let result = match database.migrate().await {
                     Ok(()) => events(&settings, &database.pool, command).await,
                     Err(error) => Err(error),
@@ -225,13 +224,13 @@ impl Cli {
             Command::Receipts {
                 command: command @ ReceiptsCommand::List { .. },
             } => {
-                let database = Database::open_existing(&settings).await?;
+                let database = Database::open_existing(&settings.database).await?;
                 let result = receipts(&database.pool, command).await;
                 database.close().await;
                 result
             }
             Command::Receipts { command } => {
-                let database = Database::open(&settings).await?;
+                let database = Database::open(&settings.database).await?;
                 let result = match database.migrate().await {
                     Ok(()) => receipts(&database.pool, command).await,
                     Err(error) => Err(error),
@@ -240,7 +239,7 @@ impl Cli {
                 result
             }
             Command::Tokens { command } => {
-                let database = Database::open(&settings).await?;
+                let database = Database::open(&settings.database).await?;
                 let result = match database.migrate().await {
                     Ok(()) => tokens(&database.pool, command).await,
                     Err(error) => Err(error),
@@ -249,7 +248,7 @@ impl Cli {
                 result
             }
             Command::Export { command } => {
-                let database = Database::open(&settings).await?;
+                let database = Database::open(&settings.database).await?;
                 let result = match database.migrate().await {
                     Ok(()) => export(&database.pool, command).await,
                     Err(error) => Err(error),
@@ -258,7 +257,7 @@ impl Cli {
                 result
             }
             Command::Donors { command } => {
-                let database = Database::open(&settings).await?;
+                let database = Database::open(&settings.database).await?;
                 let result = match database.migrate().await {
                     Ok(()) => donors(&database.pool, command).await,
                     Err(error) => Err(error),
@@ -357,10 +356,8 @@ async fn donors(db: &PgPool, command: DonorsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn events(settings: &Settings, db: &PgPool, command: EventsCommand) -> anyhow::Result<()> {
-    let mode = settings.payments_mode()?;
-    let livemode = matches!(&mode, PaymentsMode::Stripe { secret_key, .. }
-        if secret_key.expose_secret().contains("_live_"));
+async fn events(settings: &Config, db: &PgPool, command: EventsCommand) -> anyhow::Result<()> {
+    let livemode = settings.livemode();
     match command {
         EventsCommand::List { failed, limit } => {
             println!("{}", admin::list(db, failed, limit).await?)
@@ -380,13 +377,13 @@ async fn events(settings: &Settings, db: &PgPool, command: EventsCommand) -> any
                 secret_key,
                 publishable_key,
                 ..
-            } = mode
+            } = settings.payments.clone()
             else {
                 bail!(
                     "STRIPE_SECRET_KEY: backfill reads Stripe's events API; simulated payments have none outside the running service"
                 );
             };
-            let payments = Payments::for_stripe(settings, &secret_key, publishable_key)?;
+            let payments = Payments::for_stripe(&settings.stripe, &secret_key, publishable_key)?;
             let found = admin::backfill(db, &payments, since, livemode).await?;
             println!(
                 "{} event(s) listed by Stripe, {} new to the log",

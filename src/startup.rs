@@ -14,7 +14,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::campaigns::cache::CampaignCache;
 use crate::campaigns::catalogue;
-use crate::config::{PaymentsMode, Settings};
+use crate::config::{Config, PaymentsMode};
 use crate::db::Database;
 use crate::donations::abandoned::Abandoned;
 use crate::donations::fees::FeeModel;
@@ -89,10 +89,9 @@ pub struct Application {
 impl Application {
     /// Binds the listener, opens the database, runs the migrations, sets up payments (the
     /// simulated Stripe keeps its objects in the database) and loads the campaign catalogue.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(settings: Config) -> anyhow::Result<Self> {
         let campaigns = catalogue::read(&settings.campaigns_file)?;
-        let mode = settings.payments_mode()?;
-        let payload_retention = settings.event_payload_retention()?;
+        let payload_retention = settings.event_payload_retention;
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .with_context(|| format!("LISTEN_ADDR: cannot bind {}", settings.listen_addr))?;
@@ -105,10 +104,10 @@ impl Application {
             ),
             None => None,
         };
-        let database = Database::open(&settings).await?;
+        let database = Database::open(&settings.database).await?;
         let set_up = async {
             database.migrate().await?;
-            let payments = payments_for(&settings, mode, address, &database.pool).await?;
+            let payments = payments_for(&settings, address, &database.pool).await?;
             catalogue::sync(&database.pool, &campaigns).await?;
             anyhow::Ok(payments)
         }
@@ -132,46 +131,45 @@ impl Application {
         let metrics = Metrics::new();
         let payments = payments.with_metrics(metrics.clone());
         let wake_worker = Arc::new(Notify::new());
-        let campaigns = Arc::new(CampaignCache::new(settings.campaign_cache()));
+        let campaigns = Arc::new(CampaignCache::new(settings.campaign_cache));
         let stripe = simulator.is_none();
         let state = AppState {
             db: database.pool.clone(),
             payments: payments.clone(),
-            fees: settings.fee_model(),
+            fees: FeeModel::new(settings.fees),
             // Longer than the slowest Stripe call with its retries, so a live request keeps its key.
-            idempotency_lease: settings.stripe_timeout() * 4 + Duration::from_secs(30),
-            webhooks: Verifier::new(secrets, settings.webhook_tolerance()),
+            idempotency_lease: settings.stripe.timeout * 4 + Duration::from_secs(30),
+            webhooks: Verifier::new(secrets, settings.webhook_tolerance),
             livemode,
             ingest: crate::webhooks::ingest::Ingest::start(database.pool.clone(), metrics.clone()),
             wake_worker: wake_worker.clone(),
             simulator,
             campaigns: campaigns.clone(),
             payout_overdue_days: settings.payout_overdue_days,
-            donation_limits: Arc::new(settings.donation_limits()?),
-            captcha: match (&settings.captcha_verify_url, &settings.captcha_secret) {
-                (Some(verify_url), Some(secret)) => Some(crate::donations::limits::Captcha {
-                    verify_url: verify_url.clone(),
-                    secret: secret.clone(),
-                    http: reqwest::Client::new(),
-                }),
-                _ => None,
-            },
+            donation_limits: Arc::new(crate::donations::limits::Limits::new(
+                &settings.card_testing,
+            )),
+            captcha: settings
+                .card_testing
+                .captcha
+                .as_ref()
+                .map(crate::donations::limits::Captcha::new),
             metrics: metrics.clone(),
             page: Arc::new(crate::donate_page::PageSettings::new(
-                settings.receipt_sender()?.name,
-                &settings.allowed_origins()?,
+                settings.receipts.charity_name.clone(),
+                &settings.allowed_origins,
                 stripe,
             )),
         };
         let abandoned = Abandoned::new(
             database.pool.clone(),
             payments.clone(),
-            settings.abandoned_after()?,
+            settings.abandoned_after,
         );
         let receipts = crate::receipts::sender::Sender::new(
             database.pool.clone(),
-            settings.receipt_transport()?,
-            settings.receipt_sender()?,
+            crate::receipts::sender::Transport::new(&settings.receipts),
+            crate::receipts::message::Charity::new(&settings.receipts),
         );
         let worker = Worker::new(
             database.pool.clone(),
@@ -198,7 +196,7 @@ impl Application {
             };
             (listener, crate::http::metrics_router(scrape))
         });
-        let router = crate::http::router(state, settings.allowed_origins()?, scrape);
+        let router = crate::http::router(state, settings.allowed_origins.clone(), scrape);
         Ok(Self {
             listener,
             router,
@@ -411,12 +409,11 @@ async fn housekeeping(
 /// The Stripe client (real, or pointed at the simulated Stripe), the simulator's controls if
 /// simulated, the webhook secrets, and whether the key is live.
 async fn payments_for(
-    settings: &Settings,
-    mode: PaymentsMode,
+    settings: &Config,
     address: SocketAddr,
     db: &PgPool,
 ) -> anyhow::Result<(Payments, Option<Simulator>, Vec<SecretString>, bool)> {
-    match mode {
+    match settings.payments.clone() {
         PaymentsMode::Stripe {
             secret_key,
             publishable_key,
@@ -424,10 +421,10 @@ async fn payments_for(
         } => {
             let live = secret_key.expose_secret().contains("_live_");
             tracing::info!(live, "payments go to Stripe");
-            let payments = Payments::for_stripe(settings, &secret_key, publishable_key)?;
+            let payments = Payments::for_stripe(&settings.stripe, &secret_key, publishable_key)?;
             Ok((payments, None, webhook_secrets, live))
         }
-        PaymentsMode::Simulated => {
+        PaymentsMode::Simulated { webhook_secret } => {
             let stripe = SimulatedStripe::new(db.clone());
             let base = stripe.start().await?;
             tracing::warn!(
@@ -438,17 +435,13 @@ async fn payments_for(
                 &SecretString::from(simulator::SECRET_KEY),
                 simulator::PUBLISHABLE_KEY.to_owned(),
                 &base,
-                settings.stripe_timeout(),
-                settings.statement_descriptor_suffix.clone(),
+                settings.stripe.timeout,
+                settings.stripe.statement_descriptor_suffix.clone(),
             )?;
             // Sign the simulator's events with the configured secret, or one made for this run.
-            let secret = settings
-                .webhook_secrets()?
-                .into_iter()
-                .next()
-                .unwrap_or_else(|| {
-                    SecretString::from(format!("whsec_sim_{}", uuid::Uuid::new_v4().simple()))
-                });
+            let secret = webhook_secret.unwrap_or_else(|| {
+                SecretString::from(format!("whsec_sim_{}", uuid::Uuid::new_v4().simple()))
+            });
             let own = SocketAddr::new(
                 if address.ip().is_unspecified() {
                     std::net::Ipv4Addr::LOCALHOST.into()

@@ -11,8 +11,9 @@ use anyhow::Context;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::config::Settings;
+use crate::config;
 use local::{Durability, LocalPostgres};
+use secrecy::ExposeSecret;
 
 /// Every migration in `migrations/`, compiled in.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
@@ -70,9 +71,9 @@ pub struct Database {
 impl Database {
     /// Connects to `DATABASE_URL`, or starts the local Postgres under `DATA_DIR` (creating it
     /// first if need be).
-    pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
-        let (options, local) = match settings.database_url() {
-            Some(url) => (parse_url(url)?, None),
+    pub async fn open(settings: &config::Database) -> anyhow::Result<Self> {
+        let (options, local) = match &settings.url {
+            Some(url) => (parse_url(url.expose_secret())?, None),
             None => {
                 let data_dir = settings.data_dir.clone();
                 let pg_bin = settings.pg_bin.clone();
@@ -104,9 +105,9 @@ impl Database {
     /// For a command that only reads (`events list`, `events show`): connects to
     /// `DATABASE_URL`, or to the local Postgres only if it is running. Never creates, starts or
     /// migrates anything. Says once which database it reads.
-    pub async fn open_existing(settings: &Settings) -> anyhow::Result<Self> {
-        let (options, local) = match settings.database_url() {
-            Some(url) => (parse_url(url)?, None),
+    pub async fn open_existing(settings: &config::Database) -> anyhow::Result<Self> {
+        let (options, local) = match &settings.url {
+            Some(url) => (parse_url(url.expose_secret())?, None),
             None => {
                 let data_dir = settings.data_dir.clone();
                 let pg_bin = settings.pg_bin.clone();
@@ -130,7 +131,7 @@ impl Database {
     }
 
     async fn connect(
-        settings: &Settings,
+        settings: &config::Database,
         options: PgConnectOptions,
         local: Option<LocalPostgres>,
     ) -> anyhow::Result<Self> {
@@ -139,7 +140,7 @@ impl Database {
         let options =
             options.application_name(&format!("quickdonate {}", uuid::Uuid::new_v4().simple()));
         let pool = PgPoolOptions::new()
-            .max_connections(settings.database_max_connections)
+            .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.clone())
             .await

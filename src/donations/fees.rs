@@ -8,6 +8,14 @@ pub struct FeeModel {
 }
 
 impl FeeModel {
+    /// The fee model as configured (`FEE_PERCENT_BPS`, `FEE_FIXED_AMOUNT`).
+    pub fn new(config: crate::config::Fees) -> Self {
+        Self {
+            percent_bps: config.percent_bps,
+            fixed_amount: config.fixed_amount,
+        }
+    }
+
     /// The most the fee on a charge of `total` can be. Stripe rounds its fee to the minor unit;
     /// rounding our estimate up means that, whichever way Stripe rounds, the real fee is never
     /// more than this.

@@ -8,7 +8,6 @@
 //! pause, so that a bot learns nothing from the answer about which cap it hit.
 
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -17,57 +16,8 @@ use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 
+use crate::config::{self, Limit};
 use crate::http::problem::{Problem, ProblemType};
-
-/// At most `count` attempts in any `window`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    pub count: i64,
-    pub window: Duration,
-}
-
-impl FromStr for Limit {
-    type Err = String;
-
-    /// `5/10m`: five in ten minutes; the window in `s`, `m` or `h`.
-    fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            format!(
-                "{raw:?} is not a limit like 5/10m (a count, a slash, a window in s, m or h), nor off"
-            )
-        };
-        let (count, window) = raw.trim().split_once('/').ok_or_else(bad)?;
-        let count: i64 = count.trim().parse().map_err(|_| bad())?;
-        let window = window.trim();
-        let (number, unit) = window.split_at(window.len().saturating_sub(1));
-        let number: u64 = number.parse().map_err(|_| bad())?;
-        let seconds = match unit {
-            "s" => number,
-            "m" => number * 60,
-            "h" => number * 3600,
-            _ => return Err(bad()),
-        };
-        if count < 1 || !(1..=86_400).contains(&seconds) {
-            return Err(format!(
-                "{raw:?}: at least 1 attempt, in a window of 1 s to 24 h"
-            ));
-        }
-        Ok(Self {
-            count,
-            window: Duration::from_secs(seconds),
-        })
-    }
-}
-
-/// A limit as configured: `off`, or a [`Limit`].
-pub fn parse_setting(name: &str, raw: &str) -> anyhow::Result<Option<Limit>> {
-    if raw.trim().eq_ignore_ascii_case("off") {
-        return Ok(None);
-    }
-    raw.parse()
-        .map(Some)
-        .map_err(|error| anyhow::anyhow!("{name}: {error}"))
-}
 
 /// The caps, and whose `X-Forwarded-For` to believe.
 #[derive(Debug, Clone, Default)]
@@ -76,6 +26,18 @@ pub struct Limits {
     pub per_email: Option<Limit>,
     pub per_campaign: Option<Limit>,
     pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Limits {
+    /// The caps as configured (`DONATION_LIMIT_*`, `TRUSTED_PROXIES`).
+    pub fn new(config: &config::CardTesting) -> Self {
+        Self {
+            per_ip: config.per_ip,
+            per_email: config.per_email,
+            per_campaign: config.per_campaign,
+            trusted_proxies: config.trusted_proxies.clone(),
+        }
+    }
 }
 
 /// How long an address or email a cap refused must solve a captcha to donate.
@@ -295,6 +257,15 @@ pub struct Captcha {
 }
 
 impl Captcha {
+    /// The captcha as configured (`CAPTCHA_VERIFY_URL`, `CAPTCHA_SECRET`).
+    pub fn new(config: &config::Captcha) -> Self {
+        Self {
+            verify_url: config.verify_url.clone(),
+            secret: config.secret.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+
     /// Whether `token` is a solved captcha. Anything else (a refusal, no answer within five
     /// seconds, an answer we cannot read) is not.
     pub async fn verify(&self, token: &str, ip: IpAddr) -> bool {
@@ -369,31 +340,6 @@ pub fn pause() -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_limit_is_a_count_over_a_window_or_off() {
-        assert_eq!(
-            "5/10m".parse::<Limit>().unwrap(),
-            Limit {
-                count: 5,
-                window: Duration::from_secs(600)
-            }
-        );
-        assert_eq!(
-            "300/1m".parse::<Limit>().unwrap().window,
-            Duration::from_secs(60)
-        );
-        assert_eq!(parse_setting("X", "off").unwrap(), None);
-        for bad in ["5", "5/10", "five/10m", "0/1m", "5/10d", "5/0s", "5/25h"] {
-            assert!(bad.parse::<Limit>().is_err(), "{bad}");
-        }
-        assert!(
-            parse_setting("DONATION_LIMIT_PER_IP", "lots")
-                .unwrap_err()
-                .to_string()
-                .starts_with("DONATION_LIMIT_PER_IP:")
-        );
-    }
 
     fn limits(trusted: &[&str]) -> Limits {
         Limits {

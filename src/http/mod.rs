@@ -25,7 +25,7 @@ use problem::{Problem, ProblemType};
 /// The largest body the public API accepts; a donation is a few hundred bytes.
 pub const API_BODY_LIMIT: usize = 16 * 1024;
 /// No request may take longer than this; Stripe calls have their own, shorter timeout.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub use crate::config::budget::REQUEST_TIMEOUT;
 
 pub fn router(
     state: AppState,

@@ -20,11 +20,13 @@ use stripe_core::payment_intent::{
 };
 use uuid::Uuid;
 
+use crate::config;
 use crate::metrics::Metrics;
 
-/// Attempts at one Stripe call that failed in a way worth repeating (network, 429, 5xx).
-pub const ATTEMPTS: u32 = 3;
-pub const BACKOFF: Duration = Duration::from_millis(200);
+/// Attempts at one Stripe call that failed in a way worth repeating (network, 429, 5xx), and
+/// the back-off after each: fixed in [`config::budget`], where `STRIPE_TIMEOUT_SECS` is checked
+/// against them.
+pub use crate::config::budget::{STRIPE_ATTEMPTS as ATTEMPTS, STRIPE_BACKOFF as BACKOFF};
 /// How long work that can wait (applying an event) leaves Stripe alone once a call has failed
 /// all its attempts for want of Stripe (no answer, 429, 5xx): at least this, or the usual
 /// back-off if longer.
@@ -129,18 +131,18 @@ impl Payments {
         self
     }
 
-    /// The client for real Stripe, with the keys from `settings`.
+    /// The client for real Stripe, with its keys, as configured.
     pub fn for_stripe(
-        settings: &crate::config::Settings,
+        config: &config::Stripe,
         secret_key: &SecretString,
         publishable_key: String,
     ) -> anyhow::Result<Self> {
         Self::new(
             secret_key,
             publishable_key,
-            &settings.stripe_api_base,
-            settings.stripe_timeout(),
-            settings.statement_descriptor_suffix.clone(),
+            &config.api_base,
+            config.timeout,
+            config.statement_descriptor_suffix.clone(),
         )
     }
 

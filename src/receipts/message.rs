@@ -19,6 +19,17 @@ pub struct Charity {
     pub number: String,
 }
 
+impl Charity {
+    /// As configured (`RECEIPT_FROM`, `CHARITY_NAME`, `CHARITY_NUMBER`).
+    pub fn new(config: &crate::config::Receipts) -> Self {
+        Self {
+            from: config.from.clone(),
+            name: config.charity_name.clone(),
+            number: config.charity_number.clone(),
+        }
+    }
+}
+
 /// A receipt and the donation it is about, as read when it is sent.
 #[derive(Debug, Clone)]
 pub struct Receipt {

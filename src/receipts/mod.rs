@@ -11,7 +11,6 @@
 //! when the receipt is sent. A donor erased before then is sent nothing.
 
 pub mod admin;
-pub mod charity;
 pub mod message;
 pub mod sender;
 

@@ -26,12 +26,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::ExposeSecret;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::message::{Charity, Receipt, compose};
-use crate::db;
+use crate::{config, db};
 
 /// How long a claimed receipt is its sender's alone: well beyond one SMTP attempt.
 pub const LEASE: Duration = Duration::from_secs(120);
@@ -59,17 +60,17 @@ pub enum Transport {
 
 impl Transport {
     /// The transport for `SMTP_URL` (`smtp://`, `smtps://`, `smtp://...?tls=required`), or
-    /// files under `dir` without one.
-    pub fn new(smtp_url: Option<&str>, dir: PathBuf) -> anyhow::Result<Self> {
-        Ok(match smtp_url {
+    /// `.eml` files under `DATA_DIR/receipts/` without one.
+    pub fn new(config: &config::Receipts) -> Self {
+        match &config.smtp_url {
             Some(url) => Self::Smtp(
-                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-                    .map_err(|_| anyhow::anyhow!("SMTP_URL: not a usable smtp:// or smtps:// URL"))?
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
+                    .expect("SMTP_URL was checked when the settings were read")
                     .timeout(Some(SMTP_TIMEOUT))
                     .build(),
             ),
-            None => Self::Files(dir),
-        })
+            None => Self::Files(config.files_dir.clone()),
+        }
     }
 
     async fn deliver(&self, receipt: Uuid, message: &Message) -> Result<(), String> {

@@ -8,7 +8,8 @@ use uuid::Uuid;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use quickdonate::config::Settings;
+use quickdonate::config::{Config, Settings};
+use quickdonate::donations::fees::FeeModel;
 use quickdonate::money;
 
 use crate::helpers::{TestApp, spawn_app_with};
@@ -29,7 +30,8 @@ fn page_of(app: &TestApp) -> String {
 
 /// The extra the service adds to cover the card fee on `amount`, by its own fee model.
 fn cover_for(amount: i64) -> i64 {
-    Settings::defaults().unwrap().fee_model().cover_for(amount)
+    let config = Config::from_settings(&Settings::defaults().unwrap()).unwrap();
+    FeeModel::new(config.fees).cover_for(amount)
 }
 
 async fn fill_in_the_donor(tab: &Tab, email: &str) {

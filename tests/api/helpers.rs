@@ -6,7 +6,7 @@
 use std::process::ChildStdin;
 use std::sync::{Mutex, OnceLock};
 
-use quickdonate::config::Settings;
+use quickdonate::config::{Config, Settings};
 use quickdonate::db::local::{Durability, LocalPostgres};
 use quickdonate::http::problem::ProblemType;
 use quickdonate::startup::Application;
@@ -161,9 +161,9 @@ pub async fn spawn_app_at(url: String, customize: impl FnOnce(&mut Settings)) ->
     let data_dir = tempfile::tempdir().expect("a temporary data directory");
     settings.data_dir = data_dir.path().to_owned();
     customize(&mut settings);
-    settings.validate().expect("the test settings are valid");
+    let config = Config::from_settings(&settings).expect("the test settings are valid");
 
-    let app = Application::build(settings).await.expect("the app builds");
+    let app = Application::build(config).await.expect("the app builds");
     let address = format!("http://{}", app.address());
     let db = app.db().clone();
     let worker = app.worker();

@@ -1,5 +1,6 @@
-//! The charity every receipt speaks for: its name and registration number (`CHARITY_NAME`,
-//! `CHARITY_NUMBER`), checked at start-up.
+//! The charity the service raises money for, as configured: its name and registration number
+//! (`CHARITY_NAME`, `CHARITY_NUMBER`), which every receipt and the donation page's Gift Aid
+//! declaration say, checked when the settings are read.
 //!
 //! The built-in defaults are placeholders, so that `cargo run` works out of the box; production
 //! refuses them, since a receipt naming "Example Charity 0000000" would mislead the donor and

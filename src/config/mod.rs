@@ -1,0 +1,302 @@
+//! Settings: `config/default.toml` (built in), an optional file named by `QUICKDONATE_CONFIG`,
+//! then environment variables. They are read as written ([`Settings`]), then parsed and checked
+//! once into typed values ([`Config`]): durations, limits, origins, addresses, keys. A bad value
+//! stops start-up with a message naming its key. Secrets are `SecretString`s and never show in
+//! `Debug`.
+//!
+//! This module knows no feature: each feature builds its own objects from the values here (the
+//! card-testing caps from [`CardTesting`], the fee model from [`Fees`], the receipts' sender
+//! from [`Receipts`]).
+
+pub mod budget;
+pub mod charity;
+mod parse;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::ensure;
+use axum::http::HeaderValue;
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use ipnet::IpNet;
+use lettre::message::Mailbox;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The documented defaults, compiled in so the binary runs from any directory.
+const DEFAULTS: &str = include_str!("../../config/default.toml");
+
+/// Every key that an environment variable of the same name (upper-cased) may set.
+const ENV_KEYS: &[&str] = &[
+    "APP_ENV",
+    "LISTEN_ADDR",
+    "METRICS_ADDR",
+    "PAYMENTS",
+    "DATABASE_URL",
+    "DATABASE_MAX_CONNECTIONS",
+    "DATA_DIR",
+    "PG_BIN",
+    "CAMPAIGNS_FILE",
+    "ALLOWED_ORIGINS",
+    "LOG_FORMAT",
+    "CAMPAIGN_CACHE_MS",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_PUBLISHABLE_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "WEBHOOK_TOLERANCE_SECS",
+    "APPLY_EVENTS",
+    "EVENT_MAX_ATTEMPTS",
+    "PAYOUT_OVERDUE_DAYS",
+    "DONATION_LIMIT_PER_IP",
+    "DONATION_LIMIT_PER_EMAIL",
+    "DONATION_LIMIT_PER_CAMPAIGN",
+    "TRUSTED_PROXIES",
+    "CAPTCHA_VERIFY_URL",
+    "CAPTCHA_SECRET",
+    "ABANDONED_AFTER",
+    "STRIPE_API_BASE",
+    "STRIPE_TIMEOUT_SECS",
+    "STATEMENT_DESCRIPTOR_SUFFIX",
+    "FEE_PERCENT_BPS",
+    "FEE_FIXED_AMOUNT",
+    "EVENT_PAYLOAD_RETENTION",
+    "SMTP_URL",
+    "RECEIPT_FROM",
+    "CHARITY_NAME",
+    "CHARITY_NUMBER",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+/// `PAYMENTS`: how payments are chosen. See [`PaymentsMode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentsChoice {
+    /// Stripe with a secret key; without one, simulated only on a loopback address.
+    Auto,
+    /// Stripe, and the keys are required.
+    Stripe,
+    /// Simulated on purpose, wherever the service listens.
+    Simulated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The settings as written; see `config/default.toml` for what each key means. Nothing here is
+/// checked: [`Config::from_settings`] does that, once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub app_env: AppEnv,
+    pub listen_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub payments: PaymentsChoice,
+    pub database_url: Option<SecretString>,
+    pub database_max_connections: u32,
+    pub data_dir: PathBuf,
+    pub pg_bin: Option<PathBuf>,
+    pub campaigns_file: PathBuf,
+    pub allowed_origins: String,
+    pub log_format: LogFormat,
+    pub campaign_cache_ms: u64,
+    pub stripe_secret_key: Option<SecretString>,
+    pub stripe_publishable_key: Option<String>,
+    pub stripe_webhook_secret: Option<SecretString>,
+    pub webhook_tolerance_secs: u64,
+    pub apply_events: bool,
+    pub event_max_attempts: i32,
+    pub payout_overdue_days: i64,
+    pub donation_limit_per_ip: String,
+    pub donation_limit_per_email: String,
+    pub donation_limit_per_campaign: String,
+    pub trusted_proxies: String,
+    pub abandoned_after: String,
+    pub captcha_verify_url: Option<String>,
+    pub captcha_secret: Option<SecretString>,
+    pub stripe_api_base: String,
+    pub stripe_timeout_secs: u64,
+    pub statement_descriptor_suffix: String,
+    pub fee_percent_bps: u32,
+    pub fee_fixed_amount: i64,
+    pub event_payload_retention: String,
+    pub smtp_url: Option<SecretString>,
+    pub receipt_from: String,
+    pub charity_name: String,
+    pub charity_number: String,
+}
+
+impl Settings {
+    /// Defaults, then `QUICKDONATE_CONFIG`'s file, then the environment.
+    pub fn read() -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = std::env::var_os("QUICKDONATE_CONFIG") {
+            let path = PathBuf::from(path);
+            ensure!(
+                path.is_file(),
+                "QUICKDONATE_CONFIG: no such file {}",
+                path.display()
+            );
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        Self::from_figment(figment.merge(Env::raw().only(ENV_KEYS)))
+    }
+
+    /// The built-in defaults alone, ignoring the environment (tests start from these).
+    pub fn defaults() -> anyhow::Result<Self> {
+        Self::from_figment(Figment::from(Toml::string(DEFAULTS)))
+    }
+
+    fn from_figment(figment: Figment) -> anyhow::Result<Self> {
+        figment.extract().map_err(parse::config_error)
+    }
+}
+
+/// The settings, parsed and checked: what the service is built from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub app_env: AppEnv,
+    pub listen_addr: SocketAddr,
+    /// `METRICS_ADDR`: `/metrics` on a listener of its own.
+    pub metrics_addr: Option<SocketAddr>,
+    pub database: Database,
+    pub campaigns_file: PathBuf,
+    /// `ALLOWED_ORIGINS`: the origins whose pages may call the public API, as header values.
+    pub allowed_origins: Vec<HeaderValue>,
+    pub log_format: LogFormat,
+    /// `CAMPAIGN_CACHE_MS`.
+    pub campaign_cache: Duration,
+    pub payments: PaymentsMode,
+    pub stripe: Stripe,
+    /// `WEBHOOK_TOLERANCE_SECS`: never zero.
+    pub webhook_tolerance: Duration,
+    pub apply_events: bool,
+    pub event_max_attempts: i32,
+    pub event_payload_retention: Duration,
+    pub payout_overdue_days: i64,
+    pub card_testing: CardTesting,
+    /// `ABANDONED_AFTER`: at least an hour.
+    pub abandoned_after: Duration,
+    pub fees: Fees,
+    pub receipts: Receipts,
+}
+
+impl Config {
+    /// The settings of [`Settings::read`], parsed and checked.
+    pub fn load() -> anyhow::Result<Self> {
+        Self::from_settings(&Settings::read()?)
+    }
+
+    /// Whether our Stripe key is a live one (simulated payments are test mode): events of the
+    /// other mode are stored but never applied.
+    pub fn livemode(&self) -> bool {
+        match &self.payments {
+            PaymentsMode::Stripe { secret_key, .. } => {
+                secrecy::ExposeSecret::expose_secret(secret_key).contains("_live_")
+            }
+            PaymentsMode::Simulated { .. } => false,
+        }
+    }
+}
+
+/// The database: `DATABASE_URL`, or the local Postgres under `DATA_DIR` without one.
+#[derive(Debug, Clone)]
+pub struct Database {
+    /// A `postgres://` URL, unless unset or empty.
+    pub url: Option<SecretString>,
+    pub max_connections: u32,
+    pub data_dir: PathBuf,
+    pub pg_bin: Option<PathBuf>,
+}
+
+/// How payments are taken, decided once at start-up.
+#[derive(Debug, Clone)]
+pub enum PaymentsMode {
+    /// Real Stripe calls with these keys.
+    Stripe {
+        secret_key: SecretString,
+        publishable_key: String,
+        webhook_secrets: Vec<SecretString>,
+    },
+    /// A Stripe look-alike inside the process answers, and no money moves. Its events are
+    /// signed with `webhook_secret` if one is set.
+    Simulated {
+        webhook_secret: Option<SecretString>,
+    },
+}
+
+/// How we call Stripe.
+#[derive(Debug, Clone)]
+pub struct Stripe {
+    /// `STRIPE_API_BASE`: an absolute URL.
+    pub api_base: String,
+    /// `STRIPE_TIMEOUT_SECS`: one attempt's; the attempts fit the request's [`budget`].
+    pub timeout: Duration,
+    pub statement_descriptor_suffix: String,
+}
+
+/// At most `count` attempts in any `window` (`5/10m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub count: i64,
+    pub window: Duration,
+}
+
+/// The card-testing caps on new donations (`off` is `None`), whose `X-Forwarded-For` to
+/// believe, and the captcha those a cap refused must solve.
+#[derive(Debug, Clone, Default)]
+pub struct CardTesting {
+    pub per_ip: Option<Limit>,
+    pub per_email: Option<Limit>,
+    pub per_campaign: Option<Limit>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub captcha: Option<Captcha>,
+}
+
+/// A captcha's siteverify endpoint and secret.
+#[derive(Debug, Clone)]
+pub struct Captcha {
+    /// An absolute URL.
+    pub verify_url: String,
+    pub secret: SecretString,
+}
+
+/// The card fee a donor may cover: `percent_bps` basis points (below 10000) plus
+/// `fixed_amount` minor units (not negative).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fees {
+    pub percent_bps: u32,
+    pub fixed_amount: i64,
+}
+
+/// Receipts: where they go, who sends them, and the charity they speak for.
+#[derive(Debug, Clone)]
+pub struct Receipts {
+    /// `SMTP_URL`, a URL lettre's SMTP transport takes; `None` writes `.eml` files instead.
+    pub smtp_url: Option<SecretString>,
+    /// Where the `.eml` files go without `SMTP_URL`: `DATA_DIR/receipts/`.
+    pub files_dir: PathBuf,
+    /// `RECEIPT_FROM`.
+    pub from: Mailbox,
+    /// `CHARITY_NAME` and `CHARITY_NUMBER`, trimmed; the number of a known shape.
+    pub charity_name: String,
+    pub charity_number: String,
+}
+
+/// Whether only this machine can reach `address` (127.0.0.0/8, ::1, or ::ffff:127.x.x.x).
+pub fn is_loopback(address: SocketAddr) -> bool {
+    address.ip().to_canonical().is_loopback()
+}
