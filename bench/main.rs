@@ -894,10 +894,10 @@ async fn export(
     db: &PgPool,
     service: &Service,
 ) -> anyhow::Result<Export> {
-    let token = quickdonate::finance::access::create(
+    let token = quickdonate::operators::access::create(
         db,
         &format!("bench-{}", std::process::id()),
-        quickdonate::finance::access::Role::Finance,
+        quickdonate::operators::access::Role::Finance,
     )
     .await?;
     let expected: i64 = sqlx::query_scalar("SELECT count(*) FROM donations")

@@ -12,10 +12,10 @@ use tokio::io::AsyncWriteExt;
 
 use crate::config::{Config, PaymentsMode};
 use crate::db::Database;
-use crate::finance::access::{self, Caller, Role};
 use crate::finance::donations::{self, Progress};
-use crate::finance::export::{Format, Sink};
-use crate::finance::params::Params;
+use crate::http::export::{Format, Sink};
+use crate::http::query::Params;
+use crate::operators::access::{self, Caller, Role};
 use crate::payments::Payments;
 use crate::startup::{Application, shutdown_signal};
 use crate::webhooks::admin;

@@ -1,4 +1,5 @@
-//! What an operator scrapes: `GET /metrics` in Prometheus's text format.
+//! What an operator scrapes: the service's metrics, rendered in Prometheus's text format for
+//! `GET /metrics` (served by `operations::metrics`).
 //!
 //! Each application holds its own recorder (never the process-wide one), so several apps in one
 //! process (the tests) each count only their own requests. A metric is recorded through
@@ -7,18 +8,14 @@
 //! Labels name routes as they are declared (`/v1/donations/{id}`), event types, Stripe
 //! operations and outcomes: never an id, an amount or anything about a donor.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
-use sqlx::PgPool;
-
-use crate::http::problem::{Problem, ProblemType};
 
 /// Latency buckets, in seconds: from a cached campaign read to a request's 60 s timeout.
 const BUCKETS: &[f64] = &[
@@ -285,103 +282,6 @@ fn event_type_label(kind: Option<&str>) -> String {
         }
         Some(_) => "other".to_owned(),
     }
-}
-
-/// The event log's counts, from the partial indexes on pending and failed events.
-pub async fn backlog(db: &PgPool) -> sqlx::Result<Backlog> {
-    let row = sqlx::query!(
-        r#"SELECT
-               (SELECT count(*) FROM stripe_events WHERE state = 'pending') AS "pending!",
-               (SELECT extract(epoch FROM now() - min(first_received_at))::float8
-                FROM stripe_events WHERE state = 'pending') AS oldest_age,
-               (SELECT count(*) FROM stripe_events WHERE state = 'failed') AS "failed!""#
-    )
-    .fetch_one(db)
-    .await?;
-    Ok(Backlog {
-        pending: row.pending,
-        oldest_pending_age_secs: row.oldest_age.unwrap_or(0.0).max(0.0),
-        failed: row.failed,
-    })
-}
-
-/// Where `/metrics` is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exposure {
-    /// On the main listener, to anyone who reaches it (development).
-    Anyone,
-    /// On the main listener, to loopback peers only, and never to a proxied request
-    /// (production without `METRICS_ADDR`).
-    LoopbackOnly,
-    /// On its own listener (`METRICS_ADDR`), so not on the main one.
-    Elsewhere,
-}
-
-/// What `/metrics` needs.
-#[derive(Clone)]
-pub struct Scrape {
-    pub metrics: Metrics,
-    pub db: PgPool,
-    pub exposure: Exposure,
-}
-
-/// `GET /metrics`.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    operation_id = "metrics",
-    tag = "operations",
-    summary = "Prometheus metrics",
-    description = "The service's metrics in Prometheus's text format. Served here only when \
-                   `METRICS_ADDR` does not serve it on a listener of its own; in production \
-                   (without `METRICS_ADDR`) only to loopback peers, never to a proxied request: \
-                   anyone else gets the 404 of a path that does not exist.",
-    responses(
-        (status = 200, description = "The metrics.",
-         content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
-        (status = 404, description = "`/problems/not-found`: not served to this client.",
-         body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`/problems/service-unavailable`: the database could not \
-                                      be read.", body = Problem,
-         content_type = "application/problem+json"),
-    ),
-)]
-pub async fn scrape(
-    State(scrape): State<Scrape>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    // A proxy on this machine makes every client a loopback peer: a request it forwarded is
-    // not a local one.
-    let proxied =
-        headers.contains_key("x-forwarded-for") || headers.contains_key(header::FORWARDED);
-    let allowed = match scrape.exposure {
-        Exposure::Anyone => true,
-        Exposure::Elsewhere => false,
-        Exposure::LoopbackOnly => peer.ip().to_canonical().is_loopback() && !proxied,
-    };
-    if !allowed {
-        return Problem::not_found("There is nothing at this path.").into_response();
-    }
-    let backlog = match backlog(&scrape.db).await {
-        Ok(backlog) => backlog,
-        Err(error) => {
-            tracing::warn!(%error, "could not read the event backlog for /metrics");
-            return Problem::new(
-                ProblemType::ServiceUnavailable,
-                "The database could not be read.",
-            )
-            .into_response();
-        }
-    };
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        scrape.metrics.render(backlog),
-    )
-        .into_response()
 }
 
 /// Counts every request by its matched route (never its raw path), method and status.

@@ -18,10 +18,11 @@ use crate::config::{Config, PaymentsMode};
 use crate::db::Database;
 use crate::donations::abandoned::Abandoned;
 use crate::donations::fees::FeeModel;
-use crate::metrics::{Exposure, Metrics, Scrape};
+use crate::metrics::Metrics;
+use crate::operations::metrics::{Exposure, Scrape};
 use crate::payments::Payments;
-use crate::payments::simulator::{self, SimulatedStripe};
-use crate::payments::simulator_api::Simulator;
+use crate::simulator::routes::Simulator;
+use crate::simulator::{self, SimulatedStripe};
 use crate::webhooks::signature::Verifier;
 use crate::webhooks::worker::Worker;
 

@@ -191,3 +191,16 @@ impl Database {
         }
     }
 }
+
+/// A read-only transaction on one snapshot (an export's count and rows agree), whose
+/// statements are planned for their own parameters: a list's optional filters (`$1 IS NULL OR
+/// ...`) under a plan cached for all would scan from the first row on every page.
+pub async fn reading(db: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = db
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
+    sqlx::query!("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)")
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(tx)
+}

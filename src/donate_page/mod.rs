@@ -163,7 +163,7 @@ async fn page(State(state): State<AppState>, Path(slug): Path<String>) -> ApiRes
         publishable_key: state.payments.publishable_key(),
         // Gift Aid is a UK tax relief on gifts in pounds.
         gift_aid: currency == "gbp",
-        declaration: crate::finance::gift_aid::declaration(&settings.charity_name),
+        declaration: crate::gift_aid::declaration(&settings.charity_name),
         exponent: money::exponent(currency),
         version: asset_version(),
         campaign: &campaign,

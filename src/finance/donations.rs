@@ -14,11 +14,11 @@ use uuid::Uuid;
 
 use sqlx::PgPool;
 
-use super::access::Caller;
-use super::audit;
-use super::export::{self, Cell, CsvChunks, CsvRow, Format, Sink};
-use super::params::{Cursor, Params, bad_parameter, next_page};
+use crate::http::export::{self, Cell, CsvChunks, CsvRow, Format, Sink};
 use crate::http::problem::{ApiError, ApiResult, Problem};
+use crate::http::query::{Cursor, Params, bad_parameter, next_page};
+use crate::operators::access::Caller;
+use crate::operators::audit;
 use crate::startup::AppState;
 
 /// The query parameters `GET /v1/finance/donations` takes.
@@ -299,8 +299,8 @@ struct DonorDoc {
         ("status" = Option<String>, Query,
          description = "Only in this status: `pending`, `processing`, `succeeded`, `failed`, \
                         `canceled` or `refunded`."),
-        crate::finance::params::RangeParams,
-        crate::finance::params::PageParams,
+        crate::http::query::RangeParams,
+        crate::http::query::PageParams,
     ),
     responses(
         (status = 200, description = "A page, or the CSV.", content(
@@ -309,9 +309,9 @@ struct DonorDoc {
         )),
         (status = 404, description = "`/problems/not-found`: no such `campaign`.", body = Problem,
          content_type = "application/problem+json"),
-        super::Refusals,
-        super::NotAcceptable,
-        super::BadParameter,
+        crate::operators::access::Refusals,
+        crate::http::export::NotAcceptable,
+        crate::http::query::BadParameter,
     ),
 )]
 pub(super) async fn list(
@@ -339,7 +339,7 @@ pub(super) async fn list(
     let cursor = params.cursor::<Uuid>()?;
     let limit = params.limit()?;
     let mut rows = rows!(&filters, cursor.as_ref(), Some(limit + 1))
-        .fetch_all(&mut *super::reading(&state.db).await?)
+        .fetch_all(&mut *crate::db::reading(&state.db).await?)
         .await?;
     let next_cursor = next_page(&mut rows, limit, |row| Cursor::new(row.created_at, row.id));
     audit::record(
@@ -377,7 +377,7 @@ pub async fn export(
     let mut filters_given = params.filters();
     filters_given["format"] = format.extension().into();
     let audit = audit::begin(db, caller, CLI_WHAT, &filters_given).await?;
-    let mut tx = super::reading(db).await?;
+    let mut tx = crate::db::reading(db).await?;
     if let Some(progress) = progress {
         let total = sqlx::query_scalar!(
             r#"SELECT count(*) AS "count!" FROM donations d

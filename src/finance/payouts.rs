@@ -427,13 +427,15 @@ pub mod routes {
     use time::OffsetDateTime;
 
     use super::{Contained, NotPaidOut, Reconciliation};
-    use crate::finance::access::Caller;
-    use crate::finance::audit;
-    use crate::finance::export::{self, Cell, CsvChunks, CsvRow, Format};
-    use crate::finance::params::{Cursor, Params, bad_parameter, next_page};
-    use crate::finance::params::{PageParams, RangeParams};
-    use crate::finance::{BadParameter, NotAcceptable, Refusals};
+    use crate::http::export::NotAcceptable;
+    use crate::http::export::{self, Cell, CsvChunks, CsvRow, Format};
     use crate::http::problem::{ApiResult, Problem};
+    use crate::http::query::BadParameter;
+    use crate::http::query::{Cursor, Params, bad_parameter, next_page};
+    use crate::http::query::{PageParams, RangeParams};
+    use crate::operators::access::Caller;
+    use crate::operators::access::Refusals;
+    use crate::operators::audit;
     use crate::startup::AppState;
 
     /// A page of `GET /v1/finance/payouts`.
@@ -522,7 +524,7 @@ pub mod routes {
         }
         let (cursor, limit) = match format {
             Format::Json => (params.cursor::<String>()?, params.limit()?),
-            _ => (None, crate::finance::params::MAX_LIMIT * 100),
+            _ => (None, crate::http::query::MAX_LIMIT * 100),
         };
         let mut page = sqlx::query!(
             r#"SELECT id, created FROM payouts
@@ -539,7 +541,7 @@ pub mod routes {
             cursor.as_ref().map(|c| c.id.clone()),
             limit + 1
         )
-        .fetch_all(&mut *crate::finance::reading(&state.db).await?)
+        .fetch_all(&mut *crate::db::reading(&state.db).await?)
         .await?;
         let next_cursor = next_page(&mut page, limit, |p| Cursor::new(p.created, p.id.clone()));
         let ids: Vec<String> = page.into_iter().map(|p| p.id).collect();

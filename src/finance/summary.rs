@@ -160,7 +160,7 @@ fn iso_date(date: Date) -> String {
     security(("bearerAuth" = [])),
     params(
         ("slug" = String, Path, description = "The campaign's slug."),
-        super::params::RangeParams,
+        crate::http::query::RangeParams,
     ),
     responses(
         (status = 200, description = "The summary, or its days as CSV.", content(
@@ -169,22 +169,22 @@ fn iso_date(date: Date) -> String {
         )),
         (status = 404, description = "`/problems/not-found`: no such campaign.",
          body = crate::http::problem::Problem, content_type = "application/problem+json"),
-        super::Refusals,
-        super::NotAcceptable,
-        super::BadParameter,
+        crate::operators::access::Refusals,
+        crate::http::export::NotAcceptable,
+        crate::http::query::BadParameter,
     ),
 )]
 pub async fn show(
     axum::extract::State(state): axum::extract::State<crate::startup::AppState>,
-    caller: super::access::Caller,
+    caller: crate::operators::access::Caller,
     axum::extract::Path(slug): axum::extract::Path<String>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
     headers: axum::http::HeaderMap,
 ) -> crate::http::problem::ApiResult<axum::response::Response> {
-    use super::export::{self, Cell, CsvChunks, Format};
+    use crate::http::export::{self, Cell, CsvChunks, Format};
     use axum::response::IntoResponse;
 
-    let params = super::params::Params::parse(query.as_deref(), &["from", "to"])?;
+    let params = crate::http::query::Params::parse(query.as_deref(), &["from", "to"])?;
     let format = export::negotiate(&headers, &[Format::Json, Format::Csv])?;
     let (from, to) = params.range()?;
     if crate::campaigns::find(&state.db, &slug).await?.is_none() {
@@ -193,7 +193,7 @@ pub async fn show(
     let summary = summarize(&state.db, &slug, from, to).await?;
     let mut filters = params.filters();
     filters["campaign"] = serde_json::json!(slug);
-    super::audit::record(
+    crate::operators::audit::record(
         &state.db,
         &caller,
         "GET /v1/finance/campaigns/{slug}/summary",

@@ -1,10 +1,11 @@
 //! The HTTP API: every module's routes merged in one place, with the layers all share.
 
 pub mod browser;
-pub mod health;
+pub mod export;
 pub mod json;
 pub mod openapi;
 pub mod problem;
+pub mod query;
 
 use std::time::Duration;
 
@@ -16,9 +17,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use crate::metrics::{Exposure, Scrape};
+use crate::operations::metrics::{Exposure, Scrape};
 use crate::startup::AppState;
 use problem::{Problem, ProblemType};
 
@@ -56,19 +56,21 @@ pub fn router(
 
     // Never called from a page: no CORS, so a browser refuses any cross-origin call.
     let mut private = OpenApiRouter::new()
-        .merge(health::router())
+        .merge(crate::operations::health::router())
         .merge(openapi::router())
         .merge(crate::finance::router())
+        .merge(crate::operators::router())
+        .merge(crate::gift_aid::routes::router())
         .merge(crate::webhooks::router())
         // Same-origin with the API it calls, so it needs no CORS; framed by ALLOWED_ORIGINS.
         .merge(crate::donate_page::router());
     // The simulator's controls exist only when payments are simulated.
     if simulated {
-        private = private.merge(crate::payments::simulator_api::router());
+        private = private.merge(crate::simulator::routes::router());
     }
     // Unless METRICS_ADDR serves it apart.
     if scrape.exposure != Exposure::Elsewhere {
-        private = private.merge(scrape_route(scrape));
+        private = private.merge(crate::operations::metrics::router(scrape));
     }
     let (private, private_doc) = private.split_for_parts();
 
@@ -117,20 +119,11 @@ pub fn router(
 /// `METRICS_ADDR`'s own listener: `/metrics` and nothing else.
 pub fn metrics_router(scrape: Scrape) -> Router {
     // Its own listener serves no document.
-    let (metrics, _) = scrape_route(scrape).split_for_parts();
+    let (metrics, _) = crate::operations::metrics::router(scrape).split_for_parts();
     Router::new()
         .merge(metrics)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-}
-
-fn scrape_route<S>(scrape: Scrape) -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-{
-    OpenApiRouter::new()
-        .routes(routes!(crate::metrics::scrape))
-        .with_state(scrape)
 }
 
 /// A handler that panics answers a 500 problem, like any other failure of ours, instead of

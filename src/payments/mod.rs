@@ -1,9 +1,7 @@
 //! Stripe, through the real `async-stripe` client. In simulated mode the client talks to the
-//! Stripe look-alike in [`simulator`], so local runs take exactly the production path.
+//! Stripe look-alike of `crate::simulator`, so local runs take exactly the production path.
 
 pub mod objects;
-pub mod simulator;
-pub mod simulator_api;
 pub mod transport;
 
 use std::collections::HashMap;

@@ -30,8 +30,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::ERASED;
-use crate::finance::access::Caller;
-use crate::finance::audit;
+use crate::operators::access::Caller;
+use crate::operators::audit;
 
 /// What the audit log says was done.
 pub const WHAT: &str = "donors erase";
@@ -87,7 +87,7 @@ pub async fn erase(db: &PgPool, email: &str, caller: &Caller) -> anyhow::Result<
     erasure.donations_claimed = donations.iter().filter(|d| d.claimed).count() as i64;
 
     // The declarations that backed a claimed gift of the donor, chosen as the claim chose
-    // them (`finance::gift_aid::store::gifts`) among those made before the claim: the one made
+    // them (`gift_aid::store::gifts`) among those made before the claim: the one made
     // with the gift, else the latest of theirs in the same name that covered its date. Name and
     // address stay for HMRC; the email goes.
     let kept = sqlx::query_scalar!(

@@ -22,8 +22,8 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::finance::access::Caller;
-use crate::finance::audit;
+use crate::operators::access::Caller;
+use crate::operators::audit;
 use crate::timestamps::rfc3339_seconds as rfc3339;
 use crate::webhooks::admin::columns;
 

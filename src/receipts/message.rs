@@ -115,7 +115,7 @@ fn thank_you(receipt: &Receipt, charity: &Charity) -> String {
     if receipt.gift_aid_declared {
         body.push_str(&format!(
             "\nYou made this Gift Aid declaration:\n\n\"{}\"\n\n{}\n",
-            crate::finance::gift_aid::declaration(&charity.name),
+            crate::gift_aid::declaration(&charity.name),
             gift_aid_basis(receipt, &money)
         ));
     }
@@ -123,12 +123,12 @@ fn thank_you(receipt: &Receipt, charity: &Charity) -> String {
     body
 }
 
-/// What Gift Aid is claimed on, as `finance::gift_aid` claims it: the gift alone, in pounds,
+/// What Gift Aid is claimed on, as `gift_aid` claims it: the gift alone, in pounds,
 /// never the fee cover.
 fn gift_aid_basis(receipt: &Receipt, money: &impl Fn(i64) -> String) -> String {
     if !receipt
         .currency
-        .eq_ignore_ascii_case(crate::finance::gift_aid::CURRENCY)
+        .eq_ignore_ascii_case(crate::gift_aid::CURRENCY)
     {
         return "Gift Aid is claimed only on gifts in pounds sterling, so none is claimed on \
                 this one."

@@ -6,6 +6,8 @@ use serde::Deserialize;
 use sqlx::PgExecutor;
 use time::OffsetDateTime;
 
+use crate::metrics::Backlog;
+
 /// Where an event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -190,6 +192,24 @@ pub fn reason_to_ignore(event: &Event, livemode: bool) -> Option<String> {
         return Some(format!("{} is not a type we apply", event.kind));
     }
     None
+}
+
+/// The event log's counts, from the partial indexes on pending and failed events.
+pub async fn backlog(db: &sqlx::PgPool) -> sqlx::Result<Backlog> {
+    let row = sqlx::query!(
+        r#"SELECT
+               (SELECT count(*) FROM stripe_events WHERE state = 'pending') AS "pending!",
+               (SELECT extract(epoch FROM now() - min(first_received_at))::float8
+                FROM stripe_events WHERE state = 'pending') AS oldest_age,
+               (SELECT count(*) FROM stripe_events WHERE state = 'failed') AS "failed!""#
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(Backlog {
+        pending: row.pending,
+        oldest_pending_age_secs: row.oldest_age.unwrap_or(0.0).max(0.0),
+        failed: row.failed,
+    })
 }
 
 /// Bodies no one expected: any bytes, and envelopes with any field of any shape.

@@ -311,7 +311,7 @@ async fn a_gift_aid_declaration_and_an_other_amount_with_the_fee_covered_are_sto
     let declaration = tab.text("#gift-aid-declaration").await;
     assert_eq!(
         declaration,
-        quickdonate::finance::gift_aid::declaration("Example Charity")
+        quickdonate::gift_aid::declaration("Example Charity")
     );
     tab.click("#gift-aid-declared").await;
     assert!(tab.is_displayed("#gift-aid-address").await);

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use quickdonate::finance::access::Role;
+use quickdonate::operators::access::Role;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

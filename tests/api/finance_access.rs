@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use quickdonate::finance::access::{self, Role};
+use quickdonate::operators::access::{self, Role};
 use reqwest::Response;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};

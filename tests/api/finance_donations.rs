@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use quickdonate::finance::access::Role;
+use quickdonate::operators::access::Role;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

@@ -5,9 +5,9 @@
 //! test needs; the ones that matter end to end are made and paid through the API and Stripe's
 //! signed webhooks.
 
-use quickdonate::finance::access::Role;
-use quickdonate::finance::gift_aid::ADJUSTMENT_COLUMNS;
-use quickdonate::finance::gift_aid::schedule::COLUMNS;
+use quickdonate::gift_aid::ADJUSTMENT_COLUMNS;
+use quickdonate::gift_aid::schedule::COLUMNS;
+use quickdonate::operators::access::Role;
 use reqwest::Response;
 use serde_json::{Value, json};
 use time::OffsetDateTime;

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use quickdonate::finance::access::Role;
+use quickdonate::operators::access::Role;
 
 use crate::finance_access::{get_as, get_with, token};
 use crate::helpers::{

@@ -604,7 +604,7 @@ async fn conforms(
 
 #[tokio::test]
 async fn real_answers_have_the_documented_shapes() {
-    use quickdonate::finance::access::{self, Role};
+    use quickdonate::operators::access::{self, Role};
     let app = spawn_app_with(|s| {
         s.stripe_secret_key = None;
         s.stripe_publishable_key = None;

@@ -389,7 +389,7 @@ async fn with_the_fee_covered_the_thank_you_says_the_gift_and_the_fee_apart_and_
     let token = crate::finance_access::token(
         &app,
         "treasurer",
-        quickdonate::finance::access::Role::Finance,
+        quickdonate::operators::access::Role::Finance,
     )
     .await;
     let now = time::OffsetDateTime::now_utc();

@@ -2,9 +2,9 @@
 
 use serde_json::{Value, json};
 
-use quickdonate::payments::simulator::{SECRET_KEY, SimulatedStripe};
+use quickdonate::simulator::{SECRET_KEY, SimulatedStripe};
 
-use quickdonate::finance::access::Role;
+use quickdonate::operators::access::Role;
 
 use crate::finance_access::{get_as, token};
 use crate::helpers::{TestApp, assert_problem, donation_body, spawn_app, spawn_app_with};

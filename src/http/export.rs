@@ -17,8 +17,21 @@ use futures_util::{Stream, TryStreamExt};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::params::{Params, bad_parameter};
+use super::query::{Params, bad_parameter};
 use crate::http::problem::{Problem, ProblemType};
+
+/// The problem of a read whose `Accept` takes none of its formats, for its documentation
+/// (`responses(NotAcceptable, ...)`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum NotAcceptable {
+    #[response(
+        status = 406,
+        description = "`/problems/not-acceptable`: `Accept` takes none of the formats served.",
+        content_type = "application/problem+json"
+    )]
+    NotAcceptable(Problem),
+}
 
 pub const JSON: &str = "application/json";
 pub const CSV: &str = "text/csv";

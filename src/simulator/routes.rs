@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::simulator::{SimulatedStripe, SimulationError};
+use super::{SimulatedStripe, SimulationError};
 use crate::http::problem::{ApiError, ApiResult, FieldError, Problem, ProblemType};
 use crate::startup::AppState;
 use crate::webhooks::signature;

@@ -8,6 +8,7 @@
 //! donor's fee cover. A claimed donation that is refunded or disputed afterwards is an
 //! adjustment, carried once by the next claim.
 
+pub mod address;
 pub mod claims;
 pub mod ods;
 pub mod routes;

@@ -27,7 +27,7 @@ use time::Date;
 use time::macros::format_description;
 use uuid::Uuid;
 
-use crate::donations::request::{is_uk, normalise_uk_postcode};
+use super::address::{is_uk, normalise_uk_postcode};
 
 /// Lines in one schedule, so in one claim.
 pub const MAX_LINES: usize = 1000;

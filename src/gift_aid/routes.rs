@@ -19,14 +19,16 @@ use uuid::Uuid;
 use super::claims::{self, Claim, ClaimError};
 use super::schedule::{self, COLUMNS, Line};
 use super::{Adjustment, CURRENCY, ods, store};
-use crate::finance::access::Caller;
-use crate::finance::audit;
-use crate::finance::export::{self, Cell, CsvChunks, Format};
-use crate::finance::params::RangeParams;
-use crate::finance::params::{Params, bad_parameter, parse_time};
-use crate::finance::{BadParameter, NotAcceptable, Refusals};
+use crate::http::export::NotAcceptable;
+use crate::http::export::{self, Cell, CsvChunks, Format};
 use crate::http::json::JsonBody;
 use crate::http::problem::{ApiResult, FieldError, Problem, ProblemType};
+use crate::http::query::BadParameter;
+use crate::http::query::RangeParams;
+use crate::http::query::{Params, bad_parameter, parse_time};
+use crate::operators::access::Caller;
+use crate::operators::access::Refusals;
+use crate::operators::audit;
 use crate::startup::AppState;
 use crate::timestamps::rfc3339;
 use utoipa_axum::router::OpenApiRouter;
@@ -176,7 +178,7 @@ async fn show_schedule(
     let (from, to) = required_range(&params)?;
     let part = part(&params)?;
 
-    let mut tx = crate::finance::reading(&state.db).await?;
+    let mut tx = crate::db::reading(&state.db).await?;
     let gifts = store::gifts(&mut *tx, from, to).await?;
     let adjustments = store::pending_adjustments(&mut *tx).await?;
     tx.commit().await?;
@@ -352,7 +354,7 @@ async fn show_claim(
     let format = export::negotiate(&headers, FORMATS)?;
     let not_found = || Problem::unknown("id", "Gift Aid claim", &id);
     let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let mut tx = crate::finance::reading(&state.db).await?;
+    let mut tx = crate::db::reading(&state.db).await?;
     let claim = claims::find(&mut tx, id).await?.ok_or_else(not_found)?;
     tx.commit().await?;
 

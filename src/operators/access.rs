@@ -21,6 +21,30 @@ use time::OffsetDateTime;
 use crate::http::problem::{ApiError, Problem, ProblemType};
 use crate::startup::AppState;
 
+/// The problems every route behind a bearer token can answer, for its documentation
+/// (`responses(Refusals, ...)`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Refusals {
+    /// No bearer token, or one malformed, unknown or revoked.
+    #[response(
+        status = 401,
+        description = "`/problems/unauthorized`: no valid bearer token.",
+        content_type = "application/problem+json",
+        headers(("WWW-Authenticate" = String, description = "`Bearer`, or \
+                  `Bearer error=\"invalid_token\"` when the token sent is not valid."))
+    )]
+    Unauthorized(Problem),
+    /// The database is out of reach.
+    #[response(
+        status = 503,
+        description = "`/problems/service-unavailable`.",
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait."))
+    )]
+    Unavailable(Problem),
+}
+
 /// What a token may do.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, clap::ValueEnum, utoipa::ToSchema,

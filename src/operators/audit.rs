@@ -18,9 +18,9 @@ use time::OffsetDateTime;
 use tracing::Instrument;
 
 use super::access::{Admin, Caller, Role};
-use super::export::{self, Cell, CsvRow, Format};
-use super::params::{Cursor, Params, next_page};
+use crate::http::export::{self, Cell, CsvRow, Format};
 use crate::http::problem::{ApiResult, Problem};
+use crate::http::query::{Cursor, Params, next_page};
 use crate::startup::AppState;
 
 /// Records one read of `rows` rows.
@@ -100,7 +100,7 @@ pub struct Entry {
 #[derive(utoipa::ToSchema)]
 #[schema(as = AuditPage)]
 #[allow(dead_code)]
-pub(super) struct Page {
+pub struct Page {
     data: Vec<Entry>,
     /// For the next page (`cursor=`); null on the last.
     next_cursor: Option<String>,
@@ -166,7 +166,7 @@ const WHAT: &str = "GET /v1/finance/audit";
                    with which parameters, and how many rows. JSON pages, or the whole log as \
                    CSV (`Accept: text/csv`). Admin tokens only.",
     security(("bearerAuth" = [])),
-    params(crate::finance::params::RangeParams, crate::finance::params::PageParams),
+    params(crate::http::query::RangeParams, crate::http::query::PageParams),
     responses(
         (status = 200, description = "A page, or the CSV.", content(
             (Page = "application/json"),
@@ -174,12 +174,12 @@ const WHAT: &str = "GET /v1/finance/audit";
         )),
         (status = 403, description = "`/problems/forbidden`: not an admin token.", body = Problem,
          content_type = "application/problem+json"),
-        super::Refusals,
-        super::NotAcceptable,
-        super::BadParameter,
+        super::access::Refusals,
+        crate::http::export::NotAcceptable,
+        crate::http::query::BadParameter,
     ),
 )]
-pub(super) async fn list(
+pub async fn list(
     State(state): State<AppState>,
     Admin(caller): Admin,
     RawQuery(query): RawQuery,
@@ -204,7 +204,7 @@ pub(super) async fn list(
     let cursor = params.cursor::<i64>()?;
     let limit = params.limit()?;
     let mut rows = entries!(from, to, cursor.as_ref(), Some(limit + 1))
-        .fetch_all(&mut *super::reading(&state.db).await?)
+        .fetch_all(&mut *crate::db::reading(&state.db).await?)
         .await?;
     let next_cursor = next_page(&mut rows, limit, |e| Cursor::new(e.at, e.id));
     record(
@@ -234,7 +234,7 @@ where
     F: for<'c> FnOnce(&'c mut PgConnection) -> BoxStream<'c, sqlx::Result<T>> + Send + 'static,
 {
     let audit = begin(&state.db, caller, what, filters).await?;
-    let mut tx = super::reading(&state.db).await?;
+    let mut tx = crate::db::reading(&state.db).await?;
     let (sender, body) = export::streamed_body();
     let db = state.db.clone();
     tokio::spawn(

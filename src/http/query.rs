@@ -56,6 +56,19 @@ pub struct Params {
     pairs: Vec<(String, String)>,
 }
 
+/// The problem of a read given a query parameter it does not take, one twice, or a bad value,
+/// for its documentation (`responses(BadParameter, ...)`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum BadParameter {
+    #[response(
+        status = 400,
+        description = "`/problems/bad-parameter`: `errors` names the parameter.",
+        content_type = "application/problem+json"
+    )]
+    BadParameter(Problem),
+}
+
 /// A 400 problem about the query parameter `name`.
 pub fn bad_parameter(name: &str, message: impl Into<String>) -> Problem {
     let message = message.into();

@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::problem::{Problem, ProblemType};
+use crate::http::problem::Problem;
 use crate::startup::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -55,11 +55,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
                 _ => "timed out".to_owned(),
             };
             tracing::warn!(cause, "not ready: the database does not answer");
-            Problem::new(
-                ProblemType::ServiceUnavailable,
-                "The service cannot reach its database.",
-            )
-            .into_response()
+            Problem::unavailable("The service cannot reach its database.").into_response()
         }
     }
 }

@@ -1,0 +1,21 @@
+//! Operators: who may read finance data and do what an operator does, and the record of what
+//! they did. Finance staff's routes, the receipts' retries and a donor's erasure all go through
+//! here.
+//!
+//! - [`access`]: bearer tokens and their roles, made and revoked from the command line, and the
+//!   [`access::Caller`] / [`access::Admin`] extractors;
+//! - [`audit`]: the append-only audit log of every read and every operator's action, and
+//!   `GET /v1/finance/audit`.
+
+pub mod access;
+pub mod audit;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::startup::AppState;
+
+/// `GET /v1/finance/audit`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(audit::list))
+}
