@@ -1,0 +1,388 @@
+//! `GET /v1/finance/payouts`, `GET /v1/finance/payouts/{id}` and
+//! `GET /v1/finance/payouts/overdue-donations`.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::reconcile::{self, Contained, NotPaidOut, Reconciliation};
+use crate::http::export::NotAcceptable;
+use crate::http::export::{self, Cell, CsvChunks, CsvRow, Format};
+use crate::http::problem::{ApiResult, Problem};
+use crate::http::query::BadParameter;
+use crate::http::query::{Cursor, Params, bad_parameter, next_page};
+use crate::http::query::{PageParams, RangeParams};
+use crate::operators::access::Caller;
+use crate::operators::access::Refusals;
+use crate::operators::audit;
+use crate::startup::AppState;
+
+/// A page of `GET /v1/finance/payouts`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = PayoutPage)]
+#[allow(dead_code)]
+pub(crate) struct Page {
+    data: Vec<Reconciliation>,
+    /// For the next page (`cursor=`); null on the last.
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/finance/payouts/{id}`: the payout and every transaction it contains.
+#[derive(utoipa::ToSchema)]
+#[schema(as = PayoutWithTransactions)]
+#[allow(dead_code)]
+pub(crate) struct Detail {
+    #[serde(flatten)]
+    payout: Reconciliation,
+    /// In the order Stripe made them.
+    transactions: Vec<Contained>,
+}
+
+/// `GET /v1/finance/payouts/overdue-donations`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = OverdueDonations)]
+#[allow(dead_code)]
+pub(crate) struct Overdue {
+    /// The `days` applied.
+    days: i64,
+    /// Oldest first.
+    data: Vec<NotPaidOut>,
+}
+
+/// Payouts newest first (by when Stripe made them), in [from, to), in `status`.
+#[utoipa::path(
+    get,
+    path = "/v1/finance/payouts",
+    operation_id = "listPayouts",
+    tag = "finance",
+    summary = "Payouts, reconciled",
+    description = "Payouts newest first (by when Stripe made them), each reconciled against \
+                   the ledger (`difference` 0: every penny accounted for). JSON pages, or \
+                   the whole selection as CSV (`Accept: text/csv`). Any finance token; \
+                   audited.",
+    security(("bearerAuth" = [])),
+    params(
+        ("status" = Option<String>, Query,
+         description = "Only in this status: `pending`, `in_transit`, `paid`, `failed` or \
+                        `canceled`."),
+        RangeParams,
+        PageParams,
+    ),
+    responses(
+        (status = 200, description = "A page, or the CSV.", content(
+            (Page = "application/json"),
+            (String = "text/csv"),
+        )),
+        Refusals,
+        NotAcceptable,
+        BadParameter,
+    ),
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let params = Params::parse(
+        query.as_deref(),
+        &["from", "to", "status", "cursor", "limit"],
+    )?;
+    let format = export::negotiate(&headers, &[Format::Json, Format::Csv])?;
+    let (from, to) = params.range()?;
+    let status = params.text("status");
+    if let Some(status) = status
+        && !STATUSES.contains(&status)
+    {
+        return Err(
+            bad_parameter("status", format!("must be one of {}", STATUSES.join(", "))).into(),
+        );
+    }
+    if format == Format::Csv {
+        export::refuse_paging(&params)?;
+    }
+    let (cursor, limit) = match format {
+        Format::Json => (params.cursor::<String>()?, params.limit()?),
+        _ => (None, crate::http::query::MAX_LIMIT * 100),
+    };
+    let mut page = sqlx::query!(
+        r#"SELECT id, created FROM payouts
+               WHERE ($1::timestamptz IS NULL OR created >= $1)
+                 AND ($2::timestamptz IS NULL OR created < $2)
+                 AND ($3::text IS NULL OR status = $3)
+                 AND ($4::timestamptz IS NULL OR (created, id) < ($4, $5))
+               ORDER BY created DESC, id DESC
+               LIMIT $6"#,
+        from,
+        to,
+        status,
+        cursor.as_ref().map(|c| c.at),
+        cursor.as_ref().map(|c| c.id.clone()),
+        limit + 1
+    )
+    .fetch_all(&mut *crate::db::reading(&state.db).await?)
+    .await?;
+    let next_cursor = next_page(&mut page, limit, |p| Cursor::new(p.created, p.id.clone()));
+    let ids: Vec<String> = page.into_iter().map(|p| p.id).collect();
+    let payouts = reconcile::reconcile(&state.db, &ids).await?;
+    let what = match format {
+        Format::Json => "GET /v1/finance/payouts",
+        _ => "GET /v1/finance/payouts (csv)",
+    };
+    audit::record(
+        &state.db,
+        &caller,
+        what,
+        &params.filters(),
+        payouts.len() as i64,
+    )
+    .await?;
+    match format {
+        Format::Json => {
+            Ok(Json(json!({"data": payouts, "next_cursor": next_cursor})).into_response())
+        }
+        _ => csv("payouts", &payouts),
+    }
+}
+
+/// One payout's reconciliation, with every transaction it contains.
+#[utoipa::path(
+    get,
+    path = "/v1/finance/payouts/{id}",
+    operation_id = "showPayout",
+    tag = "finance",
+    summary = "A payout and its transactions",
+    description = "One payout's reconciliation with every balance transaction it contains \
+                   and what the ledger holds for each; as CSV (`Accept: text/csv`), the \
+                   transactions. Any finance token; audited.",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The payout (`po_...`).")),
+    responses(
+        (status = 200, description = "The payout, or its transactions as CSV.", content(
+            (Detail = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 404, description = "`/problems/not-found`: no such payout.", body = Problem,
+         content_type = "application/problem+json"),
+        Refusals,
+        NotAcceptable,
+        BadParameter,
+    ),
+)]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let params = Params::parse(query.as_deref(), &[])?;
+    let format = export::negotiate(&headers, &[Format::Json, Format::Csv])?;
+    let Some(payout) = reconcile::reconcile(&state.db, std::slice::from_ref(&id))
+        .await?
+        .pop()
+    else {
+        return Err(Problem::unknown("payout", "payout", &id).into());
+    };
+    let transactions = reconcile::contained(&state.db, &id).await?;
+    let what = format!("GET /v1/finance/payouts/{id}");
+    let mut filters = params.filters();
+    filters["payout"] = json!(id);
+    audit::record(
+        &state.db,
+        &caller,
+        &what,
+        &filters,
+        transactions.len() as i64,
+    )
+    .await?;
+    match format {
+        Format::Json => {
+            let mut shown = serde_json::to_value(&payout).map_err(anyhow::Error::from)?;
+            shown["transactions"] =
+                serde_json::to_value(&transactions).map_err(anyhow::Error::from)?;
+            Ok(Json(shown).into_response())
+        }
+        _ => csv(&format!("payout-{id}"), &transactions),
+    }
+}
+
+/// Succeeded donations no paid payout contains, `days` (by default PAYOUT_OVERDUE_DAYS)
+/// after they succeeded, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/finance/payouts/overdue-donations",
+    operation_id = "listOverdueDonations",
+    tag = "finance",
+    summary = "Succeeded gifts no payout has paid out",
+    description = "Succeeded donations that no paid payout contains, `days` after they \
+                   succeeded (by default `PAYOUT_OVERDUE_DAYS`), oldest first; JSON or CSV \
+                   (`Accept: text/csv`). Any finance token; audited.",
+    security(("bearerAuth" = [])),
+    params(
+        ("days" = Option<i64>, Query, minimum = 0, maximum = 3650,
+         description = "Overdue after this many days; 0 to 3650."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000,
+         description = "At most this many, 1 to 1000; default 100."),
+    ),
+    responses(
+        (status = 200, description = "The overdue donations.", content(
+            (Overdue = "application/json"),
+            (String = "text/csv"),
+        )),
+        Refusals,
+        NotAcceptable,
+        BadParameter,
+    ),
+)]
+pub async fn overdue(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let params = Params::parse(query.as_deref(), &["days", "limit"])?;
+    let format = export::negotiate(&headers, &[Format::Json, Format::Csv])?;
+    let days = match params.text("days") {
+        None => state.payout_overdue_days,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(days) if (0..=3650).contains(&days) => days,
+            _ => {
+                return Err(bad_parameter("days", "must be a whole number from 0 to 3650").into());
+            }
+        },
+    };
+    let limit = params.limit()?;
+    let before = OffsetDateTime::now_utc() - time::Duration::days(days);
+    let donations = reconcile::not_paid_out(&state.db, before, limit).await?;
+    audit::record(
+        &state.db,
+        &caller,
+        "GET /v1/finance/payouts/overdue-donations",
+        &params.filters(),
+        donations.len() as i64,
+    )
+    .await?;
+    match format {
+        Format::Json => Ok(Json(json!({"days": days, "data": donations})).into_response()),
+        _ => csv("overdue-donations", &donations),
+    }
+}
+
+const STATUSES: &[&str] = &["pending", "in_transit", "paid", "failed", "canceled"];
+
+/// A short list as one CSV body.
+fn csv<T: CsvRow>(stem: &str, rows: &[T]) -> ApiResult<Response> {
+    let mut chunks = CsvChunks::new();
+    chunks.header(T::HEADER).map_err(anyhow::Error::from)?;
+    for row in rows {
+        row.write(&mut chunks).map_err(anyhow::Error::from)?;
+    }
+    let bytes = chunks.take().map_err(anyhow::Error::from)?;
+    Ok(export::csv_response(stem, Body::from(bytes)))
+}
+
+fn time(at: Option<OffsetDateTime>) -> String {
+    at.map(crate::timestamps::rfc3339).unwrap_or_default()
+}
+
+impl CsvRow for Reconciliation {
+    const HEADER: &'static [&'static str] = &[
+        "id",
+        "status",
+        "amount",
+        "currency",
+        "arrival_date",
+        "created",
+        "listing_complete",
+        "transaction_count",
+        "transactions_total",
+        "ledger_total",
+        "difference",
+        "unmatched",
+        "donation_count",
+    ];
+
+    fn write(&self, csv: &mut CsvChunks) -> std::io::Result<()> {
+        let unmatched: Vec<&str> = self.unmatched.iter().map(|u| u.id.as_str()).collect();
+        csv.row(&[
+            Cell::Text(&self.id),
+            Cell::Text(&self.status),
+            Cell::Int(self.amount),
+            Cell::Text(&self.currency),
+            Cell::Text(&time(self.arrival_date)),
+            Cell::Text(&crate::timestamps::rfc3339(self.created)),
+            Cell::Bool(self.listing_complete),
+            Cell::Int(self.transaction_count),
+            Cell::Int(self.transactions_total),
+            Cell::Int(self.ledger_total),
+            Cell::Int(self.difference),
+            Cell::Text(&unmatched.join(" ")),
+            Cell::Int(self.donation_count),
+        ])
+    }
+}
+
+impl CsvRow for Contained {
+    const HEADER: &'static [&'static str] = &[
+        "id",
+        "type",
+        "reporting_category",
+        "amount",
+        "fee",
+        "net",
+        "currency",
+        "source",
+        "created",
+        "ledger",
+        "donation_id",
+        "campaign",
+    ];
+
+    fn write(&self, csv: &mut CsvChunks) -> std::io::Result<()> {
+        let donation = self.donation_id.map(|d| d.to_string());
+        csv.row(&[
+            Cell::Text(&self.id),
+            Cell::Text(&self.kind),
+            self.reporting_category.as_deref().into(),
+            Cell::Int(self.amount),
+            Cell::Int(self.fee),
+            Cell::Int(self.net),
+            Cell::Text(&self.currency),
+            self.source.as_deref().into(),
+            Cell::Text(&time(self.created)),
+            self.ledger.into(),
+            donation.as_deref().into(),
+            self.campaign.as_deref().into(),
+        ])
+    }
+}
+
+impl CsvRow for NotPaidOut {
+    const HEADER: &'static [&'static str] = &[
+        "id",
+        "campaign",
+        "total_amount",
+        "currency",
+        "succeeded_at",
+        "charge_id",
+        "balance_transaction_id",
+    ];
+
+    fn write(&self, csv: &mut CsvChunks) -> std::io::Result<()> {
+        let id = self.id.to_string();
+        csv.row(&[
+            Cell::Text(&id),
+            Cell::Text(&self.campaign),
+            Cell::Int(self.total_amount),
+            Cell::Text(&self.currency),
+            Cell::Text(&time(self.succeeded_at)),
+            self.charge_id.as_deref().into(),
+            self.balance_transaction_id.as_deref().into(),
+        ])
+    }
+}
