@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sqlx::PgPool;
 use tokio::io::AsyncWriteExt;
 
+use crate::app::{Application, shutdown_signal};
 use crate::config::{Config, PaymentsMode};
 use crate::db::Database;
 use crate::finance::donations::{self, Progress};
@@ -17,7 +18,6 @@ use crate::http::export::{Format, Sink};
 use crate::http::query::Params;
 use crate::operators::access::{self, Caller, Role};
 use crate::payments::Payments;
-use crate::startup::{Application, shutdown_signal};
 use crate::webhooks::admin;
 
 /// quickdonate: donations on Stripe, recorded in Postgres.

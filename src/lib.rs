@@ -1,8 +1,9 @@
 //! quickdonate: the donation-processing backend behind a charity's campaign pages.
 //!
-//! The library builds the whole service ([`startup::Application`]); `main.rs` only parses the
+//! The library builds the whole service ([`app::Application`]); `main.rs` only parses the
 //! command line, so the tests start exactly what production starts.
 
+pub mod app;
 /// Inputs no one expected, shared with the API tests' properties.
 #[cfg(test)]
 #[path = "../tests/api/arbitrary.rs"]
@@ -25,7 +26,6 @@ pub mod payments;
 pub mod privacy;
 pub mod receipts;
 pub mod simulator;
-pub mod startup;
 pub mod telemetry;
 pub mod timestamps;
 pub mod webhooks;

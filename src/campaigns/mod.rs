@@ -7,8 +7,19 @@ mod routes;
 
 pub use routes::router;
 
+use std::sync::Arc;
+
 use serde::Serialize;
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, PgPool};
+
+use cache::CampaignCache;
+
+/// What the campaign routes touch: the database, and the campaigns kept for a second.
+#[derive(Clone)]
+pub struct CampaignsState {
+    pub db: PgPool,
+    pub cache: Arc<CampaignCache>,
+}
 
 /// A campaign as the website sees it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

@@ -1,15 +1,18 @@
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Campaign;
+use super::{Campaign, CampaignsState};
 use crate::http::problem::{ApiResult, Problem};
-use crate::startup::AppState;
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    CampaignsState: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(list))
         .routes(routes!(show))
@@ -40,7 +43,7 @@ struct CampaignList {
          content_type = "application/problem+json"),
     ),
 )]
-async fn list(State(state): State<AppState>) -> ApiResult<Response> {
+async fn list(State(state): State<CampaignsState>) -> ApiResult<Response> {
     let campaigns = super::active(&state.db).await?;
     Ok(axum::Json(CampaignList { campaigns }).into_response())
 }
@@ -64,9 +67,12 @@ async fn list(State(state): State<AppState>) -> ApiResult<Response> {
          content_type = "application/problem+json"),
     ),
 )]
-async fn show(State(state): State<AppState>, Path(slug): Path<String>) -> ApiResult<Response> {
+async fn show(
+    State(state): State<CampaignsState>,
+    Path(slug): Path<String>,
+) -> ApiResult<Response> {
     let campaign = state
-        .campaigns
+        .cache
         .get(&state.db, &slug)
         .await?
         .ok_or_else(|| Problem::not_found(format!("There is no campaign {slug:?}.")))?;

@@ -7,18 +7,21 @@
 //! what the script needs (the campaign, the fee model, how payments are taken) travels in
 //! `data-` attributes, so the page carries no inline script and its policy allows none.
 
+use std::sync::Arc;
+
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use sqlx::PgPool;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::campaigns::Campaign;
+use crate::config::Config;
 use crate::donations::fees::FeeModel;
 use crate::http::problem::{ApiResult, Problem};
 use crate::money;
-use crate::startup::AppState;
 
 const SCRIPT: &str = include_str!("donate.js");
 const STYLE: &str = include_str!("donate.css");
@@ -73,7 +76,41 @@ impl PageSettings {
     }
 }
 
-pub fn router() -> OpenApiRouter<AppState> {
+/// What the page touches: the database (its campaign), and what it says beyond the campaign.
+#[derive(Clone)]
+pub struct PageState {
+    pub db: PgPool,
+    pub settings: Arc<PageSettings>,
+    /// The fee model, for the fee cover the page offers.
+    pub fees: FeeModel,
+    /// The Stripe publishable key Stripe.js is loaded with.
+    pub publishable_key: String,
+    /// Whether payments are simulated: the page offers a labelled simulated card instead of
+    /// Stripe's Payment Element.
+    pub simulated: bool,
+}
+
+impl PageState {
+    pub fn new(db: PgPool, config: &Config, publishable_key: &str, simulated: bool) -> Self {
+        Self {
+            db,
+            settings: Arc::new(PageSettings::new(
+                config.receipts.charity_name.clone(),
+                &config.allowed_origins,
+                !simulated,
+            )),
+            fees: FeeModel::new(config.fees),
+            publishable_key: publishable_key.to_owned(),
+            simulated,
+        }
+    }
+}
+
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    PageState: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(page))
         .routes(routes!(asset))
@@ -127,8 +164,8 @@ struct Page<'a> {
          content_type = "application/problem+json"),
     ),
 )]
-async fn page(State(state): State<AppState>, Path(slug): Path<String>) -> ApiResult<Response> {
-    let settings = &state.page;
+async fn page(State(state): State<PageState>, Path(slug): Path<String>) -> ApiResult<Response> {
+    let settings = &state.settings;
     let Some(campaign) = crate::campaigns::find(&state.db, &slug)
         .await?
         .filter(|campaign| campaign.active)
@@ -155,12 +192,12 @@ async fn page(State(state): State<AppState>, Path(slug): Path<String>) -> ApiRes
             .collect(),
         unit: unit(currency),
         fees: state.fees,
-        payments: if state.simulator.is_some() {
+        payments: if state.simulated {
             "simulated"
         } else {
             "stripe"
         },
-        publishable_key: state.payments.publishable_key(),
+        publishable_key: &state.publishable_key,
         // Gift Aid is a UK tax relief on gifts in pounds.
         gift_aid: currency == "gbp",
         declaration: crate::gift_aid::declaration(&settings.charity_name),

@@ -11,13 +11,12 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::DonationStatus;
 use super::request::{DonationRequest, GiftAidDeclaration, Rejection};
+use super::{DonationStatus, DonationsState};
 use crate::campaigns;
 use crate::http::problem::{ApiResult, Problem, ProblemType};
 use crate::idempotency::{self, Claim, IdempotencyKey};
 use crate::payments::{IntentRequest, PaymentError};
-use crate::startup::AppState;
 
 /// The 201 answer: what the website needs to take the payment with Stripe.js.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -59,7 +58,7 @@ struct Pending {
 
 #[tracing::instrument(name = "Creating a donation", skip_all, fields(campaign = %slug, donation_id))]
 pub async fn create_donation(
-    state: &AppState,
+    state: &DonationsState,
     slug: &str,
     key: Option<IdempotencyKey>,
     client: std::net::IpAddr,
@@ -138,7 +137,7 @@ pub async fn create_donation(
             }
             let email = &request.donor.email;
             if let Err(refusal) = state
-                .donation_limits
+                .limits
                 .attempt(&mut tx, client, email, &campaign.slug, verified)
                 .await?
             {

@@ -9,10 +9,50 @@ mod routes;
 
 pub use routes::router;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde::Serialize;
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::payments::Payments;
+use fees::FeeModel;
+use limits::{Captcha, Limits};
+
+/// What making a donation touches: the database, Stripe, the fee model, Idempotency-Keys, the
+/// card-testing caps (and their captcha), and the metrics of refusals.
+#[derive(Clone)]
+pub struct DonationsState {
+    pub db: PgPool,
+    pub payments: Payments,
+    pub fees: FeeModel,
+    /// How long a request may hold its Idempotency-Key before another may take it over.
+    pub idempotency_lease: Duration,
+    pub limits: Arc<Limits>,
+    /// The captcha those a cap refused must solve, if one is configured.
+    pub captcha: Option<Captcha>,
+    pub metrics: Metrics,
+}
+
+impl DonationsState {
+    pub fn new(db: PgPool, payments: Payments, config: &Config, metrics: Metrics) -> Self {
+        Self {
+            db,
+            payments,
+            fees: FeeModel::new(config.fees),
+            // Longer than the slowest Stripe call with its retries, so a live request keeps
+            // its key.
+            idempotency_lease: config.stripe.timeout * 4 + Duration::from_secs(30),
+            limits: Arc::new(Limits::new(&config.card_testing)),
+            captcha: config.card_testing.captcha.as_ref().map(Captcha::new),
+            metrics,
+        }
+    }
+}
 
 /// Where a donation is in its life. It only moves forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]

@@ -1,21 +1,27 @@
 use std::net::SocketAddr;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, FromRef, Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use sqlx::PgPool;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::DonationView;
+use super::DonationsState;
 use super::create::Created;
 use crate::http::json::JsonBody;
 use crate::http::problem::{ApiResult, Problem};
 use crate::idempotency::IdempotencyKey;
-use crate::startup::AppState;
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    DonationsState: FromRef<S>,
+    PgPool: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(create))
         .routes(routes!(show))
@@ -141,14 +147,14 @@ struct GiftAidBody {
     ),
 )]
 async fn create(
-    State(state): State<AppState>,
+    State(state): State<DonationsState>,
     Path(slug): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let key = IdempotencyKey::from_headers(&headers)?;
-    let client = state.donation_limits.client_ip(peer, &headers);
+    let client = state.limits.client_ip(peer, &headers);
     let captcha = headers
         .get("captcha-token")
         .and_then(|value| value.to_str().ok());
@@ -172,12 +178,9 @@ async fn create(
          content_type = "application/problem+json"),
     ),
 )]
-async fn show(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<DonationView>> {
+async fn show(State(db): State<PgPool>, Path(id): Path<String>) -> ApiResult<Json<DonationView>> {
     let not_found = || Problem::not_found(format!("There is no donation {id:?}."));
     let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let donation = super::find(&state.db, uuid).await?.ok_or_else(not_found)?;
+    let donation = super::find(&db, uuid).await?.ok_or_else(not_found)?;
     Ok(Json(donation))
 }

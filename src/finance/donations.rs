@@ -14,12 +14,12 @@ use uuid::Uuid;
 
 use sqlx::PgPool;
 
+use crate::finance::FinanceState;
 use crate::http::export::{self, Cell, CsvChunks, CsvRow, Format, Sink};
 use crate::http::problem::{ApiError, ApiResult, Problem};
 use crate::http::query::{Cursor, Params, bad_parameter, next_page};
 use crate::operators::access::Caller;
 use crate::operators::audit;
-use crate::startup::AppState;
 
 /// The query parameters `GET /v1/finance/donations` takes.
 pub const PARAMETERS: &[&str] = &["campaign", "status", "from", "to", "cursor", "limit"];
@@ -315,7 +315,7 @@ struct DonorDoc {
     ),
 )]
 pub(super) async fn list(
-    State(state): State<AppState>,
+    State(state): State<FinanceState>,
     caller: Caller,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -327,7 +327,7 @@ pub(super) async fn list(
         export::refuse_paging(&params)?;
         let what = format!("{WHAT} (csv)");
         return audit::csv_export(
-            &state,
+            &state.db,
             &caller,
             &what,
             &params.filters(),

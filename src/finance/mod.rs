@@ -13,13 +13,27 @@ pub mod ledger;
 pub mod payouts;
 pub mod summary;
 
+use axum::extract::FromRef;
+use sqlx::PgPool;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::startup::AppState;
+/// What finance's reads touch: the database, and after how many days a succeeded donation in no
+/// paid payout is overdue (`PAYOUT_OVERDUE_DAYS`).
+#[derive(Clone)]
+pub struct FinanceState {
+    pub db: PgPool,
+    pub payout_overdue_days: i64,
+}
 
-/// Every `/v1/finance/...` route.
-pub fn router() -> OpenApiRouter<AppState> {
+/// Every `/v1/finance/...` route of finance's own (the audit log's is `operators`', Gift Aid's
+/// `gift_aid`'s).
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    FinanceState: FromRef<S>,
+    PgPool: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(donations::list))
         .routes(routes!(payouts::routes::list))

@@ -175,7 +175,7 @@ fn iso_date(date: Date) -> String {
     ),
 )]
 pub async fn show(
-    axum::extract::State(state): axum::extract::State<crate::startup::AppState>,
+    axum::extract::State(state): axum::extract::State<super::FinanceState>,
     caller: crate::operators::access::Caller,
     axum::extract::Path(slug): axum::extract::Path<String>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,

@@ -8,11 +8,12 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRef, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -29,7 +30,6 @@ use crate::http::query::{Params, bad_parameter, parse_time};
 use crate::operators::access::Caller;
 use crate::operators::access::Refusals;
 use crate::operators::audit;
-use crate::startup::AppState;
 use crate::timestamps::rfc3339;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -42,7 +42,11 @@ pub const SCHEDULE_PARAMETERS: &[&str] = &["from", "to", "part"];
 
 const FORMATS: &[Format] = &[Format::Json, Format::Csv, Format::Ods];
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    PgPool: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(show_schedule))
         .routes(routes!(create_claim))
@@ -168,7 +172,7 @@ struct ClaimBody {
     ),
 )]
 async fn show_schedule(
-    State(state): State<AppState>,
+    State(db): State<PgPool>,
     caller: Caller,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -178,7 +182,7 @@ async fn show_schedule(
     let (from, to) = required_range(&params)?;
     let part = part(&params)?;
 
-    let mut tx = crate::db::reading(&state.db).await?;
+    let mut tx = crate::db::reading(&db).await?;
     let gifts = store::gifts(&mut *tx, from, to).await?;
     let adjustments = store::pending_adjustments(&mut *tx).await?;
     tx.commit().await?;
@@ -194,7 +198,7 @@ async fn show_schedule(
     }
     let lines = schedule::part(&lines, part);
     audit::record(
-        &state.db,
+        &db,
         &caller,
         &format!("GET {SCHEDULE}"),
         &params.filters(),
@@ -262,39 +266,33 @@ async fn show_schedule(
     ),
 )]
 async fn create_claim(
-    State(state): State<AppState>,
+    State(db): State<PgPool>,
     caller: Caller,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let request = ClaimRequest::parse(&body)?;
-    let claim = claims::create(
-        &state.db,
-        &caller.name,
-        request.from,
-        request.to,
-        request.part,
-    )
-    .await
-    .map_err(|error| match error {
-        ClaimError::NothingToClaim => Problem::new(
-            ProblemType::NothingToClaim,
-            "Every eligible donation made in [from, to) has been claimed already, and no \
+    let claim = claims::create(&db, &caller.name, request.from, request.to, request.part)
+        .await
+        .map_err(|error| match error {
+            ClaimError::NothingToClaim => Problem::new(
+                ProblemType::NothingToClaim,
+                "Every eligible donation made in [from, to) has been claimed already, and no \
              adjustment is due: no claim was made.",
-        )
-        .into(),
-        ClaimError::NoSuchPart { parts } => Problem::invalid(vec![FieldError::new(
-            "part",
-            format!("is past the last part: this schedule has {parts}"),
-        )])
-        .into(),
-        ClaimError::Conflict => Problem::new(
-            ProblemType::ClaimConflict,
-            "Another claim took some of these donations at the same moment; nothing was \
+            )
+            .into(),
+            ClaimError::NoSuchPart { parts } => Problem::invalid(vec![FieldError::new(
+                "part",
+                format!("is past the last part: this schedule has {parts}"),
+            )])
+            .into(),
+            ClaimError::Conflict => Problem::new(
+                ProblemType::ClaimConflict,
+                "Another claim took some of these donations at the same moment; nothing was \
              claimed. Read the schedule again.",
-        )
-        .into(),
-        ClaimError::Database(error) => crate::http::problem::ApiError::from(error),
-    })?;
+            )
+            .into(),
+            ClaimError::Database(error) => crate::http::problem::ApiError::from(error),
+        })?;
     tracing::info!(claim_id = %claim.id, lines = claim.lines.len(), adjustments = claim.adjustments.len(), "Gift Aid claim made");
 
     let mut filters = Map::new();
@@ -303,7 +301,7 @@ async fn create_claim(
     filters.insert("part".into(), request.part.into());
     filters.insert("claim".into(), claim.id.to_string().into());
     audit::record(
-        &state.db,
+        &db,
         &caller,
         &format!("POST {CLAIMS}"),
         &filters.into(),
@@ -344,7 +342,7 @@ async fn create_claim(
     ),
 )]
 async fn show_claim(
-    State(state): State<AppState>,
+    State(db): State<PgPool>,
     caller: Caller,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
@@ -354,7 +352,7 @@ async fn show_claim(
     let format = export::negotiate(&headers, FORMATS)?;
     let not_found = || Problem::unknown("id", "Gift Aid claim", &id);
     let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let mut tx = crate::db::reading(&state.db).await?;
+    let mut tx = crate::db::reading(&db).await?;
     let claim = claims::find(&mut tx, id).await?.ok_or_else(not_found)?;
     tx.commit().await?;
 
@@ -363,7 +361,7 @@ async fn show_claim(
         map.insert("id".into(), id.to_string().into());
     }
     audit::record(
-        &state.db,
+        &db,
         &caller,
         &format!("GET {CLAIMS}/{{id}}"),
         &filters,

@@ -2,15 +2,19 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::response::IntoResponse;
+use sqlx::PgPool;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::http::problem::Problem;
-use crate::startup::AppState;
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    PgPool: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
@@ -45,8 +49,8 @@ async fn healthz() -> &'static str {
          content_type = "application/problem+json"),
     ),
 )]
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let ping = sqlx::query("SELECT 1").execute(&state.db);
+async fn readyz(State(db): State<PgPool>) -> impl IntoResponse {
+    let ping = sqlx::query("SELECT 1").execute(&db);
     match tokio::time::timeout(Duration::from_secs(1), ping).await {
         Ok(Ok(_)) => "ready".into_response(),
         outcome => {

@@ -9,7 +9,7 @@
 //! `WWW-Authenticate: Bearer`; the wrong role: 403.
 
 use anyhow::{Context, bail};
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +19,6 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use crate::http::problem::{ApiError, Problem, ProblemType};
-use crate::startup::AppState;
 
 /// The problems every route behind a bearer token can answer, for its documentation
 /// (`responses(Refusals, ...)`).
@@ -125,16 +124,20 @@ impl IntoResponse for Denied {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<S> FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    PgPool: FromRef<S>,
+{
     type Rejection = Denied;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Denied> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Denied> {
         // Asked for twice in one request (Caller and Admin), looked up once.
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }
         let token = bearer_token(&parts.headers)?;
-        match authenticate(&state.db, token).await {
+        match authenticate(&PgPool::from_ref(state), token).await {
             Ok(Some(caller)) => {
                 parts.extensions.insert(caller.clone());
                 Ok(caller)
@@ -148,10 +151,14 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-impl FromRequestParts<AppState> for Admin {
+impl<S> FromRequestParts<S> for Admin
+where
+    S: Send + Sync,
+    PgPool: FromRef<S>,
+{
     type Rejection = Denied;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Denied> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Denied> {
         let caller = Caller::from_request_parts(parts, state).await?;
         if caller.role != Role::Admin {
             return Err(Denied::Forbidden(format!(

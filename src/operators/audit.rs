@@ -21,7 +21,6 @@ use super::access::{Admin, Caller, Role};
 use crate::http::export::{self, Cell, CsvRow, Format};
 use crate::http::problem::{ApiResult, Problem};
 use crate::http::query::{Cursor, Params, next_page};
-use crate::startup::AppState;
 
 /// Records one read of `rows` rows.
 pub async fn record(
@@ -180,7 +179,7 @@ const WHAT: &str = "GET /v1/finance/audit";
     ),
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(db): State<PgPool>,
     Admin(caller): Admin,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -192,7 +191,7 @@ pub async fn list(
         export::refuse_paging(&params)?;
         let what = format!("{WHAT} (csv)");
         return csv_export(
-            &state,
+            &db,
             &caller,
             &what,
             &params.filters(),
@@ -204,17 +203,10 @@ pub async fn list(
     let cursor = params.cursor::<i64>()?;
     let limit = params.limit()?;
     let mut rows = entries!(from, to, cursor.as_ref(), Some(limit + 1))
-        .fetch_all(&mut *crate::db::reading(&state.db).await?)
+        .fetch_all(&mut *crate::db::reading(&db).await?)
         .await?;
     let next_cursor = next_page(&mut rows, limit, |e| Cursor::new(e.at, e.id));
-    record(
-        &state.db,
-        &caller,
-        WHAT,
-        &params.filters(),
-        rows.len() as i64,
-    )
-    .await?;
+    record(&db, &caller, WHAT, &params.filters(), rows.len() as i64).await?;
     Ok(Json(json!({"data": rows, "next_cursor": next_cursor})).into_response())
 }
 
@@ -222,7 +214,7 @@ pub async fn list(
 /// read-only transaction: recorded in the audit log (as `what`) before the first byte, its
 /// row count set once the last is sent (or the client has gone).
 pub async fn csv_export<T, F>(
-    state: &AppState,
+    db: &PgPool,
     caller: &Caller,
     what: &str,
     filters: &Value,
@@ -233,10 +225,10 @@ where
     T: CsvRow + Send + 'static,
     F: for<'c> FnOnce(&'c mut PgConnection) -> BoxStream<'c, sqlx::Result<T>> + Send + 'static,
 {
-    let audit = begin(&state.db, caller, what, filters).await?;
-    let mut tx = crate::db::reading(&state.db).await?;
+    let audit = begin(db, caller, what, filters).await?;
+    let mut tx = crate::db::reading(db).await?;
     let (sender, body) = export::streamed_body();
-    let db = state.db.clone();
+    let db = db.clone();
     tokio::spawn(
         async move {
             let streamed = export::write_csv(rows(&mut tx), &mut sender.clone(), |_| {}).await;

@@ -10,12 +10,16 @@
 pub mod access;
 pub mod audit;
 
+use axum::extract::FromRef;
+use sqlx::PgPool;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::startup::AppState;
-
 /// `GET /v1/finance/audit`.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    PgPool: FromRef<S>,
+{
     OpenApiRouter::new().routes(routes!(audit::list))
 }

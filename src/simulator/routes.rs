@@ -18,7 +18,6 @@ use utoipa_axum::routes;
 
 use super::{SimulatedStripe, SimulationError};
 use crate::http::problem::{ApiError, ApiResult, FieldError, Problem, ProblemType};
-use crate::startup::AppState;
 use crate::webhooks::signature;
 
 /// The simulated Stripe, and how its events reach us.
@@ -66,11 +65,16 @@ impl Simulator {
     }
 }
 
-pub fn router() -> OpenApiRouter<AppState> {
+/// The controls, served only when payments are simulated, with the simulator bound to them.
+pub fn router<S>(simulator: Simulator) -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     OpenApiRouter::new()
         .routes(routes!(simulate))
         .routes(routes!(simulate_refund))
         .routes(routes!(simulate_payout))
+        .with_state(simulator)
 }
 
 /// An event the simulator made, and what our webhook endpoint answered it.
@@ -177,13 +181,6 @@ enum RefundAction {
     Fail,
 }
 
-fn simulator_of(state: &AppState) -> Result<&Simulator, Problem> {
-    state
-        .simulator
-        .as_ref()
-        .ok_or_else(|| Problem::not_found("Payments are not simulated."))
-}
-
 #[utoipa::path(
     post,
     path = "/v1/simulator/payment_intents/{id}/{action}",
@@ -215,11 +212,10 @@ fn simulator_of(state: &AppState) -> Result<&Simulator, Problem> {
     ),
 )]
 async fn simulate(
-    State(state): State<AppState>,
+    State(simulator): State<Simulator>,
     Path((id, action)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let simulator = simulator_of(&state)?;
     let events = match action.as_str() {
         "succeed" => {
             warn_simulated("succeed", "PaymentIntent", &id);
@@ -278,10 +274,9 @@ async fn simulate(
     ),
 )]
 async fn simulate_refund(
-    State(state): State<AppState>,
+    State(simulator): State<Simulator>,
     Path((id, action)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let simulator = simulator_of(&state)?;
     if action != "fail" {
         return Err(Problem::not_found("The simulator can fail a refund.").into());
     }
@@ -316,8 +311,10 @@ async fn simulate_refund(
          content_type = "application/problem+json"),
     ),
 )]
-async fn simulate_payout(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
-    let simulator = simulator_of(&state)?;
+async fn simulate_payout(
+    State(simulator): State<Simulator>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let fail = payout_fails(&body)?;
     tracing::warn!(
         fail,

@@ -6,10 +6,10 @@
 use std::process::ChildStdin;
 use std::sync::{Mutex, OnceLock};
 
+use quickdonate::app::Application;
 use quickdonate::config::{Config, Settings};
 use quickdonate::db::local::{Durability, LocalPostgres};
 use quickdonate::http::problem::ProblemType;
-use quickdonate::startup::Application;
 use reqwest::Response;
 use secrecy::SecretString;
 use serde_json::{Value, json};

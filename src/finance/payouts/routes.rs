@@ -10,6 +10,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::reconcile::{self, Contained, NotPaidOut, Reconciliation};
+use crate::finance::FinanceState;
 use crate::http::export::NotAcceptable;
 use crate::http::export::{self, Cell, CsvChunks, CsvRow, Format};
 use crate::http::problem::{ApiResult, Problem};
@@ -19,7 +20,6 @@ use crate::http::query::{PageParams, RangeParams};
 use crate::operators::access::Caller;
 use crate::operators::access::Refusals;
 use crate::operators::audit;
-use crate::startup::AppState;
 
 /// A page of `GET /v1/finance/payouts`.
 #[derive(utoipa::ToSchema)]
@@ -83,7 +83,7 @@ pub(crate) struct Overdue {
     ),
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<FinanceState>,
     caller: Caller,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -174,7 +174,7 @@ pub async fn list(
     ),
 )]
 pub async fn show(
-    State(state): State<AppState>,
+    State(state): State<FinanceState>,
     caller: Caller,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
@@ -240,7 +240,7 @@ pub async fn show(
     ),
 )]
 pub async fn overdue(
-    State(state): State<AppState>,
+    State(state): State<FinanceState>,
     caller: Caller,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
