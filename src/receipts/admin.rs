@@ -15,25 +15,36 @@
 //! instead (as `donors erase` would have), and the sender checks again before it sends
 //! anything. Each retry is recorded in the audit log as `receipts retry`, by `cli:$USER`.
 
-use std::fmt::Write as _;
-
 use anyhow::bail;
 use serde_json::json;
 use sqlx::PgPool;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::operators::access::Caller;
 use crate::operators::audit;
-use crate::timestamps::rfc3339_seconds as rfc3339;
-use crate::webhooks::admin::columns;
+use crate::timestamps::rfc3339_seconds;
 
 /// What the audit log says was done.
 pub const WHAT: &str = "receipts retry";
 
-/// The latest receipts, newest first, as a table. With `failed_only`, those set aside as
-/// `failed` and those still being retried after an error.
-pub async fn list(db: &PgPool, failed_only: bool, limit: i64) -> anyhow::Result<String> {
-    let rows = sqlx::query!(
+/// A receipt as `receipts list` shows it: never the donor's address or name.
+#[derive(Debug, Clone)]
+pub struct ReceiptSummary {
+    pub id: Uuid,
+    pub donation_id: Uuid,
+    pub kind: String,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: OffsetDateTime,
+    pub last_error: Option<String>,
+}
+
+/// The latest receipts, newest first. With `failed_only`, those set aside as `failed` and
+/// those still being retried after an error.
+pub async fn list(db: &PgPool, failed_only: bool, limit: i64) -> sqlx::Result<Vec<ReceiptSummary>> {
+    sqlx::query_as!(
+        ReceiptSummary,
         r#"SELECT id, donation_id, kind, status, attempts, next_attempt_at, last_error
            FROM receipts
            WHERE NOT $1 OR status = 'failed' OR (status = 'pending' AND last_error IS NOT NULL)
@@ -43,39 +54,7 @@ pub async fn list(db: &PgPool, failed_only: bool, limit: i64) -> anyhow::Result<
         limit.clamp(1, 10_000)
     )
     .fetch_all(db)
-    .await?;
-    let mut table = vec![
-        [
-            "id",
-            "donation",
-            "kind",
-            "state",
-            "attempts",
-            "next attempt",
-            "last error",
-        ]
-        .map(str::to_owned),
-    ];
-    for row in &rows {
-        let error = crate::webhooks::admin::error_cell(row.last_error.as_deref());
-        table.push([
-            row.id.to_string(),
-            row.donation_id.to_string(),
-            row.kind.clone(),
-            row.status.clone(),
-            row.attempts.to_string(),
-            // Only a pending receipt has a next attempt.
-            if row.status == "pending" {
-                rfc3339(row.next_attempt_at)
-            } else {
-                "-".to_owned()
-            },
-            error,
-        ]);
-    }
-    let mut out = columns(&table, &[false, false, false, false, true, false, false]);
-    write!(out, "{} receipt(s)", rows.len())?;
-    Ok(out)
+    .await
 }
 
 /// Which receipts to retry.
@@ -115,12 +94,12 @@ pub async fn retry(db: &PgPool, which: Retry, caller: &Caller) -> anyhow::Result
             "failed" => {}
             "pending" => bail!(
                 "receipt {id} is not failed: it is queued already (next attempt at {})",
-                rfc3339(row.next_attempt_at)
+                rfc3339_seconds(row.next_attempt_at)
             ),
             "sent" => bail!(
                 "receipt {id} was sent{}: retrying it would send it twice",
                 row.sent_at
-                    .map(|at| format!(" at {}", rfc3339(at)))
+                    .map(|at| format!(" at {}", rfc3339_seconds(at)))
                     .unwrap_or_default()
             ),
             "canceled" => {

@@ -10,15 +10,28 @@ use time::OffsetDateTime;
 
 use super::log::{self, Event, Source};
 use crate::payments::Payments;
-use crate::timestamps::{rfc3339, rfc3339_seconds};
+use crate::timestamps::rfc3339;
 
 /// How far back Stripe's events API reaches.
 const STRIPE_KEEPS: Duration = Duration::from_secs(30 * 86_400);
 
-/// The latest events, newest first, as a table. With `failed_only`, the events set aside as
-/// `failed` and those still being retried after an error.
-pub async fn list(db: &PgPool, failed_only: bool, limit: i64) -> anyhow::Result<String> {
-    let rows = sqlx::query!(
+/// An event as `events list` shows it.
+#[derive(Debug, Clone)]
+pub struct EventSummary {
+    pub id: String,
+    pub kind: String,
+    pub state: String,
+    pub attempts: i32,
+    pub delivery_count: i32,
+    pub first_received_at: OffsetDateTime,
+    pub last_error: Option<String>,
+}
+
+/// The latest events, newest first. With `failed_only`, the events set aside as `failed` and
+/// those still being retried after an error.
+pub async fn list(db: &PgPool, failed_only: bool, limit: i64) -> sqlx::Result<Vec<EventSummary>> {
+    sqlx::query_as!(
+        EventSummary,
         r#"SELECT id, type AS kind, state, attempts, delivery_count, last_error, first_received_at
            FROM stripe_events
            WHERE NOT $1 OR state = 'failed' OR (state = 'pending' AND last_error IS NOT NULL)
@@ -28,73 +41,7 @@ pub async fn list(db: &PgPool, failed_only: bool, limit: i64) -> anyhow::Result<
         limit
     )
     .fetch_all(db)
-    .await?;
-    let mut table = vec![
-        [
-            "id",
-            "type",
-            "state",
-            "attempts",
-            "deliveries",
-            "received",
-            "last error",
-        ]
-        .map(str::to_owned),
-    ];
-    for row in &rows {
-        let error = error_cell(row.last_error.as_deref());
-        table.push([
-            row.id.clone(),
-            row.kind.clone(),
-            row.state.clone(),
-            row.attempts.to_string(),
-            row.delivery_count.to_string(),
-            rfc3339_seconds(row.first_received_at),
-            error,
-        ]);
-    }
-    let mut out = columns(&table, &[false, false, false, true, true, false, false]);
-    write!(out, "{} event(s)", rows.len())?;
-    Ok(out)
-}
-
-/// `rows` as a table whose columns are as wide as their longest cell (`right`: aligned to the
-/// right, for numbers); the last column is not padded.
-/// A last error as a table shows it: one line, at most 80 characters.
-pub(crate) fn error_cell(error: Option<&str>) -> String {
-    error
-        .unwrap_or("")
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(80)
-        .collect()
-}
-
-pub(crate) fn columns<const N: usize>(rows: &[[String; N]], right: &[bool; N]) -> String {
-    let mut widths = [0; N];
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            let pad = " ".repeat(widths[i] - cell.chars().count());
-            match (right[i], i + 1 == N) {
-                (true, _) => line.extend([pad.as_str(), cell]),
-                (false, false) => line.extend([cell, pad.as_str()]),
-                (false, true) => line.push_str(cell),
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    .await
 }
 
 /// One event in full: its record, the donation it belongs to (and why that donation is

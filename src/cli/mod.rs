@@ -2,6 +2,8 @@
 //! `receipts`, `tokens`, `export` and `donors` are for operators, and answer on stdout alone (their log goes to
 //! stderr).
 
+mod table;
+
 use std::io::IsTerminal;
 
 use anyhow::bail;
@@ -18,7 +20,8 @@ use crate::http::export::{Format, Sink};
 use crate::http::query::Params;
 use crate::operators::access::{self, Caller, Role};
 use crate::payments::Payments;
-use crate::webhooks::admin;
+use crate::receipts::admin::ReceiptSummary;
+use crate::webhooks::admin::{self, EventSummary};
 
 /// quickdonate: donations on Stripe, recorded in Postgres.
 ///
@@ -281,7 +284,7 @@ async fn tokens(db: &PgPool, command: TokensCommand) -> anyhow::Result<()> {
         }
         TokensCommand::List => {
             let tokens = access::list(db).await?;
-            let time = crate::timestamps::rfc3339_seconds;
+            let time = table::time;
             println!("{:<32} {:<8} {:<25} revoked", "name", "role", "created");
             for token in &tokens {
                 println!(
@@ -311,7 +314,10 @@ async fn receipts(db: &PgPool, command: ReceiptsCommand) -> anyhow::Result<()> {
     use crate::receipts::admin::{self as receipts, Retry};
     match command {
         ReceiptsCommand::List { failed, limit } => {
-            println!("{}", receipts::list(db, failed, limit).await?)
+            println!(
+                "{}",
+                receipt_table(&receipts::list(db, failed, limit).await?)
+            )
         }
         ReceiptsCommand::Retry { id, .. } => {
             let which = id.map_or(Retry::AllFailed, Retry::One);
@@ -360,7 +366,7 @@ async fn events(settings: &Config, db: &PgPool, command: EventsCommand) -> anyho
     let livemode = settings.livemode();
     match command {
         EventsCommand::List { failed, limit } => {
-            println!("{}", admin::list(db, failed, limit).await?)
+            println!("{}", event_table(&admin::list(db, failed, limit).await?))
         }
         EventsCommand::Show { id } => println!("{}", admin::show(db, &id).await?),
         EventsCommand::Replay { id: Some(id), .. } => {
@@ -453,6 +459,69 @@ async fn export(db: &PgPool, command: ExportCommand) -> anyhow::Result<()> {
     out.0.flush().await?;
     eprintln!("{} donation(s) exported", written?);
     Ok(())
+}
+
+/// The events `events list` found, as a table, and how many.
+fn event_table(events: &[EventSummary]) -> String {
+    let mut rows = vec![
+        [
+            "id",
+            "type",
+            "state",
+            "attempts",
+            "deliveries",
+            "received",
+            "last error",
+        ]
+        .map(str::to_owned),
+    ];
+    rows.extend(events.iter().map(|event| {
+        [
+            event.id.clone(),
+            event.kind.clone(),
+            event.state.clone(),
+            event.attempts.to_string(),
+            event.delivery_count.to_string(),
+            table::time(event.first_received_at),
+            table::error_cell(event.last_error.as_deref()),
+        ]
+    }));
+    let table = table::columns(&rows, &[false, false, false, true, true, false, false]);
+    format!("{table}{} event(s)", events.len())
+}
+
+/// The receipts `receipts list` found, as a table, and how many.
+fn receipt_table(receipts: &[ReceiptSummary]) -> String {
+    let mut rows = vec![
+        [
+            "id",
+            "donation",
+            "kind",
+            "state",
+            "attempts",
+            "next attempt",
+            "last error",
+        ]
+        .map(str::to_owned),
+    ];
+    rows.extend(receipts.iter().map(|receipt| {
+        [
+            receipt.id.to_string(),
+            receipt.donation_id.to_string(),
+            receipt.kind.clone(),
+            receipt.status.clone(),
+            receipt.attempts.to_string(),
+            // Only a pending receipt has a next attempt.
+            if receipt.status == "pending" {
+                table::time(receipt.next_attempt_at)
+            } else {
+                "-".to_owned()
+            },
+            table::error_cell(receipt.last_error.as_deref()),
+        ]
+    }));
+    let table = table::columns(&rows, &[false, false, false, false, true, false, false]);
+    format!("{table}{} receipt(s)", receipts.len())
 }
 
 /// Who the audit log says ran a command-line export: `cli:` and the operating system's user.
