@@ -4,9 +4,9 @@
 //!
 //! - [`state`]: what the handlers can reach, one state per feature;
 //! - [`routes`]: every route, the layers they share, the OpenAPI document;
-//! - [`payments`]: the real Stripe, or the simulated one;
-//! - [`serve`]: serving until a signal, and the bounded shutdown;
-//! - [`upkeep`]: the minute-by-minute housekeeping.
+//! - `payments`: the real Stripe, or the simulated one;
+//! - `serve`: serving until a signal, and the bounded shutdown;
+//! - `upkeep`: the minute-by-minute housekeeping.
 
 mod payments;
 pub mod routes;

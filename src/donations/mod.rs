@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::payments::Payments;
+use crate::payments::status::PaymentStatus;
 use fees::FeeModel;
 use limits::{Captcha, Limits};
 
@@ -65,6 +66,43 @@ pub enum DonationStatus {
     Failed,
     Canceled,
     Refunded,
+}
+
+impl DonationStatus {
+    /// Every status, in the order a donation can go through them.
+    pub const ALL: [DonationStatus; 6] = [
+        Self::Pending,
+        Self::Processing,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Canceled,
+        Self::Refunded,
+    ];
+
+    /// The word the API and the database say.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processing => "processing",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+            Self::Refunded => "refunded",
+        }
+    }
+}
+
+/// A donation is where its payment is, until it is refunded in full.
+impl From<PaymentStatus> for DonationStatus {
+    fn from(payment: PaymentStatus) -> Self {
+        match payment {
+            PaymentStatus::Pending => Self::Pending,
+            PaymentStatus::Failed => Self::Failed,
+            PaymentStatus::Processing => Self::Processing,
+            PaymentStatus::Succeeded => Self::Succeeded,
+            PaymentStatus::Canceled => Self::Canceled,
+        }
+    }
 }
 
 /// A donation as `GET /v1/donations/{id}` shows it: no donor data.

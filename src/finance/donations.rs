@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use sqlx::PgPool;
 
+use crate::donations::DonationStatus;
 use crate::finance::FinanceState;
 use crate::http::export::{self, Cell, CsvChunks, CsvRow, Format, Sink};
 use crate::http::problem::{ApiError, ApiResult, Problem};
@@ -23,16 +24,6 @@ use crate::operators::audit;
 
 /// The query parameters `GET /v1/finance/donations` takes.
 pub const PARAMETERS: &[&str] = &["campaign", "status", "from", "to", "cursor", "limit"];
-
-/// A donation's statuses, as `status=` takes them.
-pub const STATUSES: &[&str] = &[
-    "pending",
-    "processing",
-    "succeeded",
-    "failed",
-    "canceled",
-    "refunded",
-];
 
 /// Which donations: a campaign, a status, created in [from, to).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,10 +41,11 @@ impl Filters {
         let (from, to) = params.range()?;
         let status = params.text("status").map(str::to_owned);
         if let Some(status) = &status
-            && !STATUSES.contains(&status.as_str())
+            && !DonationStatus::ALL.iter().any(|s| s.as_str() == status)
         {
+            let statuses: Vec<&str> = DonationStatus::ALL.iter().map(|s| s.as_str()).collect();
             return Err(
-                bad_parameter("status", format!("must be one of {}", STATUSES.join(", "))).into(),
+                bad_parameter("status", format!("must be one of {}", statuses.join(", "))).into(),
             );
         }
         let campaign = params.text("campaign").map(str::to_owned);

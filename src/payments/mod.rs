@@ -2,6 +2,7 @@
 //! Stripe look-alike of `crate::simulator`, so local runs take exactly the production path.
 
 pub mod objects;
+pub mod status;
 pub mod transport;
 
 use std::collections::HashMap;

@@ -6,55 +6,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// A donation's payment status, as the PaymentIntent says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum PaymentStatus {
-    Pending,
-    Failed,
-    Processing,
-    Succeeded,
-    Canceled,
-}
-
-impl PaymentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Failed => "failed",
-            Self::Processing => "processing",
-            Self::Succeeded => "succeeded",
-            Self::Canceled => "canceled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => Self::Pending,
-            "failed" => Self::Failed,
-            "processing" => Self::Processing,
-            "succeeded" => Self::Succeeded,
-            "canceled" => Self::Canceled,
-            _ => return None,
-        })
-    }
-
-    /// Breaks ties between two states seen at the same second: a payment only moves up.
-    /// A failed attempt can be followed by processing or success (the donor tries another
-    /// card).
-    pub fn rank(self) -> i16 {
-        match self {
-            Self::Pending => 0,
-            Self::Failed => 1,
-            Self::Processing => 2,
-            Self::Succeeded | Self::Canceled => 3,
-        }
-    }
-
-    /// A PaymentIntent that succeeded or was canceled never moves again.
-    pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Canceled)
-    }
-}
+pub use super::status::{DisputeStatus, PaymentStatus, PayoutStatus, RefundStatus};
 
 /// What a PaymentIntent tells us.
 #[derive(Debug, Clone)]
@@ -154,111 +106,12 @@ pub struct RefundFacts {
     pub id: String,
     pub amount: i64,
     pub currency: String,
-    pub status: String,
+    pub status: RefundStatus,
     pub charge: Option<String>,
     pub payment_intent: Option<String>,
     /// The money it took from the balance, and, if it failed, the money that came back.
     pub balance_transaction: Option<BalanceTransactionRef>,
     pub failure_balance_transaction: Option<BalanceTransactionRef>,
-}
-
-impl RefundFacts {
-    /// Refund statuses only move up: pending (1), succeeded (2), failed or canceled (3).
-    /// A succeeded refund can still fail later; a failed one never comes back.
-    pub fn rank(&self) -> i16 {
-        refund_rank(&self.status)
-    }
-
-    /// Money that has left, or is leaving, the charity.
-    pub fn counts(&self) -> bool {
-        self.rank() < 3
-    }
-}
-
-pub fn refund_rank(status: &str) -> i16 {
-    match status {
-        "succeeded" => 2,
-        "failed" | "canceled" => 3,
-        _ => 1,
-    }
-}
-
-/// A dispute's status, every one Stripe documents, and room for one it adds later.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DisputeStatus {
-    /// An inquiry (`warning_*`): the bank asks questions; no money has moved.
-    WarningNeedsResponse,
-    WarningUnderReview,
-    WarningClosed,
-    /// Stopped before it became a chargeback.
-    Prevented,
-    /// A chargeback: the money is withdrawn and evidence is due.
-    NeedsResponse,
-    UnderReview,
-    Won,
-    Lost,
-    /// A status we do not know: treated as open, never as won.
-    Unknown(String),
-}
-
-impl DisputeStatus {
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "warning_needs_response" => Self::WarningNeedsResponse,
-            "warning_under_review" => Self::WarningUnderReview,
-            "warning_closed" => Self::WarningClosed,
-            "prevented" => Self::Prevented,
-            "needs_response" => Self::NeedsResponse,
-            "under_review" => Self::UnderReview,
-            "won" => Self::Won,
-            "lost" => Self::Lost,
-            other => Self::Unknown(other.to_owned()),
-        }
-    }
-
-    /// Stripe's own word for it, as stored.
-    pub fn as_stripe(&self) -> &str {
-        match self {
-            Self::WarningNeedsResponse => "warning_needs_response",
-            Self::WarningUnderReview => "warning_under_review",
-            Self::WarningClosed => "warning_closed",
-            Self::Prevented => "prevented",
-            Self::NeedsResponse => "needs_response",
-            Self::UnderReview => "under_review",
-            Self::Won => "won",
-            Self::Lost => "lost",
-            Self::Unknown(other) => other,
-        }
-    }
-
-    /// How far along a dispute is. A status only gives way to one of a higher rank, or of the
-    /// same rank seen later: an inquiry to a closed inquiry, any inquiry to a chargeback (so a
-    /// closed inquiry never masks the chargeback it escalated to), a chargeback to its review
-    /// and its outcome. An unknown status ranks as an open chargeback.
-    pub fn rank(&self) -> i16 {
-        match self {
-            Self::WarningNeedsResponse => 1,
-            Self::WarningUnderReview => 2,
-            Self::WarningClosed | Self::Prevented => 3,
-            Self::NeedsResponse | Self::Unknown(_) => 4,
-            Self::UnderReview => 5,
-            Self::Won | Self::Lost => 6,
-        }
-    }
-
-    /// The word the API shows.
-    pub fn word(&self) -> &'static str {
-        match self {
-            Self::WarningNeedsResponse | Self::WarningUnderReview => "inquiry",
-            Self::WarningClosed => "inquiry_closed",
-            Self::Prevented => "prevented",
-            Self::NeedsResponse => "needs_response",
-            Self::UnderReview => "under_review",
-            Self::Won => "won",
-            Self::Lost => "lost",
-            Self::Unknown(_) => "open",
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -279,7 +132,7 @@ pub struct PayoutFacts {
     pub id: String,
     pub amount: i64,
     pub currency: String,
-    pub status: String,
+    pub status: PayoutStatus,
     pub arrival_date: Option<OffsetDateTime>,
     pub created: Option<OffsetDateTime>,
     pub balance_transaction: Option<BalanceTransactionRef>,
@@ -291,24 +144,9 @@ pub struct PayoutFacts {
 }
 
 impl PayoutFacts {
-    /// Payout statuses only move up: pending (1), in transit (2), paid (3), failed or
-    /// canceled (4). A paid payout can still fail; a failed one is over.
-    pub fn rank(&self) -> i16 {
-        payout_rank(&self.status)
-    }
-
     /// Whether the money has left, or came back: the moment to list what it contained.
     pub fn settled(&self) -> bool {
-        self.rank() >= 3 || self.reconciliation_status.as_deref() == Some("completed")
-    }
-}
-
-pub fn payout_rank(status: &str) -> i16 {
-    match status {
-        "in_transit" => 2,
-        "paid" => 3,
-        "failed" | "canceled" => 4,
-        _ => 1,
+        self.status.rank() >= 3 || self.reconciliation_status.as_deref() == Some("completed")
     }
 }
 
@@ -317,7 +155,7 @@ pub fn payout(v: &Value) -> Result<PayoutFacts, String> {
         id: required_id(v)?,
         amount: int_of(v, "amount"),
         currency: currency_of(v),
-        status: str_of(v, "status").ok_or("the payout has no status")?,
+        status: PayoutStatus::parse(&str_of(v, "status").ok_or("the payout has no status")?),
         arrival_date: time_of(v, "arrival_date"),
         created: time_of(v, "created"),
         balance_transaction: balance_transaction_of(v, "balance_transaction")?,
@@ -455,7 +293,7 @@ pub fn refund(v: &Value) -> Result<RefundFacts, String> {
         id: required_id(v)?,
         amount: int_of(v, "amount"),
         currency: currency_of(v),
-        status: str_of(v, "status").unwrap_or_else(|| "pending".to_owned()),
+        status: RefundStatus::parse(&str_of(v, "status").unwrap_or_else(|| "pending".to_owned())),
         charge: id_of(v, "charge"),
         payment_intent: id_of(v, "payment_intent"),
         balance_transaction: balance_transaction_of(v, "balance_transaction")?,
@@ -494,64 +332,6 @@ pub fn dispute(v: &Value) -> Result<DisputeFacts, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ALL: [&str; 8] = [
-        "warning_needs_response",
-        "warning_under_review",
-        "warning_closed",
-        "prevented",
-        "needs_response",
-        "under_review",
-        "won",
-        "lost",
-    ];
-
-    #[test]
-    fn every_dispute_status_stripe_documents_is_mapped_explicitly() {
-        for status in ALL {
-            let parsed = DisputeStatus::parse(status);
-            assert!(!matches!(parsed, DisputeStatus::Unknown(_)), "{status}");
-            assert_eq!(parsed.as_stripe(), status);
-        }
-        assert_eq!(
-            DisputeStatus::parse("warning_needs_response").word(),
-            "inquiry"
-        );
-        assert_eq!(
-            DisputeStatus::parse("warning_closed").word(),
-            "inquiry_closed"
-        );
-        assert_eq!(
-            DisputeStatus::parse("needs_response").word(),
-            "needs_response"
-        );
-    }
-
-    #[test]
-    fn an_inquiry_that_escalates_outranks_every_inquiry_status() {
-        let chargeback = DisputeStatus::NeedsResponse.rank();
-        for inquiry in [
-            "warning_needs_response",
-            "warning_under_review",
-            "warning_closed",
-        ] {
-            assert!(
-                DisputeStatus::parse(inquiry).rank() < chargeback,
-                "{inquiry}"
-            );
-        }
-        assert!(DisputeStatus::UnderReview.rank() > chargeback);
-        assert!(DisputeStatus::Won.rank() > DisputeStatus::UnderReview.rank());
-    }
-
-    #[test]
-    fn a_dispute_status_we_do_not_know_is_open_never_won() {
-        let unknown = DisputeStatus::parse("arbitration");
-        assert_eq!(unknown.word(), "open");
-        assert_eq!(unknown.as_stripe(), "arbitration");
-        assert!(unknown.rank() < DisputeStatus::Won.rank());
-        assert!(unknown.rank() > DisputeStatus::WarningClosed.rank());
-    }
 
     #[test]
     fn only_a_succeeded_payment_intent_names_the_charge_that_paid() {

@@ -2,7 +2,7 @@
 //! of its own. With no Stripe key configured, the real Stripe client is pointed here, so local
 //! runs go through exactly the code that talks to Stripe in production. No money moves.
 //!
-//! - [`stripe_api`]: Stripe's API as the look-alike answers it, to our own Stripe client;
+//! - `stripe_api`: Stripe's API as the look-alike answers it, to our own Stripe client;
 //! - [`controls`]: what a donor, the dashboard, a card issuer or a bank would do to its objects;
 //! - [`routes`]: those controls over our API (`/v1/simulator/...`), each delivering the events
 //!   it makes, signed, to our own webhook endpoint.

@@ -8,6 +8,7 @@ use anyhow::{Context, bail, ensure};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
+use super::kind::EventKind;
 use super::log::{self, Event, Source};
 use crate::payments::Payments;
 use crate::timestamps::rfc3339;
@@ -118,7 +119,7 @@ pub async fn replay(db: &PgPool, id: &str, livemode: bool) -> anyhow::Result<()>
         "{id} is of the other mode (live or test) than our key; it is never applied"
     );
     ensure!(
-        log::is_handled(&row.kind),
+        EventKind::of(&row.kind).is_applied(),
         "{id} is a {}, which is not a type we apply",
         row.kind
     );

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use sqlx::PgExecutor;
 use time::OffsetDateTime;
 
+use super::kind::EventKind;
 use crate::metrics::Backlog;
 
 /// Where an event came from.
@@ -129,15 +130,6 @@ impl Event {
     }
 }
 
-/// The event types we apply (to donations, and to payouts and the ledger); all others are
-/// stored and ignored.
-pub fn is_handled(kind: &str) -> bool {
-    kind.starts_with("payment_intent.")
-        || kind.starts_with("charge.")
-        || kind.starts_with("refund.")
-        || kind.starts_with("payout.")
-}
-
 /// Stores `event`, to be applied unless `ignore` gives a reason not to. A delivery of an event
 /// we already have adds no row, only counts the delivery; a backfill of one changes nothing.
 /// Returns whether the event was new.
@@ -188,7 +180,7 @@ pub fn reason_to_ignore(event: &Event, livemode: bool) -> Option<String> {
         };
         return Some(format!("a {theirs}-mode event, and our key is {ours}-mode"));
     }
-    if !is_handled(&event.kind) {
+    if !EventKind::of(&event.kind).is_applied() {
         return Some(format!("{} is not a type we apply", event.kind));
     }
     None

@@ -23,29 +23,26 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 use super::apply::{self, Applied, Fetched};
-use super::plan::{self, Need, Payment, Plan};
+use super::batch::{Batch, outcome_ids, outcomes_of};
+use super::fetch::Fetcher;
+use super::plan::{self, Payment};
 use super::queue::{self, Claim, Failure, Outcomes};
 use crate::campaigns::cache::CampaignCache;
 use crate::db;
 use crate::finance::payouts::{self, PayoutWork};
 use crate::metrics::Metrics;
-use crate::payments::objects::{self, BalanceTransactionFacts, BalanceTransactionRef, ChargeRef};
-use crate::payments::{PaymentError, Payments};
+use crate::payments::Payments;
 
 /// Events claimed at once.
 const BATCH: i64 = 200;
 /// How long a claim lasts: longer than a batch can take (fetching stops starting new calls
-/// after `FETCH_BUDGET`, and each call is bounded by Stripe's timeout and its retries).
+/// after [`super::fetch::FETCH_BUDGET`], and each call is bounded by Stripe's timeout and its
+/// retries).
 const LEASE: Duration = Duration::from_secs(300);
-/// How long a batch may spend fetching from Stripe; payments not fetched by then are released
-/// to be tried again at once.
-const FETCH_BUDGET: Duration = Duration::from_secs(60);
-/// Stripe calls in flight at once from one instance's workers.
-const FETCHES_IN_FLIGHT: usize = 8;
 /// How often an idle worker looks for events another instance stored.
 const POLL: Duration = Duration::from_millis(250);
 /// The longest an idle worker waits while the database is unreachable.
@@ -69,10 +66,9 @@ type HeldClaim = (Uuid, Vec<String>);
 #[derive(Clone)]
 pub struct Worker {
     db: PgPool,
-    payments: Payments,
+    fetcher: Fetcher,
     wake: Arc<Notify>,
     campaigns: Arc<CampaignCache>,
-    fetches: Arc<Semaphore>,
     max_attempts: i32,
     metrics: Metrics,
     /// Claims on batches that failed while the database was away, so could not be released
@@ -94,10 +90,9 @@ impl Worker {
     ) -> Self {
         Self {
             db,
-            payments,
+            fetcher: Fetcher::new(payments),
             wake,
             campaigns,
-            fetches: Arc::new(Semaphore::new(FETCHES_IN_FLIGHT)),
             max_attempts,
             metrics: Metrics::disabled(),
             unreleased: Arc::default(),
@@ -234,124 +229,79 @@ impl Worker {
             .collect();
         let kinds = &kinds;
         let plan = plan::plan(&mut *self.db.acquire().await?, &claim.events).await?;
-        let (fetched, listed) = tokio::join!(self.fetch(&plan), self.list_payouts(&plan));
-        let listed = listed?;
-
-        // Outcomes not tied to a payment we apply.
-        let mut general = Outcomes {
-            ignored: plan.ignored.clone(),
-            ..Outcomes::default()
-        };
-        let mut payouts: Vec<PayoutWork> = Vec::new();
-        for (id, payout) in &plan.payouts {
-            let ids = payout.events.iter().cloned();
-            match listed.get(id) {
-                None => {
-                    payouts.push(payout.clone());
-                    general.applied.extend(ids);
-                }
-                Some(Fetch::Done(Ok(listing))) => {
-                    payouts.push(PayoutWork {
-                        listing: Some(listing.clone()),
-                        ..payout.clone()
-                    });
-                    general.applied.extend(ids);
-                }
-                Some(Fetch::Done(Err(error))) => general.failed.extend(ids.map(|id| Failure {
-                    id,
-                    error: error.message.clone(),
-                    poison: error.poison,
-                    wait: error.wait,
-                })),
-                Some(Fetch::Deferred) => general.released.extend(ids),
-            }
-        }
-        for (id, error) in &plan.unreadable {
-            tracing::warn!(event_id = %id, %error, "an event cannot be read");
-            general.failed.push(Failure {
-                id: id.clone(),
-                error: error.clone(),
-                poison: true,
-                wait: Duration::ZERO,
-            });
-        }
-        // Each payment, with what was fetched for it and its events' outcomes.
-        let mut work: Vec<(&Payment, Option<&Fetched>, Outcomes)> = Vec::new();
-        for (key, payment) in &plan.payments {
-            match fetched.get(key) {
-                Some(Fetch::Deferred) => general
-                    .released
-                    .extend(payment.events.iter().map(|e| e.id.clone())),
-                found => {
-                    let result = match found {
-                        Some(Fetch::Done(result)) => Some(result),
-                        _ => None,
-                    };
-                    let outcomes = outcomes_of(payment, result);
-                    let fetched = result.and_then(|r| r.as_ref().ok());
-                    work.push((payment, fetched, outcomes));
-                }
-            }
-        }
-
+        let (fetched, listed) = tokio::join!(
+            self.fetcher.payments(&plan),
+            self.fetcher.payouts(&self.db, &plan)
+        );
+        let batch = Batch::sort(&plan, &fetched, &listed?);
         match self
-            .commit(claim.token, &work, &payouts, &general, kinds)
+            .commit(
+                claim.token,
+                &batch.payments,
+                &batch.payouts,
+                &batch.general,
+                kinds,
+            )
             .await
         {
             Ok(()) => Ok(()),
             // The database is away or busy: nothing here is any event's fault.
             Err(error) if !refused_a_statement(&error) => Err(error),
-            Err(error) if work.len() <= 1 && payouts.is_empty() && general.is_empty() => {
-                self.fail_payments(claim.token, &work, &error, kinds).await
+            Err(error) if batch.is_one_payment() => {
+                self.fail_payments(claim.token, &batch.payments, &error, kinds)
+                    .await
             }
             Err(error) => {
-                tracing::warn!(%error, payments = work.len(), "a batch failed to apply; applying its payments one at a time");
-                for one in &work {
-                    let single = std::slice::from_ref(one);
-                    match self
-                        .commit(claim.token, single, &[], &Outcomes::default(), kinds)
-                        .await
-                    {
-                        Ok(()) => {}
-                        Err(error) if !refused_a_statement(&error) => return Err(error),
-                        Err(error) => {
-                            self.fail_payments(claim.token, single, &error, kinds)
-                                .await?
-                        }
-                    }
-                }
-                // Each payout on its own too, with its events' outcomes; the rest after.
-                let theirs: std::collections::HashSet<&String> =
-                    payouts.iter().flat_map(|p| &p.events).collect();
-                let mut rest = general;
-                rest.applied.retain(|id| !theirs.contains(id));
-                for payout in &payouts {
-                    let outcomes = Outcomes {
-                        applied: payout.events.clone(),
-                        ..Outcomes::default()
-                    };
-                    match self
-                        .commit(
-                            claim.token,
-                            &[],
-                            std::slice::from_ref(payout),
-                            &outcomes,
-                            kinds,
-                        )
-                        .await
-                    {
-                        Ok(()) => {}
-                        Err(error) if !refused_a_statement(&error) => return Err(error),
-                        Err(error) => {
-                            tracing::warn!(payout = %payout.facts.id, %error, "could not apply a payout's events");
-                            self.fail_events(claim.token, &payout.events, &error, kinds)
-                                .await?
-                        }
-                    }
-                }
-                self.commit(claim.token, &[], &[], &rest, kinds).await
+                tracing::warn!(%error, payments = batch.payments.len(), "a batch failed to apply; applying its payments one at a time");
+                self.apply_one_at_a_time(claim.token, batch, kinds).await
             }
         }
+    }
+
+    /// Applies a batch the database refused one payment per transaction, then each payout on
+    /// its own, then the rest of its outcomes: the payment or payout at fault fails alone, its
+    /// events retried with back-off.
+    async fn apply_one_at_a_time(
+        &self,
+        token: Uuid,
+        batch: Batch<'_>,
+        kinds: &Kinds<'_>,
+    ) -> sqlx::Result<()> {
+        for one in &batch.payments {
+            let single = std::slice::from_ref(one);
+            match self
+                .commit(token, single, &[], &Outcomes::default(), kinds)
+                .await
+            {
+                Ok(()) => {}
+                Err(error) if !refused_a_statement(&error) => return Err(error),
+                Err(error) => self.fail_payments(token, single, &error, kinds).await?,
+            }
+        }
+        // Each payout with its events' outcomes; the rest after.
+        let theirs: std::collections::HashSet<&String> =
+            batch.payouts.iter().flat_map(|p| &p.events).collect();
+        let mut rest = batch.general;
+        rest.applied.retain(|id| !theirs.contains(id));
+        for payout in &batch.payouts {
+            let outcomes = Outcomes {
+                applied: payout.events.clone(),
+                ..Outcomes::default()
+            };
+            match self
+                .commit(token, &[], std::slice::from_ref(payout), &outcomes, kinds)
+                .await
+            {
+                Ok(()) => {}
+                Err(error) if !refused_a_statement(&error) => return Err(error),
+                Err(error) => {
+                    tracing::warn!(payout = %payout.facts.id, %error, "could not apply a payout's events");
+                    self.fail_events(token, &payout.events, &error, kinds)
+                        .await?
+                }
+            }
+        }
+        self.commit(token, &[], &[], &rest, kinds).await
     }
 
     /// Applies `work` and `payouts` and records `general` in one transaction, trying again at
@@ -438,7 +388,7 @@ impl Worker {
         outcomes: &Outcomes,
     ) -> sqlx::Result<Applied> {
         let applied = apply::apply(&mut *tx, payments).await?;
-        payouts::apply(&mut *tx, payouts).await?;
+        payouts::apply::apply(&mut *tx, payouts).await?;
         queue::record(&mut *tx, token, outcomes, self.max_attempts).await?;
         let requeued = queue::requeue_not_ours(&mut *tx, &applied.linked).await?;
         if requeued > 0 {
@@ -568,238 +518,6 @@ impl Worker {
         self.count(kinds, &failed);
         Ok(())
     }
-
-    /// Lists, for each payout whose money has moved, its balance transactions, unless a
-    /// complete list is held already.
-    async fn list_payouts(
-        &self,
-        plan: &Plan,
-    ) -> sqlx::Result<HashMap<String, Fetch<Vec<BalanceTransactionFacts>>>> {
-        let deadline = tokio::time::Instant::now() + FETCH_BUDGET;
-        let mut calls = tokio::task::JoinSet::new();
-        for (id, payout) in &plan.payouts {
-            let complete = payouts::listed_complete(&self.db, id).await?;
-            if !payouts::wants_listing(&payout.facts, complete) {
-                continue;
-            }
-            let (id, payments, fetches) = (id.clone(), self.payments.clone(), self.fetches.clone());
-            calls.spawn(async move {
-                let Ok(Ok(_permit)) =
-                    tokio::time::timeout_at(deadline, fetches.acquire_owned()).await
-                else {
-                    return (id, Fetch::Deferred);
-                };
-                let listed = list_payout(&payments, &id).await;
-                (id, Fetch::Done(listed))
-            });
-        }
-        let mut results = HashMap::new();
-        while let Some(done) = calls.join_next().await {
-            if let Ok((id, listed)) = done {
-                results.insert(id, listed);
-            }
-        }
-        Ok(results)
-    }
-
-    /// Fetches, for each payment that needs it, the payment as Stripe has it now: the
-    /// PaymentIntent with its latest charge, that charge's balance transaction and its
-    /// refunds, in one call.
-    async fn fetch(&self, plan: &Plan) -> HashMap<String, Fetch> {
-        let deadline = tokio::time::Instant::now() + FETCH_BUDGET;
-        let mut calls = tokio::task::JoinSet::new();
-        let mut results = HashMap::new();
-        for (key, payment) in &plan.payments {
-            if payment.needs.is_empty() {
-                continue;
-            }
-            let Some(intent) = payment.payment_intent.clone() else {
-                results.insert(
-                    key.clone(),
-                    Fetch::Done(Err(FetchError {
-                        message: "nothing names this payment's PaymentIntent".to_owned(),
-                        poison: true,
-                        wait: Duration::ZERO,
-                    })),
-                );
-                continue;
-            };
-            let (key, payments, fetches) =
-                (key.clone(), self.payments.clone(), self.fetches.clone());
-            calls.spawn(async move {
-                let Ok(Ok(_permit)) =
-                    tokio::time::timeout_at(deadline, fetches.acquire_owned()).await
-                else {
-                    return (key, Fetch::Deferred);
-                };
-                (key, Fetch::Done(fetch_payment(&payments, &intent).await))
-            });
-        }
-        while let Some(done) = calls.join_next().await {
-            if let Ok((key, fetch)) = done {
-                results.insert(key, fetch);
-            }
-        }
-        results
-    }
-}
-
-/// What became of a payment's fetch, or a payout's listing.
-enum Fetch<T = Fetched> {
-    Done(Result<T, FetchError>),
-    /// Not started within the batch's time for Stripe.
-    Deferred,
-}
-
-#[derive(Debug, Clone)]
-struct FetchError {
-    message: String,
-    poison: bool,
-    /// The least wait before the events that needed this fetch are tried again.
-    wait: Duration,
-}
-
-impl FetchError {
-    /// Stripe failed `what`: the event's fault if Stripe refused it; if Stripe was away, the
-    /// events wait for it (see [`PaymentError::retry_after`]) and it is nobody's fault.
-    fn stripe(error: PaymentError, what: &str) -> Self {
-        Self {
-            poison: matches!(error, PaymentError::Rejected(_)),
-            wait: error.retry_after().unwrap_or_default(),
-            message: format!(
-                "{error}: {} ({what})",
-                std::error::Error::source(&error)
-                    .map(ToString::to_string)
-                    .unwrap_or_default()
-            ),
-        }
-    }
-
-    /// What Stripe sent cannot be read: the event's fault.
-    fn unreadable(message: String) -> Self {
-        Self {
-            message,
-            poison: true,
-            wait: Duration::ZERO,
-        }
-    }
-}
-
-/// Lists a payout's balance transactions from Stripe.
-async fn list_payout(
-    payments: &Payments,
-    payout: &str,
-) -> Result<Vec<BalanceTransactionFacts>, FetchError> {
-    let listed = payments
-        .list_payout_transactions(payout)
-        .await
-        .map_err(|error| {
-            FetchError::stripe(error, &format!("listing the transactions of {payout}"))
-        })?;
-    listed
-        .iter()
-        .map(objects::balance_transaction)
-        .collect::<Result<_, _>>()
-        .map_err(|error| {
-            FetchError::unreadable(format!(
-                "Stripe's transactions of {payout} are unreadable: {error}"
-            ))
-        })
-}
-
-async fn fetch_payment(payments: &Payments, intent: &str) -> Result<Fetched, FetchError> {
-    let stripe_error =
-        |error: PaymentError| FetchError::stripe(error, &format!("fetching {intent}"));
-    let unreadable =
-        |error: String| FetchError::unreadable(format!("Stripe's {intent} is unreadable: {error}"));
-    let value = payments
-        .retrieve_payment(intent)
-        .await
-        .map_err(stripe_error)?;
-    let at = time::OffsetDateTime::now_utc();
-    let mut intent_facts = objects::payment_intent(&value).map_err(unreadable)?;
-    // An expanded list holds the first page; a donation with more refunds than that is read
-    // in full.
-    if let Some(ChargeRef::Object(charge)) = &mut intent_facts.latest_charge
-        && let Some(list) = &mut charge.refunds
-        && !list.complete
-    {
-        let all = payments
-            .list_refunds(&charge.id)
-            .await
-            .map_err(stripe_error)?;
-        list.refunds = all
-            .iter()
-            .map(objects::refund)
-            .collect::<Result<_, _>>()
-            .map_err(unreadable)?;
-        list.complete = true;
-    }
-    Ok(Fetched {
-        intent: intent_facts,
-        at,
-    })
-}
-
-/// Each event's outcome, given the payment's fetch (`None` if it needed none).
-fn outcomes_of(payment: &Payment, fetched: Option<&Result<Fetched, FetchError>>) -> Outcomes {
-    let mut outcomes = Outcomes::default();
-    for event in &payment.events {
-        let needs: Vec<&Need> = payment
-            .needs
-            .iter()
-            .filter(|(id, _)| *id == event.id)
-            .map(|(_, need)| need)
-            .collect();
-        let unmet = needs.iter().find_map(|need| match (fetched, need) {
-            (Some(Err(error)), _) => Some((error.message.clone(), error.poison, error.wait)),
-            (Some(Ok(fetched)), Need::Transaction(bt)) if !shows_transaction(fetched, bt) => {
-                Some((
-                    format!("Stripe does not show {need} on {} yet", fetched.intent.id),
-                    true,
-                    Duration::ZERO,
-                ))
-            }
-            _ => None,
-        });
-        match unmet {
-            // What the event says on its own is applied all the same; only the part it
-            // lacks is tried again.
-            Some((error, poison, wait)) => outcomes.failed.push(Failure {
-                id: event.id.clone(),
-                error,
-                poison,
-                wait,
-            }),
-            None => outcomes.applied.push(event.id.clone()),
-        }
-    }
-    outcomes
-}
-
-/// Whether the fetched payment holds balance transaction `bt` whole: its charge's, or one of
-/// its refunds'.
-fn shows_transaction(fetched: &Fetched, bt: &str) -> bool {
-    let Some(ChargeRef::Object(charge)) = &fetched.intent.latest_charge else {
-        return false;
-    };
-    let whole = |t: &Option<BalanceTransactionRef>| matches!(t, Some(BalanceTransactionRef::Object(t)) if t.id == bt);
-    whole(&charge.balance_transaction)
-        || charge
-            .refunds
-            .iter()
-            .flat_map(|l| &l.refunds)
-            .any(|r| whole(&r.balance_transaction) || whole(&r.failure_balance_transaction))
-}
-
-fn outcome_ids(outcomes: &Outcomes) -> impl Iterator<Item = String> + '_ {
-    outcomes
-        .applied
-        .iter()
-        .cloned()
-        .chain(outcomes.ignored.iter().map(|(id, _)| id.clone()))
-        .chain(outcomes.failed.iter().map(|f| f.id.clone()))
-        .chain(outcomes.released.iter().cloned())
 }
 
 /// The database refused a statement for what it said or did (a constraint, a bad value, a

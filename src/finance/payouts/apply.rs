@@ -21,7 +21,7 @@ pub struct PayoutWork {
 impl PayoutWork {
     /// Takes `facts` as of `at` if they are further on than what is held.
     pub fn merge(&mut self, facts: PayoutFacts, at: OffsetDateTime) {
-        let further = (facts.rank(), at) > (self.facts.rank(), self.at);
+        let further = (facts.status.rank(), at) > (self.facts.status.rank(), self.at);
         let reconciled = facts.reconciliation_status.as_deref() == Some("completed");
         if further {
             let keep = self.facts.reconciliation_status.take();
@@ -72,7 +72,7 @@ async fn apply_one(tx: &mut PgConnection, work: &PayoutWork) -> sqlx::Result<()>
     .await?;
     let further = held
         .as_ref()
-        .is_none_or(|h| (p.rank(), work.at) > (h.status_rank, h.status_at));
+        .is_none_or(|h| (p.status.rank(), work.at) > (h.status_rank, h.status_at));
     let reconciliation = match (&held, p.reconciliation_status.as_deref()) {
         (Some(h), _) if h.reconciliation_status.as_deref() == Some("completed") => {
             Some("completed".to_owned())
@@ -109,8 +109,8 @@ async fn apply_one(tx: &mut PgConnection, work: &PayoutWork) -> sqlx::Result<()>
         p.id,
         p.amount,
         p.currency,
-        p.status,
-        p.rank(),
+        p.status.as_stripe(),
+        p.status.rank(),
         work.at,
         p.arrival_date,
         p.created.unwrap_or(work.at),

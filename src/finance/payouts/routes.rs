@@ -20,6 +20,7 @@ use crate::http::query::{PageParams, RangeParams};
 use crate::operators::access::Caller;
 use crate::operators::access::Refusals;
 use crate::operators::audit;
+use crate::payments::status::PayoutStatus;
 
 /// A page of `GET /v1/finance/payouts`.
 #[derive(utoipa::ToSchema)]
@@ -96,11 +97,13 @@ pub async fn list(
     let (from, to) = params.range()?;
     let status = params.text("status");
     if let Some(status) = status
-        && !STATUSES.contains(&status)
+        && !PayoutStatus::DOCUMENTED.contains(&status)
     {
-        return Err(
-            bad_parameter("status", format!("must be one of {}", STATUSES.join(", "))).into(),
-        );
+        return Err(bad_parameter(
+            "status",
+            format!("must be one of {}", PayoutStatus::DOCUMENTED.join(", ")),
+        )
+        .into());
     }
     if format == Format::Csv {
         export::refuse_paging(&params)?;
@@ -272,8 +275,6 @@ pub async fn overdue(
         _ => csv("overdue-donations", &donations),
     }
 }
-
-const STATUSES: &[&str] = &["pending", "in_transit", "paid", "failed", "canceled"];
 
 /// A short list as one CSV body.
 fn csv<T: CsvRow>(stem: &str, rows: &[T]) -> ApiResult<Response> {

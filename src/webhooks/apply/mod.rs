@@ -18,12 +18,17 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod store;
+
+pub use store::move_totals;
+
 use super::plan::{Facts, Payment};
+use crate::donations::DonationStatus;
 use crate::finance::ledger::{self, Entry, Source};
 use crate::payments::objects::{
-    BalanceTransactionRef, ChargeFacts, ChargeRef, DisputeFacts, DisputeStatus, PaymentIntentFacts,
-    PaymentStatus, RefundFacts,
+    BalanceTransactionRef, ChargeFacts, ChargeRef, DisputeFacts, PaymentIntentFacts, RefundFacts,
 };
+use crate::payments::status::{DisputeStatus, PaymentStatus, RefundStatus};
 
 /// A payment as Stripe had it when we fetched it, and when that was (our clock).
 #[derive(Debug, Clone)]
@@ -51,9 +56,9 @@ struct Row {
     amount: i64,
     total_amount: i64,
     currency: String,
-    status: String,
+    status: DonationStatus,
     payment_intent_id: Option<String>,
-    payment_status: String,
+    payment_status: PaymentStatus,
     payment_status_at: Option<OffsetDateTime>,
     charge_id: Option<String>,
     amount_received: i64,
@@ -76,8 +81,7 @@ struct Refund {
     donation_id: Uuid,
     amount: i64,
     currency: String,
-    status: String,
-    rank: i16,
+    status: RefundStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,8 +89,7 @@ struct Dispute {
     donation_id: Uuid,
     amount: i64,
     currency: String,
-    status: String,
-    rank: i16,
+    status: DisputeStatus,
     at: Option<OffsetDateTime>,
 }
 
@@ -153,20 +156,21 @@ pub async fn apply(
         .filter(|row| *row != before[&row.id])
         .collect();
 
-    write_rows(tx, &settled).await?;
+    store::write_rows(tx, &settled).await?;
     state.write_children(tx).await?;
     // The receipts these moves owe, queued with them: a thank-you as a donation first
     // succeeds, a notice as it becomes fully refunded (at most once per donation and kind).
-    let succeeded = PaymentStatus::Succeeded.as_str();
+    let succeeded = PaymentStatus::Succeeded;
     let thanked: Vec<Uuid> = settled
         .iter()
         .filter(|row| row.payment_status == succeeded)
         .filter(|row| before[&row.id].payment_status != succeeded)
         .map(|row| row.id)
         .collect();
+    let refunded = DonationStatus::Refunded;
     let refunded: Vec<Uuid> = settled
         .iter()
-        .filter(|row| row.status == "refunded" && before[&row.id].status != "refunded")
+        .filter(|row| row.status == refunded && before[&row.id].status != refunded)
         .map(|row| row.id)
         .collect();
     crate::receipts::queue(tx, &thanked, &refunded).await?;
@@ -177,76 +181,6 @@ pub async fn apply(
 }
 
 impl State {
-    async fn load(tx: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Self> {
-        let rows = sqlx::query_as!(
-            Row,
-            r#"SELECT id, campaign, amount, total_amount, currency, status, payment_intent_id,
-                      payment_status, payment_status_at, charge_id, amount_received,
-                      received_currency, balance_transaction_id, fee, net, settlement_currency,
-                      refunded_amount, dispute_status, dispute_lost_amount, dispute_fee,
-                      counted_amount, flag, stripe_synced_at
-               FROM donations WHERE id = ANY($1) ORDER BY id FOR UPDATE"#,
-            ids
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let refunds = sqlx::query!(
-            r#"SELECT id, donation_id, amount, currency, status, status_rank
-               FROM refunds WHERE donation_id = ANY($1)"#,
-            ids
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let disputes = sqlx::query!(
-            r#"SELECT id, donation_id, amount, currency, status, status_rank, status_at
-               FROM disputes WHERE donation_id = ANY($1)"#,
-            ids
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let ledger = ledger::of_donations(tx, ids).await?;
-        Ok(Self {
-            rows: rows.into_iter().map(|r| (r.id, r)).collect(),
-            refunds: refunds
-                .into_iter()
-                .map(|r| {
-                    (
-                        r.id,
-                        Refund {
-                            donation_id: r.donation_id,
-                            amount: r.amount,
-                            currency: r.currency,
-                            status: r.status,
-                            rank: r.status_rank,
-                        },
-                    )
-                })
-                .collect(),
-            disputes: disputes
-                .into_iter()
-                .map(|d| {
-                    (
-                        d.id,
-                        Dispute {
-                            donation_id: d.donation_id,
-                            amount: d.amount,
-                            currency: d.currency,
-                            status: d.status,
-                            rank: d.status_rank,
-                            at: d.status_at,
-                        },
-                    )
-                })
-                .collect(),
-            recorded: ledger.iter().map(Entry::key).collect(),
-            held_entries: ledger.len(),
-            ledger,
-            changed_refunds: HashSet::new(),
-            changed_disputes: HashSet::new(),
-            linked: Vec::new(),
-        })
-    }
-
     /// Adds what `facts` (as of `at`) say to donation `id`. A fetched snapshot is Stripe's
     /// current one, but its time is our clock's, so only a final payment status is taken
     /// from it; everything else it says only ever moves forward anyway.
@@ -337,13 +271,9 @@ impl State {
             Source::RefundFailure,
             &refund.id,
         );
-        let rank = refund.rank();
         match self.refunds.get_mut(&refund.id) {
-            Some(held) if held.rank >= rank => return,
-            Some(held) => {
-                held.status = refund.status.clone();
-                held.rank = rank;
-            }
+            Some(held) if held.status.rank() >= refund.status.rank() => return,
+            Some(held) => held.status = refund.status.clone(),
             None => {
                 self.refunds.insert(
                     refund.id.clone(),
@@ -352,7 +282,6 @@ impl State {
                         amount: refund.amount,
                         currency: refund.currency.clone(),
                         status: refund.status.clone(),
-                        rank,
                     },
                 );
             }
@@ -365,9 +294,8 @@ impl State {
             let bt = Some(BalanceTransactionRef::Object(bt.clone()));
             self.record(id, &bt, Source::Dispute, &dispute.id);
         }
-        let rank = dispute.status.rank();
         let newer = match self.disputes.get(&dispute.id) {
-            Some(held) => (rank, Some(at)) > (held.rank, held.at),
+            Some(held) => (dispute.status.rank(), Some(at)) > (held.status.rank(), held.at),
             None => true,
         };
         if newer {
@@ -377,8 +305,7 @@ impl State {
                     donation_id: id,
                     amount: dispute.amount,
                     currency: dispute.currency.clone(),
-                    status: dispute.status.as_stripe().to_owned(),
-                    rank,
+                    status: dispute.status.clone(),
                     at: Some(at),
                 },
             );
@@ -392,7 +319,7 @@ impl State {
         row.refunded_amount = self
             .refunds
             .values()
-            .filter(|r| r.donation_id == row.id && r.rank < 3)
+            .filter(|r| r.donation_id == row.id && r.status.counts())
             .map(|r| r.amount)
             .sum();
         let disputes: Vec<&Dispute> = self
@@ -402,11 +329,11 @@ impl State {
             .collect();
         row.dispute_status = disputes
             .iter()
-            .max_by_key(|d| (d.rank, d.at))
-            .map(|d| DisputeStatus::parse(&d.status).word().to_owned());
+            .max_by_key(|d| (d.status.rank(), d.at))
+            .map(|d| d.status.word().to_owned());
         row.dispute_lost_amount = disputes
             .iter()
-            .filter(|d| d.status == "lost")
+            .filter(|d| d.status == DisputeStatus::Lost)
             .map(|d| d.amount)
             .sum();
         // The money Stripe moved is the ledger's: fee, net and dispute fees are its sums.
@@ -429,7 +356,7 @@ impl State {
         }
         row.dispute_fee = -sum(&[ledger::DISPUTE_FEE]);
 
-        let succeeded = row.payment_status == PaymentStatus::Succeeded.as_str();
+        let succeeded = row.payment_status == PaymentStatus::Succeeded;
         let received = if row.received_currency.as_deref() == Some(row.currency.as_str()) {
             row.amount_received
         } else {
@@ -452,9 +379,9 @@ impl State {
             row.total_amount
         };
         row.status = if succeeded && row.refunded_amount >= paid {
-            "refunded".to_owned()
+            DonationStatus::Refunded
         } else {
-            row.payment_status.clone()
+            DonationStatus::from(row.payment_status)
         };
         // Said anew each time: the amount received only grows, so a shortfall that a later
         // snapshot makes good stops being one.
@@ -468,92 +395,13 @@ impl State {
             )
         });
     }
-
-    async fn write_children(&self, tx: &mut PgConnection) -> sqlx::Result<()> {
-        if !self.changed_refunds.is_empty() {
-            let refunds: Vec<(&String, &Refund)> = self
-                .refunds
-                .iter()
-                .filter(|(id, _)| self.changed_refunds.contains(*id))
-                .collect();
-            sqlx::query!(
-                r#"INSERT INTO refunds (id, donation_id, amount, currency, status, status_rank)
-                   SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::text[],
-                                        $5::text[], $6::smallint[])
-                   ON CONFLICT (id) DO UPDATE
-                       SET status = EXCLUDED.status, status_rank = EXCLUDED.status_rank,
-                           updated_at = now()"#,
-                &refunds
-                    .iter()
-                    .map(|(id, _)| (*id).clone())
-                    .collect::<Vec<_>>(),
-                &refunds
-                    .iter()
-                    .map(|(_, r)| r.donation_id)
-                    .collect::<Vec<_>>(),
-                &refunds.iter().map(|(_, r)| r.amount).collect::<Vec<_>>(),
-                &refunds
-                    .iter()
-                    .map(|(_, r)| r.currency.clone())
-                    .collect::<Vec<_>>(),
-                &refunds
-                    .iter()
-                    .map(|(_, r)| r.status.clone())
-                    .collect::<Vec<_>>(),
-                &refunds.iter().map(|(_, r)| r.rank).collect::<Vec<_>>(),
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !self.changed_disputes.is_empty() {
-            let disputes: Vec<(&String, &Dispute)> = self
-                .disputes
-                .iter()
-                .filter(|(id, _)| self.changed_disputes.contains(*id))
-                .collect();
-            sqlx::query!(
-                r#"INSERT INTO disputes (id, donation_id, amount, currency, status, status_rank,
-                                         status_at)
-                   SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::text[],
-                                        $5::text[], $6::smallint[], $7::timestamptz[])
-                   ON CONFLICT (id) DO UPDATE
-                       SET amount = EXCLUDED.amount, status = EXCLUDED.status,
-                           status_rank = EXCLUDED.status_rank, status_at = EXCLUDED.status_at,
-                           updated_at = now()"#,
-                &disputes
-                    .iter()
-                    .map(|(id, _)| (*id).clone())
-                    .collect::<Vec<_>>(),
-                &disputes
-                    .iter()
-                    .map(|(_, d)| d.donation_id)
-                    .collect::<Vec<_>>(),
-                &disputes.iter().map(|(_, d)| d.amount).collect::<Vec<_>>(),
-                &disputes
-                    .iter()
-                    .map(|(_, d)| d.currency.clone())
-                    .collect::<Vec<_>>(),
-                &disputes
-                    .iter()
-                    .map(|(_, d)| d.status.clone())
-                    .collect::<Vec<_>>(),
-                &disputes.iter().map(|(_, d)| d.rank).collect::<Vec<_>>(),
-                &disputes.iter().map(|(_, d)| d.at).collect::<Vec<_>>()
-                    as &[Option<OffsetDateTime>],
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-        ledger::append(tx, &self.ledger[self.held_entries..]).await?;
-        Ok(())
-    }
 }
 
 /// Takes `status` as of `at` if it is later than the payment status the row holds. Success
 /// and cancellation are final: nothing Stripe sends afterwards undoes them, and nothing sent
 /// before can outrank them, whatever the clocks say.
 fn merge_status(row: &mut Row, status: PaymentStatus, at: OffsetDateTime) {
-    let held = PaymentStatus::parse(&row.payment_status).unwrap_or(PaymentStatus::Pending);
+    let held = row.payment_status;
     let later = match row.payment_status_at {
         None => true,
         Some(held_at) => {
@@ -561,7 +409,7 @@ fn merge_status(row: &mut Row, status: PaymentStatus, at: OffsetDateTime) {
         }
     };
     if later {
-        row.payment_status = status.as_str().to_owned();
+        row.payment_status = status;
         row.payment_status_at = Some(at);
     }
 }
@@ -574,100 +422,6 @@ fn merge_received(row: &mut Row, amount: i64, currency: &str) {
     } else if row.received_currency.is_none() && !currency.is_empty() {
         row.received_currency = Some(currency.to_owned());
     }
-}
-
-/// Writes every changed donation in one statement.
-async fn write_rows(tx: &mut PgConnection, rows: &[Row]) -> sqlx::Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query!(
-        r#"UPDATE donations d
-           SET status = u.status, payment_intent_id = u.payment_intent_id,
-               payment_status = u.payment_status, payment_status_at = u.payment_status_at,
-               charge_id = u.charge_id, amount_received = u.amount_received,
-               received_currency = u.received_currency,
-               balance_transaction_id = u.balance_transaction_id, fee = u.fee, net = u.net,
-               settlement_currency = u.settlement_currency,
-               refunded_amount = u.refunded_amount, dispute_status = u.dispute_status,
-               dispute_lost_amount = u.dispute_lost_amount, dispute_fee = u.dispute_fee,
-               counted_amount = u.counted_amount, flag = u.flag,
-               stripe_synced_at = u.stripe_synced_at, updated_at = now()
-           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                       $6::text[], $7::bigint[], $8::text[], $9::text[], $10::bigint[],
-                       $11::bigint[], $12::text[], $13::bigint[], $14::text[], $15::bigint[],
-                       $16::bigint[], $17::bigint[], $18::text[], $19::timestamptz[])
-               AS u(id, status, payment_intent_id, payment_status, payment_status_at,
-                    charge_id, amount_received, received_currency, balance_transaction_id,
-                    fee, net, settlement_currency, refunded_amount, dispute_status,
-                    dispute_lost_amount, dispute_fee, counted_amount, flag, stripe_synced_at)
-           WHERE d.id = u.id"#,
-        &rows.iter().map(|r| r.id).collect::<Vec<_>>(),
-        &rows.iter().map(|r| r.status.clone()).collect::<Vec<_>>(),
-        &rows
-            .iter()
-            .map(|r| r.payment_intent_id.clone())
-            .collect::<Vec<_>>() as &[Option<String>],
-        &rows
-            .iter()
-            .map(|r| r.payment_status.clone())
-            .collect::<Vec<_>>(),
-        &rows.iter().map(|r| r.payment_status_at).collect::<Vec<_>>()
-            as &[Option<OffsetDateTime>],
-        &rows.iter().map(|r| r.charge_id.clone()).collect::<Vec<_>>() as &[Option<String>],
-        &rows.iter().map(|r| r.amount_received).collect::<Vec<_>>(),
-        &rows
-            .iter()
-            .map(|r| r.received_currency.clone())
-            .collect::<Vec<_>>() as &[Option<String>],
-        &rows
-            .iter()
-            .map(|r| r.balance_transaction_id.clone())
-            .collect::<Vec<_>>() as &[Option<String>],
-        &rows.iter().map(|r| r.fee).collect::<Vec<_>>() as &[Option<i64>],
-        &rows.iter().map(|r| r.net).collect::<Vec<_>>() as &[Option<i64>],
-        &rows
-            .iter()
-            .map(|r| r.settlement_currency.clone())
-            .collect::<Vec<_>>() as &[Option<String>],
-        &rows.iter().map(|r| r.refunded_amount).collect::<Vec<_>>(),
-        &rows
-            .iter()
-            .map(|r| r.dispute_status.clone())
-            .collect::<Vec<_>>() as &[Option<String>],
-        &rows
-            .iter()
-            .map(|r| r.dispute_lost_amount)
-            .collect::<Vec<_>>(),
-        &rows.iter().map(|r| r.dispute_fee).collect::<Vec<_>>(),
-        &rows.iter().map(|r| r.counted_amount).collect::<Vec<_>>(),
-        &rows.iter().map(|r| r.flag.clone()).collect::<Vec<_>>() as &[Option<String>],
-        &rows.iter().map(|r| r.stripe_synced_at).collect::<Vec<_>>() as &[Option<OffsetDateTime>],
-    )
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-/// Moves each campaign's total and count, in slug order, last in the transaction: the hot
-/// campaign row stays locked only while the batch commits.
-pub async fn move_totals(
-    tx: &mut PgConnection,
-    campaigns: &BTreeMap<String, (i64, i64)>,
-) -> sqlx::Result<()> {
-    for (campaign, (raised, count)) in campaigns {
-        sqlx::query!(
-            r#"UPDATE campaigns
-               SET raised_amount = raised_amount + $2, donation_count = donation_count + $3
-               WHERE slug = $1"#,
-            campaign,
-            raised,
-            count
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
 }
 
 /// What a succeeded gift adds to its campaign: what Stripe received of it (in the gift's
