@@ -1,5 +1,6 @@
-//! How finance data leaves: the format a request asks for (JSON, CSV or ODS, by `Accept`), CSV
-//! that a spreadsheet opens safely, and bodies streamed as they are read from the database.
+//! How data leaves for a spreadsheet (finance's reads, Gift Aid's schedule, the audit log): the
+//! format a request asks for (JSON, CSV or ODS, by `Accept`), CSV that a spreadsheet opens
+//! safely, and bodies streamed as they are read from the database.
 //!
 //! **CSV**: RFC 4180 (the `csv` crate quotes commas, quotes and line breaks; records end in
 //! CRLF), served as `text/csv; charset=utf-8` with `Content-Disposition: attachment`. Every

@@ -1,6 +1,7 @@
-//! A finance request's query string, read strictly: a parameter the endpoint does not take, or
-//! one given twice, is a 400 problem naming it, never silently ignored (a misspelt `campiagn=`
-//! must not return every campaign's donations). Empty values (`?campaign=`) count as not given.
+//! A request's query string, read strictly (the finance reads', Gift Aid's, the audit log's): a
+//! parameter the endpoint does not take, or one given twice, is a 400 problem naming it, never
+//! silently ignored (a misspelt `campiagn=` must not return every campaign's donations). Empty
+//! values (`?campaign=`) count as not given.
 //!
 //! Times are RFC 3339 with an offset (`2026-11-29T00:00:00Z`, `...+01:00`). In a query string a
 //! `+` means a space, so `+01:00` should be sent as `%2B01:00`; a space where a time's offset
