@@ -49,6 +49,13 @@ pub(super) async fn set_up(
                 "SIMULATED PAYMENTS: no STRIPE_SECRET_KEY is set, so a Stripe look-alike inside \
                  this process answers. No money moves."
             );
+            if settings.card_testing.off_for_development {
+                tracing::warn!(
+                    "CARD-TESTING CAPS OFF: payments are simulated on a loopback address, so the \
+                     caps not set (DONATION_LIMIT_PER_IP, _PER_EMAIL, _PER_CAMPAIGN) are off \
+                     and trying the service is never refused; set one to try it"
+                );
+            }
             let payments = Payments::new(
                 &SecretString::from(simulator::SECRET_KEY),
                 simulator::PUBLISHABLE_KEY.to_owned(),

@@ -120,9 +120,9 @@ pub struct Settings {
     pub apply_events: bool,
     pub event_max_attempts: i32,
     pub payout_overdue_days: i64,
-    pub donation_limit_per_ip: String,
-    pub donation_limit_per_email: String,
-    pub donation_limit_per_campaign: String,
+    pub donation_limit_per_ip: Option<String>,
+    pub donation_limit_per_email: Option<String>,
+    pub donation_limit_per_campaign: Option<String>,
     pub trusted_proxies: String,
     pub abandoned_after: String,
     pub captcha_verify_url: Option<String>,
@@ -264,6 +264,29 @@ pub struct CardTesting {
     pub per_campaign: Option<Limit>,
     pub trusted_proxies: Vec<IpNet>,
     pub captcha: Option<Captcha>,
+    /// Whether a cap left unset is off because payments are simulated on a loopback address in
+    /// development (see [`CardTesting::DEFAULTS`]), for the start-up log to say so.
+    pub off_for_development: bool,
+}
+
+impl CardTesting {
+    /// The caps an unset `DONATION_LIMIT_PER_IP`, `_PER_EMAIL` and `_PER_CAMPAIGN` take, but
+    /// in development with simulated payments on a loopback address (`cargo run`'s defaults),
+    /// where they are off: a developer trying the donation page must not be refused.
+    pub const DEFAULTS: [Limit; 3] = [
+        Limit {
+            count: 5,
+            window: Duration::from_secs(600),
+        },
+        Limit {
+            count: 3,
+            window: Duration::from_secs(600),
+        },
+        Limit {
+            count: 300,
+            window: Duration::from_secs(60),
+        },
+    ];
 }
 
 /// A captcha's siteverify endpoint and secret.

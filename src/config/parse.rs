@@ -54,9 +54,13 @@ impl Config {
             "PAYOUT_OVERDUE_DAYS: must be between 1 and 365"
         );
         let trusted_proxies = trusted_proxies(&s.trusted_proxies)?;
-        let per_ip = limit("DONATION_LIMIT_PER_IP", &s.donation_limit_per_ip)?;
-        let per_email = limit("DONATION_LIMIT_PER_EMAIL", &s.donation_limit_per_email)?;
-        let per_campaign = limit(
+        // `None`: not set; `Some(None)`: `off`.
+        let set_limit = |name: &str, raw: &Option<String>| {
+            raw.as_deref().map(|raw| limit(name, raw)).transpose()
+        };
+        let per_ip = set_limit("DONATION_LIMIT_PER_IP", &s.donation_limit_per_ip)?;
+        let per_email = set_limit("DONATION_LIMIT_PER_EMAIL", &s.donation_limit_per_email)?;
+        let per_campaign = set_limit(
             "DONATION_LIMIT_PER_CAMPAIGN",
             &s.donation_limit_per_campaign,
         )?;
@@ -103,6 +107,14 @@ impl Config {
             );
         }
         let payments = payments_mode(s)?;
+        // Trying the service locally (`cargo run`) must not be refused by a cap no one set.
+        let developing = s.app_env == AppEnv::Development
+            && matches!(payments, PaymentsMode::Simulated { .. })
+            && is_loopback(s.listen_addr);
+        let [ip, email, campaign] = CardTesting::DEFAULTS;
+        let unset = |cap: Limit| (!developing).then_some(cap);
+        let off_for_development =
+            developing && (per_ip.is_none() || per_email.is_none() || per_campaign.is_none());
         if s.app_env == AppEnv::Production {
             ensure!(
                 database_url.is_some(),
@@ -153,11 +165,12 @@ impl Config {
             event_payload_retention,
             payout_overdue_days: s.payout_overdue_days,
             card_testing: CardTesting {
-                per_ip,
-                per_email,
-                per_campaign,
+                per_ip: per_ip.unwrap_or_else(|| unset(ip)),
+                per_email: per_email.unwrap_or_else(|| unset(email)),
+                per_campaign: per_campaign.unwrap_or_else(|| unset(campaign)),
                 trusted_proxies,
                 captcha,
+                off_for_development,
             },
             abandoned_after,
             fees: Fees {

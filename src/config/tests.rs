@@ -374,3 +374,67 @@ fn a_limit_is_a_count_over_a_window_or_off() {
             .starts_with("DONATION_LIMIT_PER_IP:")
     );
 }
+
+#[test]
+fn the_card_testing_caps_are_off_only_when_developing_with_simulated_payments_on_loopback() {
+    let [ip, email, campaign] = CardTesting::DEFAULTS;
+    let caps = |config: &Config| {
+        let c = &config.card_testing;
+        (c.per_ip, c.per_email, c.per_campaign, c.off_for_development)
+    };
+    // `cargo run` on the defaults: simulated payments on 127.0.0.1, every cap off.
+    let local = with("").unwrap();
+    assert_eq!(caps(&local), (None, None, None, true));
+    // A cap set is a cap kept, even then; the others stay off.
+    let one = with(r#"donation_limit_per_email = "2/1m""#).unwrap();
+    assert_eq!(
+        caps(&one),
+        (
+            None,
+            Some(Limit {
+                count: 2,
+                window: Duration::from_secs(60)
+            }),
+            None,
+            true
+        )
+    );
+    let all_set = with(
+        r#"
+        donation_limit_per_ip = "5/10m"
+        donation_limit_per_email = "off"
+        donation_limit_per_campaign = "300/1m"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(caps(&all_set), (Some(ip), None, Some(campaign), false));
+    // Real Stripe keys, even on loopback: the defaults.
+    assert_eq!(
+        caps(&with(STRIPE_KEYS).unwrap()),
+        (Some(ip), Some(email), Some(campaign), false)
+    );
+    // Simulated on purpose beyond loopback: anyone can reach it, so the defaults.
+    assert_eq!(
+        caps(&with("payments = \"simulated\"\nlisten_addr = \"0.0.0.0:8080\"").unwrap()),
+        (Some(ip), Some(email), Some(campaign), false)
+    );
+    // Production: the defaults.
+    let production = format!(
+        "{STRIPE_KEYS}\napp_env = \"production\"\ndatabase_url = \"postgres://db/q\"\n{CHARITY}\n{SMTP}"
+    );
+    assert_eq!(
+        caps(&with(&production).unwrap()),
+        (Some(ip), Some(email), Some(campaign), false)
+    );
+    assert_eq!(
+        (
+            ip.count,
+            ip.window,
+            email.count,
+            campaign.count,
+            campaign.window
+        ),
+        (5, Duration::from_secs(600), 3, 300, Duration::from_secs(60)),
+        "what config/default.toml and the README say"
+    );
+}

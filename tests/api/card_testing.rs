@@ -14,9 +14,9 @@ use crate::helpers::{
 /// The tests' client connects from 127.0.0.1: trusting it makes `X-Forwarded-For` the client.
 async fn limited_app(customize: impl FnOnce(&mut quickdonate::config::Settings)) -> TestApp {
     let app = spawn_app_with(|s| {
-        s.donation_limit_per_ip = "5/10m".to_owned();
-        s.donation_limit_per_email = "3/10m".to_owned();
-        s.donation_limit_per_campaign = "300/1m".to_owned();
+        s.donation_limit_per_ip = Some("5/10m".to_owned());
+        s.donation_limit_per_email = Some("3/10m".to_owned());
+        s.donation_limit_per_campaign = Some("300/1m".to_owned());
         s.trusted_proxies = "127.0.0.1/32".to_owned();
         customize(s);
     })
@@ -120,7 +120,7 @@ async fn a_burst_from_one_address_is_stopped_while_a_normal_donor_goes_through()
 
 #[tokio::test]
 async fn one_email_from_many_addresses_and_many_emails_at_one_campaign_are_stopped_alike() {
-    let app = limited_app(|s| s.donation_limit_per_campaign = "8/1m".to_owned()).await;
+    let app = limited_app(|s| s.donation_limit_per_campaign = Some("8/1m".to_owned())).await;
     // One card-tester's email from three addresses, then a fourth.
     for i in 0..3 {
         let from = format!("198.51.100.{i}");
@@ -158,9 +158,9 @@ async fn an_untrusted_peer_cannot_choose_its_address_and_every_instance_counts_t
     }
     // A second instance on the same database counts the same attempts.
     let second = spawn_app_at(app.database_url.clone(), |s| {
-        s.donation_limit_per_ip = "5/10m".to_owned();
-        s.donation_limit_per_email = "3/10m".to_owned();
-        s.donation_limit_per_campaign = "300/1m".to_owned();
+        s.donation_limit_per_ip = Some("5/10m".to_owned());
+        s.donation_limit_per_email = Some("3/10m".to_owned());
+        s.donation_limit_per_campaign = Some("300/1m".to_owned());
     })
     .await;
     stripe_creates_payment_intents(&second).await;

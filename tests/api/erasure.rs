@@ -109,7 +109,7 @@ async fn money(app: &TestApp) -> Vec<Value> {
 async fn erasure_leaves_the_email_nowhere_and_names_only_in_claimed_gift_aid() {
     let app = spawn_app_with(|s| {
         s.apply_events = false;
-        s.donation_limit_per_email = "50/10m".to_owned();
+        s.donation_limit_per_email = Some("50/10m".to_owned());
     })
     .await;
     stripe_creates_payment_intents(&app).await;

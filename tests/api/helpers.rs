@@ -155,9 +155,9 @@ pub async fn spawn_app_at(url: String, customize: impl FnOnce(&mut Settings)) ->
     settings.stripe_timeout_secs = 2;
     // Tests make many donations from one address and one email; the card-testing caps have
     // tests of their own (tests/api/card_testing.rs), which turn them on.
-    settings.donation_limit_per_ip = "off".to_owned();
-    settings.donation_limit_per_email = "off".to_owned();
-    settings.donation_limit_per_campaign = "off".to_owned();
+    settings.donation_limit_per_ip = Some("off".to_owned());
+    settings.donation_limit_per_email = Some("off".to_owned());
+    settings.donation_limit_per_campaign = Some("off".to_owned());
     let data_dir = tempfile::tempdir().expect("a temporary data directory");
     settings.data_dir = data_dir.path().to_owned();
     customize(&mut settings);

@@ -312,7 +312,7 @@ async fn stripe_errors_are_counted_per_attempt_with_the_calls_outcome() {
 
 #[tokio::test]
 async fn card_testing_rejections_are_counted_by_cap() {
-    let app = spawn_app_with(|s| s.donation_limit_per_ip = "1/10m".to_owned()).await;
+    let app = spawn_app_with(|s| s.donation_limit_per_ip = Some("1/10m".to_owned())).await;
     stripe_creates_payment_intents(&app).await;
     app.create_donation(2500).await;
     let refused = app.post_donation("kashmir", &donation_body(), None).await;

@@ -172,6 +172,28 @@ async fn cargo_run_serves_the_flow_on_its_defaults_and_keeps_donations_across_a_
         "it says where its data is"
     );
     assert!(dir.path().join(".quickdonate/pgdata/PG_VERSION").exists());
+    // Trying it locally is never refused by a card-testing cap no one set, and it says so.
+    assert!(
+        service.startup_log.contains("CARD-TESTING CAPS OFF"),
+        "{}",
+        service.startup_log
+    );
+    for attempt in 0..7 {
+        let response = http
+            .post(format!(
+                "{}/v1/campaigns/kashmir/donations",
+                service.address
+            ))
+            .json(&donation_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            201,
+            "attempt {attempt}, from one address and email"
+        );
+    }
 
     let campaign: Value = http
         .get(format!("{}/v1/campaigns/kashmir", service.address))
