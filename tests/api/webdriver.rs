@@ -5,12 +5,19 @@
 //! ChromeDriver and Chromium are found on `PATH` (or in `CHROMEDRIVER` / `CHROMIUM`); install
 //! them with `apt-get install chromium chromium-driver`. They are stopped when this process
 //! exits, however it exits, by a watchdog like the test Postgres's.
+//!
+//! A machine without them (a newcomer's, before that command) still runs every other test: the
+//! browser tests return at once, and the suite says so once when the first of them finds no
+//! browser, and once more after its summary, with how many did not run and the command that
+//! installs what they need. In CI (`CI` set, as `.ci/run` sets it) or with
+//! `QUICKDONATE_BROWSER_TESTS=1`, a missing browser fails them instead.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
@@ -53,9 +60,18 @@ pub fn screenshot_dir() -> PathBuf {
     dir
 }
 
-fn find_program(variable: &str, names: &[&str]) -> PathBuf {
+/// What installs the browser tests' browser, on Debian.
+const INSTALL: &str = "apt-get install chromium chromium-driver";
+
+const DRIVER: (&str, &[&str]) = ("CHROMEDRIVER", &["chromedriver"]);
+const CHROMIUM: (&str, &[&str]) = (
+    "CHROMIUM",
+    &["chromium", "chromium-browser", "google-chrome"],
+);
+
+fn search_program(variable: &str, names: &[&str]) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(variable) {
-        return PathBuf::from(path);
+        return Some(PathBuf::from(path));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -65,21 +81,86 @@ fn find_program(variable: &str, names: &[&str]) -> PathBuf {
         ])
         .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
         .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "the browser tests need {} (Debian: apt-get install chromium chromium-driver), \
-                 or {variable} set to it",
-                names[0]
-            )
-        })
+}
+
+fn find_program((variable, names): (&str, &[&str])) -> PathBuf {
+    search_program(variable, names).unwrap_or_else(|| {
+        panic!(
+            "the browser tests need {} (Debian: {INSTALL}), or {variable} set to it",
+            names[0]
+        )
+    })
+}
+
+/// Whether a missing browser fails the browser tests: in CI (`CI` set to anything but empty
+/// or `false`), or when asked with `QUICKDONATE_BROWSER_TESTS=1`.
+fn browser_required() -> bool {
+    let set = |name: &str| {
+        std::env::var(name).is_ok_and(|value| !value.is_empty() && value != "0" && value != "false")
+    };
+    set("CI") || set("QUICKDONATE_BROWSER_TESTS")
+}
+
+/// What is missing of the browser the browser tests drive, if anything.
+fn missing_browser() -> Option<&'static str> {
+    if search_program(DRIVER.0, DRIVER.1).is_none() {
+        Some("chromedriver")
+    } else if search_program(CHROMIUM.0, CHROMIUM.1).is_none() {
+        Some("chromium")
+    } else {
+        None
+    }
+}
+
+/// Browser tests that returned without running, for the notice after the summary.
+static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many browser tests there are: each opens the browser once (`= webdriver::open(...)`),
+/// in a file of its own module other than this one.
+fn browser_tests() -> usize {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| !path.ends_with("webdriver.rs"))
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|text| text.matches("= webdriver::open(").count())
+        .sum()
+}
+
+/// Counts a browser test that cannot run; the first says so at once, and the process says how
+/// many did not run once the suite is over. Written straight to stderr, which the test harness
+/// does not capture, so the notice shows with passing tests too.
+fn skip(missing: &str) {
+    static NOTICE: Once = Once::new();
+    SKIPPED.fetch_add(1, Ordering::SeqCst);
+    NOTICE.call_once(|| {
+        let total = browser_tests();
+        let _ = writeln!(
+            std::io::stderr(),
+            "\nNOTE: this machine has no {missing}, so the {total} browser tests will not run; \
+             everything else does. To run them: {INSTALL}\n"
+        );
+        extern "C" fn after_the_suite() {
+            let skipped = SKIPPED.load(Ordering::SeqCst);
+            let _ = writeln!(
+                std::io::stderr(),
+                "NOTE: {skipped} browser tests did not run (no chromedriver or chromium); to \
+                 run them: {INSTALL}"
+            );
+        }
+        // SAFETY: `atexit` takes a plain function with no arguments, which this is; it runs once
+        // as the process exits, after the test harness has printed its summary.
+        unsafe {
+            libc::atexit(after_the_suite);
+        }
+    });
 }
 
 fn start() -> Browser {
-    let driver = find_program("CHROMEDRIVER", &["chromedriver"]);
-    let chromium = find_program(
-        "CHROMIUM",
-        &["chromium", "chromium-browser", "google-chrome"],
-    );
+    let driver = find_program(DRIVER);
+    let chromium = find_program(CHROMIUM);
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
@@ -178,8 +259,15 @@ pub struct Tab {
 }
 
 /// Waits for the browser, then opens `url` in it at the usual window size. `name` names the
-/// test's screenshots.
-pub async fn open(name: &'static str, url: &str) -> Tab {
+/// test's screenshots. `None` on a machine with no browser, unless one is required (see
+/// the module): the test then returns without running, counted in the notice.
+pub async fn open(name: &'static str, url: &str) -> Option<Tab> {
+    if let Some(missing) = missing_browser()
+        && !browser_required()
+    {
+        skip(missing);
+        return None;
+    }
     let browser = browser();
     let turn = browser.turn.lock().await;
     let tab = Tab {
@@ -192,7 +280,7 @@ pub async fn open(name: &'static str, url: &str) -> Tab {
         .await
         .expect("the window is resized");
     tab.client.goto(url).await.expect("the page loads");
-    tab
+    Some(tab)
 }
 
 impl Drop for Tab {
