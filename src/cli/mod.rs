@@ -283,27 +283,12 @@ async fn tokens(db: &PgPool, command: TokensCommand) -> anyhow::Result<()> {
             println!("{token}");
         }
         TokensCommand::List => {
-            let tokens = access::list(db).await?;
-            let time = table::time;
-            println!("{:<32} {:<8} {:<25} revoked", "name", "role", "created");
-            for token in &tokens {
-                println!(
-                    "{:<32} {:<8} {:<25} {}",
-                    token.name,
-                    token.role,
-                    time(token.created_at),
-                    token.revoked_at.map(time).unwrap_or_else(|| "-".to_owned())
-                );
-            }
-            println!("{} token(s)", tokens.len());
+            println!("{}", token_table(&access::list(db).await?));
         }
         TokensCommand::Revoke { name } => match access::revoke(db, &name).await? {
             access::Revoked::Now => println!("{name} is revoked; it no longer works"),
             access::Revoked::Already(at) => {
-                println!(
-                    "{name} was already revoked at {}",
-                    crate::timestamps::rfc3339_seconds(at)
-                )
+                println!("{name} was already revoked at {}", table::time(at))
             }
         },
     }
@@ -461,6 +446,24 @@ async fn export(db: &PgPool, command: ExportCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The tokens `tokens list` found, as a table, and how many: never a token or its hash.
+fn token_table(tokens: &[access::TokenInfo]) -> String {
+    let mut rows = vec![["name", "role", "created", "revoked"].map(str::to_owned)];
+    rows.extend(tokens.iter().map(|token| {
+        [
+            token.name.clone(),
+            token.role.to_string(),
+            table::time(token.created_at),
+            token
+                .revoked_at
+                .map(table::time)
+                .unwrap_or_else(|| "-".to_owned()),
+        ]
+    }));
+    let table = table::columns(&rows, &[false; 4]);
+    format!("{table}{} token(s)", tokens.len())
+}
+
 /// The events `events list` found, as a table, and how many.
 fn event_table(events: &[EventSummary]) -> String {
     let mut rows = vec![
@@ -549,5 +552,46 @@ struct Stdout(tokio::io::Stdout);
 impl Sink for Stdout {
     async fn send(&mut self, chunk: axum::body::Bytes) -> std::io::Result<()> {
         self.0.write_all(&chunk).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn the_token_list_keeps_its_columns_whatever_the_names() {
+        let token = |name: &str, role, revoked| access::TokenInfo {
+            name: name.to_owned(),
+            role,
+            created_at: datetime!(2026-12-01 10:00:00 UTC),
+            revoked_at: revoked,
+        };
+        let long = "a".repeat(64);
+        let listed = token_table(&[
+            token("finance", Role::Finance, None),
+            token(&long, Role::Admin, Some(datetime!(2026-12-02 11:30:00 UTC))),
+        ]);
+        let lines: Vec<&str> = listed.lines().collect();
+        assert_eq!(lines.len(), 4, "{listed}");
+        // Each column starts where its header does, on every line.
+        for column in ["role", "created", "revoked"] {
+            let at = lines[0].find(column).unwrap();
+            for line in &lines[1..3] {
+                assert_ne!(
+                    line.as_bytes()[at - 1],
+                    b'a',
+                    "{column} after a long name: {listed}"
+                );
+                assert_eq!(line.as_bytes()[at - 2], b' ', "{column}: {listed}");
+            }
+        }
+        assert!(
+            lines[1].starts_with("finance ") && lines[1].ends_with(" -"),
+            "{listed}"
+        );
+        assert!(lines[2].ends_with("2026-12-02T11:30:00Z"), "{listed}");
+        assert_eq!(lines[3], "2 token(s)");
     }
 }

@@ -118,8 +118,8 @@ impl Database {
                 let Some(local) = found else {
                     anyhow::bail!(
                         "DATABASE_URL is not set and no local Postgres is running under {}: \
-                         start the service (`quickdonate`) so that it starts its own, or set \
-                         DATABASE_URL",
+                         start the service (`quickdonate`, or `cargo run` in a checkout) so that \
+                         it starts its own, or set DATABASE_URL",
                         settings.data_dir.display()
                     );
                 };

@@ -140,7 +140,8 @@ impl Abandoned {
                     tracing::warn!(
                         %donation, stripe_status = %status,
                         "an old donation still waits here but its PaymentIntent is {status} at \
-                         Stripe; its events will bring it up to date (or run `quickdonate events backfill`)"
+                         Stripe; its events will bring it up to date (or run `quickdonate events backfill`, \
+                         `cargo run -- events backfill` in a checkout)"
                     );
                     swept.not_cancelable += 1;
                 }

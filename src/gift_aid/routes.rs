@@ -219,7 +219,13 @@ async fn show_schedule(
         "adjustments": adjustments,
         "adjustments_amount": adjustments.iter().map(|a| a.amount).sum::<i64>(),
     });
-    let mut response = render(format, "gift-aid-schedule", lines, &adjustments, view)?;
+    let mut response = render(
+        format,
+        &schedule_stem(from, to, part, parts),
+        lines,
+        &adjustments,
+        view,
+    )?;
     let headers = response.headers_mut();
     headers.insert("schedule-parts", HeaderValue::from(parts));
     if let Some(next) = next_part {
@@ -523,6 +529,17 @@ fn claim_view(claim: &Claim) -> Value {
     })
 }
 
+/// What a schedule's download is named by: its period, and its part when it has more than one
+/// (`gift-aid-schedule-2026-10-01-to-2027-01-01-part-2`), whatever its format.
+fn schedule_stem(from: OffsetDateTime, to: OffsetDateTime, part: usize, parts: usize) -> String {
+    let stem = format!("gift-aid-schedule-{}-to-{}", from.date(), to.date());
+    if parts > 1 {
+        format!("{stem}-part-{part}")
+    } else {
+        stem
+    }
+}
+
 /// The answer in `format`: `json` as it is; CSV with exactly HMRC's columns (the schedule
 /// only: adjustments are in the JSON and the workbook); the ODS workbook.
 fn render(
@@ -551,15 +568,7 @@ fn render(
         }
         Format::Ods => {
             let bytes = ods::workbook(lines, adjustments)?;
-            let disposition = format!("attachment; filename=\"{stem}.ods\"");
-            let mut response = bytes.into_response();
-            let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(export::ODS));
-            headers.insert(
-                header::CONTENT_DISPOSITION,
-                HeaderValue::from_str(&disposition).expect("a file name of our own"),
-            );
-            Ok(response)
+            Ok(export::download(stem, Format::Ods, Body::from(bytes)))
         }
     }
 }

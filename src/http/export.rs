@@ -432,6 +432,12 @@ pub fn refuse_paging(params: &Params) -> Result<(), Problem> {
 
 /// A CSV download: `text/csv; charset=utf-8`, saved as `{stem}-{UTC time}.csv`.
 pub fn csv_response(stem: &str, body: Body) -> Response {
+    download(stem, Format::Csv, body)
+}
+
+/// A download of `format` (CSV or ODS), saved as `{stem}-{UTC time}.{extension}`: every
+/// download of the same thing has a name of its own, and sorts by when it was made.
+pub fn download(stem: &str, format: Format, body: Body) -> Response {
     let now = time::OffsetDateTime::now_utc();
     let stamp = format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
@@ -442,13 +448,15 @@ pub fn csv_response(stem: &str, body: Body) -> Response {
         now.minute(),
         now.second()
     );
-    let disposition = format!("attachment; filename=\"{stem}-{stamp}.csv\"");
+    let extension = format.extension();
+    let disposition = format!("attachment; filename=\"{stem}-{stamp}.{extension}\"");
+    let media_type = match format {
+        Format::Csv => "text/csv; charset=utf-8",
+        other => other.media_type(),
+    };
     let mut response = body.into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/csv; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
     headers.insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_str(&disposition).expect("a file name of our own is a header value"),

@@ -27,7 +27,10 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 Problem::new(
                     ProblemType::BodyTooLarge,
-                    "The request body is larger than this endpoint accepts.",
+                    format!(
+                        "The request body is larger than the {} KiB this endpoint accepts.",
+                        super::API_BODY_LIMIT / 1024
+                    ),
                 )
             } else {
                 Problem::new(

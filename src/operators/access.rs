@@ -305,7 +305,12 @@ pub async fn revoke(db: &PgPool, name: &str) -> anyhow::Result<Revoked> {
     )
     .fetch_optional(db)
     .await?
-    .with_context(|| format!("no token is named {name:?} (see `quickdonate tokens list`)"))?;
+    .with_context(|| {
+        format!(
+            "no token is named {name:?} (see `quickdonate tokens list`, or `cargo run -- tokens \
+             list` in a checkout)"
+        )
+    })?;
     match (row.now, row.before) {
         (true, _) => Ok(Revoked::Now),
         (false, Some(at)) => Ok(Revoked::Already(at)),

@@ -176,7 +176,10 @@ pub async fn retry(db: &PgPool, which: Retry, caller: &Caller) -> anyhow::Result
         && done.queued.is_empty()
     {
         // Changed under us (another operator, or an erasure).
-        bail!("receipt {id} is no longer failed; see `quickdonate receipts list`");
+        bail!(
+            "receipt {id} is no longer failed; see `quickdonate receipts list` (`cargo run -- \
+             receipts list` in a checkout)"
+        );
     }
     Ok(done)
 }

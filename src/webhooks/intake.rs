@@ -94,7 +94,10 @@ async fn receive(
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Problem::new(
                 ProblemType::BodyTooLarge,
-                "A Stripe event is never this large.",
+                format!(
+                    "A Stripe event is never this large: at most {} MiB is taken.",
+                    WEBHOOK_BODY_LIMIT / (1024 * 1024)
+                ),
             )
         } else {
             bad_event("The request body could not be read.")

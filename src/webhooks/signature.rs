@@ -32,6 +32,8 @@ pub enum SignatureError {
     Malformed,
     #[error("the Stripe-Signature header has no v1 signature")]
     NoV1,
+    #[error("the Stripe-Signature header's v1 signature is not 64 hex digits")]
+    MalformedV1,
     #[error("the signature's timestamp is outside the tolerance")]
     OutOfTolerance,
     #[error("no v1 signature matches")]
@@ -101,6 +103,7 @@ impl ParsedHeader {
     fn parse(header: &str) -> Result<Self, SignatureError> {
         let mut timestamp = None;
         let mut v1 = Vec::new();
+        let mut any_v1 = false;
         for item in header.split(',') {
             let (key, value) = item
                 .trim()
@@ -118,6 +121,7 @@ impl ParsedHeader {
                 }
                 // A v1 that is not 32 bytes of hex can never match; keep looking at the rest.
                 "v1" => {
+                    any_v1 = true;
                     if let Ok(bytes) = hex::decode(value)
                         && bytes.len() == 32
                     {
@@ -128,8 +132,10 @@ impl ParsedHeader {
             }
         }
         let timestamp = timestamp.ok_or(SignatureError::Malformed)?;
-        if v1.is_empty() {
-            return Err(SignatureError::NoV1);
+        match (v1.is_empty(), any_v1) {
+            (true, false) => return Err(SignatureError::NoV1),
+            (true, true) => return Err(SignatureError::MalformedV1),
+            (false, _) => {}
         }
         Ok(Self { timestamp, v1 })
     }
@@ -256,10 +262,14 @@ mod tests {
             );
         }
         assert_eq!(check(&v, &format!("t={NOW}")), Err(SignatureError::NoV1));
-        assert_eq!(
-            check(&v, &format!("t={NOW},v1=zz")),
-            Err(SignatureError::NoV1)
-        );
+        // A v1 that cannot be a signature is said to be one, not missing.
+        for bad in ["zz", "abc", "00"] {
+            assert_eq!(
+                check(&v, &format!("t={NOW},v1={bad}")),
+                Err(SignatureError::MalformedV1),
+                "{bad}"
+            );
+        }
         assert_eq!(
             v.verify(Some(&[0xff, 0xfe]), BODY, NOW),
             Err(SignatureError::Malformed)

@@ -82,7 +82,11 @@ async fn a_body_over_16_kib_is_a_413() {
         serde_json::to_vec(&body).unwrap(),
     )
     .await;
-    assert_problem(response, 413, "body-too-large").await;
+    let problem = assert_problem(response, 413, "body-too-large").await;
+    assert_eq!(
+        problem["detail"], "The request body is larger than the 16 KiB this endpoint accepts.",
+        "it says the limit"
+    );
     assert_nothing_changed(&app).await;
 }
 

@@ -49,6 +49,21 @@ fn text(at: OffsetDateTime) -> String {
     at.format(&Rfc3339).unwrap()
 }
 
+/// A schedule's download is named by its period, in either format, and by when it was made.
+fn assert_download_name(response: &Response, from: OffsetDateTime, to: OffsetDateTime, ext: &str) {
+    let disposition = response.headers()["content-disposition"].to_str().unwrap();
+    let named = format!(
+        "attachment; filename=\"gift-aid-schedule-{}-to-{}-",
+        from.date(),
+        to.date()
+    );
+    assert!(disposition.starts_with(&named), "{disposition}");
+    assert!(
+        disposition.ends_with(&format!("Z.{ext}\"")),
+        "{disposition}"
+    );
+}
+
 /// The schedule's query string for [from, to), and part `part` if given.
 fn range(from: OffsetDateTime, to: OffsetDateTime, part: Option<usize>) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
@@ -751,6 +766,11 @@ async fn more_than_1000_lines_come_in_parts_and_a_claim_takes_one() {
 
     // The CSV of a part holds that part: a header and 1,000 lines.
     let csv = f.get(&range(start, end, Some(1)), Some("text/csv")).await;
+    let disposition = csv.headers()["content-disposition"].to_str().unwrap();
+    assert!(
+        disposition.contains(&format!("-to-{}-part-1-", end.date())),
+        "a part's download names its part: {disposition}"
+    );
     let csv = csv.bytes().await.unwrap();
     assert_eq!(csv::Reader::from_reader(&csv[..]).records().count(), 1000);
 
@@ -983,6 +1003,7 @@ async fn the_schedule_as_ods_reads_back_cell_by_cell() {
     let response = f.get(&range(from, to, None), Some(ODS)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], ODS);
+    assert_download_name(&response, from, to, "ods");
     let bytes = response.bytes().await.unwrap();
     let book = spreadsheet_ods::read_ods_buf(&bytes).expect("the workbook opens");
     assert_eq!(book.num_sheets(), 2);
@@ -1038,6 +1059,7 @@ async fn the_schedule_as_csv_has_exactly_hmrcs_columns() {
             .unwrap()
             .starts_with("text/csv"),
     );
+    assert_download_name(&response, from, to, "csv");
     let bytes = response.bytes().await.unwrap();
     let mut reader = csv::Reader::from_reader(&bytes[..]);
     let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();

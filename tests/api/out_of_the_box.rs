@@ -591,6 +591,10 @@ fn reading_the_event_log_with_no_database_running_starts_none_and_says_what_to_d
             "{args:?}: {stderr}"
         );
         assert!(
+            stderr.contains("`cargo run` in a checkout"),
+            "it says how a checkout starts it: {stderr}"
+        );
+        assert!(
             !dir.path().join(".quickdonate").exists(),
             "{args:?} made a Postgres"
         );

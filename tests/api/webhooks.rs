@@ -178,12 +178,19 @@ async fn a_body_over_1_mib_is_a_413() {
     event["data"]["object"]["description"] = json!("x".repeat(1024 * 1024));
     let body = serde_json::to_vec(&event).unwrap();
     let header = sign(&SecretString::from(WEBHOOK_SECRET), &body, now());
-    assert_problem(
+    let problem = assert_problem(
         app.deliver_raw(body, Some(&header)).await,
         413,
         "body-too-large",
     )
     .await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("at most 1 MiB"),
+        "it says the limit: {problem}"
+    );
     assert_eq!(stored_events(&app).await, 0);
 }
 
