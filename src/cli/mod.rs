@@ -262,7 +262,7 @@ impl Cli {
             Command::Donors { command } => {
                 let database = Database::open(&settings.database).await?;
                 let result = match database.migrate().await {
-                    Ok(()) => donors(&database.pool, command).await,
+                    Ok(()) => donors(&database.pool, command, &settings.receipts.files_dir).await,
                     Err(error) => Err(error),
                 };
                 database.close().await;
@@ -325,9 +325,13 @@ async fn receipts(db: &PgPool, command: ReceiptsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn donors(db: &PgPool, command: DonorsCommand) -> anyhow::Result<()> {
+async fn donors(
+    db: &PgPool,
+    command: DonorsCommand,
+    receipt_files: &std::path::Path,
+) -> anyhow::Result<()> {
     let DonorsCommand::Erase { email } = command;
-    let done = crate::privacy::erasure::erase(db, &email, &cli_caller()).await?;
+    let done = crate::privacy::erasure::erase(db, &email, &cli_caller(), receipt_files).await?;
     if done.donations == 0 && done.declarations == 0 && done.declarations_kept == 0 {
         println!("Nothing to erase: no donation or declaration has that email (any more).");
     } else {
@@ -335,13 +339,14 @@ async fn donors(db: &PgPool, command: DonorsCommand) -> anyhow::Result<()> {
             "Erased the donor's data from {} donation(s) ({} claimed for Gift Aid: name kept for \
              HMRC), {} declaration(s), {} stored event(s); {} declaration(s) backing a claim keep \
              name and address for HMRC, without the email; {} receipt(s) still owed will not be \
-             sent. Recorded in the audit log.",
+             sent; {} receipt file(s) deleted. Recorded in the audit log.",
             done.donations,
             done.donations_claimed,
             done.declarations,
             done.events,
             done.declarations_kept,
-            done.receipts_canceled
+            done.receipts_canceled,
+            done.receipt_files
         );
     }
     Ok(())

@@ -13,7 +13,10 @@
 //!   does (see [`super::payloads`]);
 //! - its Idempotency-Key forgets the request's fingerprint (a hash of the donor's details):
 //!   a retry with the key is refused as another request, never made into a second donation;
-//! - the card-testing counts and captcha demands of the email (kept by its SHA-256) go.
+//! - the card-testing counts and captcha demands of the email (kept by its SHA-256) go;
+//! - the receipts written as `.eml` files (without `SMTP_URL`) for its donations are deleted,
+//!   before the transaction commits, so that an erasure that fails leaves them for the next
+//!   run. A receipt being written at that very moment by a running service may still land.
 //!
 //! The simulated Stripe's tables are left alone: they stand for Stripe's side (erasing there
 //! is a request to Stripe), and the simulator never holds donor data, since we send Stripe
@@ -22,6 +25,8 @@
 //! The erasure is recorded in the finance audit log, as `donors erase`, by `cli:$USER`, with
 //! its counts and the donations' ids, never the email or a hash of it. Running it again finds
 //! nothing more to erase.
+
+use std::path::Path;
 
 use serde::Serialize;
 use serde_json::json;
@@ -54,11 +59,19 @@ pub struct Erasure {
     /// Card-testing counts and captcha demands of the email deleted.
     pub card_testing_rows: u64,
     pub receipts_canceled: u64,
+    /// Receipts written as `.eml` files (without `SMTP_URL`) whose file was deleted.
+    pub receipt_files: u64,
 }
 
 /// Erases the personal data of the donor of `email` (see the module's documentation), as
-/// `caller`, and records it in the audit log.
-pub async fn erase(db: &PgPool, email: &str, caller: &Caller) -> anyhow::Result<Erasure> {
+/// `caller`, deleting their receipts' `.eml` files under `receipt_files`, and records it in
+/// the audit log.
+pub async fn erase(
+    db: &PgPool,
+    email: &str,
+    caller: &Caller,
+    receipt_files: &Path,
+) -> anyhow::Result<Erasure> {
     let email = email.trim();
     anyhow::ensure!(!email.is_empty(), "--email: give the donor's email address");
     let mut erasure = Erasure::default();
@@ -177,6 +190,18 @@ pub async fn erase(db: &PgPool, email: &str, caller: &Caller) -> anyhow::Result<
             .execute(&mut *tx)
             .await?
             .rows_affected();
+
+    let receipts = sqlx::query_scalar!(
+        "SELECT id FROM receipts WHERE donation_id = ANY($1) ORDER BY id",
+        &ids
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let dir = receipt_files.to_owned();
+    erasure.receipt_files =
+        tokio::task::spawn_blocking(move || crate::receipts::sender::delete_files(&dir, &receipts))
+            .await?
+            .map_err(|error| anyhow::anyhow!("could not delete a receipt's .eml file: {error}"))?;
 
     let mut filters = serde_json::to_value(&erasure)?;
     filters["donation_ids"] = json!(ids);

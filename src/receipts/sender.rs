@@ -22,7 +22,7 @@
 //! rest of its batch was never sent). The attempts that count toward [`MAX_ATTEMPTS`] bound
 //! the total. A graceful shutdown finishes the receipt in hand first.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -99,6 +99,26 @@ impl Transport {
             }
         }
     }
+}
+
+/// Deletes the `.eml` files written for `receipts` under `dir` (and any half-written one), as
+/// a donor's erasure does; returns how many receipts had a file. A receipt with none (sent by
+/// SMTP, or never sent) is passed over.
+pub fn delete_files(dir: &Path, receipts: &[Uuid]) -> std::io::Result<u64> {
+    let mut deleted = 0;
+    for receipt in receipts {
+        for (name, counted) in [
+            (format!("{receipt}.eml"), true),
+            (format!(".{receipt}.eml.partial"), false),
+        ] {
+            match std::fs::remove_file(dir.join(name)) {
+                Ok(()) => deleted += u64::from(counted),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 /// Delivers the receipts owed; every instance that applies events runs one.

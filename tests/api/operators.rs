@@ -32,6 +32,8 @@ pub fn command(app: &TestApp, database_url: &str) -> Command {
         // The default level: its log must not mix with the command's answer.
         .env("RUST_LOG", "info")
         .env("DATABASE_URL", database_url)
+        // The same deployment as the app: its receipts' .eml files are under this.
+        .env("DATA_DIR", app.data_dir.path())
         .env(
             "CAMPAIGNS_FILE",
             concat!(env!("CARGO_MANIFEST_DIR"), "/config/campaigns.toml"),

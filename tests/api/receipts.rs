@@ -313,6 +313,40 @@ async fn without_smtp_a_receipt_is_an_eml_file_under_the_data_directory() {
 }
 
 #[tokio::test]
+async fn erasing_a_donor_deletes_their_eml_receipts_and_no_one_elses() {
+    let app = app_mailing(None).await;
+    let (erased, _) = paid_donation(&app, &donation_body()).await;
+    let mut other = donation_body();
+    other["donor"]["email"] = json!("someone.else@example.org");
+    let (kept, _) = paid_donation(&app, &other).await;
+    app.wait_until_applied().await;
+    wait_until_sent(&app, 2).await;
+    let dir = app.data_dir.path().join("receipts");
+    let erased_file = dir.join(format!("{}.eml", receipts_of(&app, erased).await[0].0));
+    let kept_file = dir.join(format!("{}.eml", receipts_of(&app, kept).await[0].0));
+    assert!(erased_file.exists() && kept_file.exists());
+
+    let email = donation_body()["donor"]["email"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let said = crate::operators::quickdonate(&app, &["donors", "erase", "--email", &email]);
+    assert!(said.contains("1 receipt file(s) deleted"), "{said}");
+    assert!(!erased_file.exists(), "the erased donor's receipt is gone");
+    let kept_eml = std::fs::read_to_string(&kept_file).unwrap();
+    assert!(
+        crate::smtp_sink::readable(&kept_eml).contains("someone.else@example.org"),
+        "another donor's receipt stays"
+    );
+    let audited: Value =
+        sqlx::query_scalar("SELECT filters FROM finance_audit_log WHERE what = 'donors erase'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(audited["receipt_files"], 1, "{audited}");
+}
+
+#[tokio::test]
 async fn an_erased_donors_owed_receipt_is_never_sent() {
     let sink = SmtpSink::start().await;
     sink.refuse_next(1000);
