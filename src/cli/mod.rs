@@ -20,8 +20,7 @@ use crate::http::export::{Format, Sink};
 use crate::http::query::Params;
 use crate::operators::access::{self, Caller, Role};
 use crate::payments::Payments;
-use crate::receipts::admin::ReceiptSummary;
-use crate::webhooks::admin::{self, EventSummary};
+use crate::webhooks::admin;
 
 /// quickdonate: donations on Stripe, recorded in Postgres.
 ///
@@ -283,7 +282,7 @@ async fn tokens(db: &PgPool, command: TokensCommand) -> anyhow::Result<()> {
             println!("{token}");
         }
         TokensCommand::List => {
-            println!("{}", token_table(&access::list(db).await?));
+            println!("{}", table::tokens(&access::list(db).await?));
         }
         TokensCommand::Revoke { name } => match access::revoke(db, &name).await? {
             access::Revoked::Now => println!("{name} is revoked; it no longer works"),
@@ -301,7 +300,7 @@ async fn receipts(db: &PgPool, command: ReceiptsCommand) -> anyhow::Result<()> {
         ReceiptsCommand::List { failed, limit } => {
             println!(
                 "{}",
-                receipt_table(&receipts::list(db, failed, limit).await?)
+                table::receipts(&receipts::list(db, failed, limit).await?)
             )
         }
         ReceiptsCommand::Retry { id, .. } => {
@@ -356,7 +355,7 @@ async fn events(settings: &Config, db: &PgPool, command: EventsCommand) -> anyho
     let livemode = settings.livemode();
     match command {
         EventsCommand::List { failed, limit } => {
-            println!("{}", event_table(&admin::list(db, failed, limit).await?))
+            println!("{}", table::events(&admin::list(db, failed, limit).await?))
         }
         EventsCommand::Show { id } => println!("{}", admin::show(db, &id).await?),
         EventsCommand::Replay { id: Some(id), .. } => {
@@ -451,87 +450,6 @@ async fn export(db: &PgPool, command: ExportCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The tokens `tokens list` found, as a table, and how many: never a token or its hash.
-fn token_table(tokens: &[access::TokenInfo]) -> String {
-    let mut rows = vec![["name", "role", "created", "revoked"].map(str::to_owned)];
-    rows.extend(tokens.iter().map(|token| {
-        [
-            token.name.clone(),
-            token.role.to_string(),
-            table::time(token.created_at),
-            token
-                .revoked_at
-                .map(table::time)
-                .unwrap_or_else(|| "-".to_owned()),
-        ]
-    }));
-    let table = table::columns(&rows, &[false; 4]);
-    format!("{table}{} token(s)", tokens.len())
-}
-
-/// The events `events list` found, as a table, and how many.
-fn event_table(events: &[EventSummary]) -> String {
-    let mut rows = vec![
-        [
-            "id",
-            "type",
-            "state",
-            "attempts",
-            "deliveries",
-            "received",
-            "last error",
-        ]
-        .map(str::to_owned),
-    ];
-    rows.extend(events.iter().map(|event| {
-        [
-            event.id.clone(),
-            event.kind.clone(),
-            event.state.clone(),
-            event.attempts.to_string(),
-            event.delivery_count.to_string(),
-            table::time(event.first_received_at),
-            table::error_cell(event.last_error.as_deref()),
-        ]
-    }));
-    let table = table::columns(&rows, &[false, false, false, true, true, false, false]);
-    format!("{table}{} event(s)", events.len())
-}
-
-/// The receipts `receipts list` found, as a table, and how many.
-fn receipt_table(receipts: &[ReceiptSummary]) -> String {
-    let mut rows = vec![
-        [
-            "id",
-            "donation",
-            "kind",
-            "state",
-            "attempts",
-            "next attempt",
-            "last error",
-        ]
-        .map(str::to_owned),
-    ];
-    rows.extend(receipts.iter().map(|receipt| {
-        [
-            receipt.id.to_string(),
-            receipt.donation_id.to_string(),
-            receipt.kind.clone(),
-            receipt.status.clone(),
-            receipt.attempts.to_string(),
-            // Only a pending receipt has a next attempt.
-            if receipt.status == "pending" {
-                table::time(receipt.next_attempt_at)
-            } else {
-                "-".to_owned()
-            },
-            table::error_cell(receipt.last_error.as_deref()),
-        ]
-    }));
-    let table = table::columns(&rows, &[false, false, false, false, true, false, false]);
-    format!("{table}{} receipt(s)", receipts.len())
-}
-
 /// Who the audit log says ran a command-line export: `cli:` and the operating system's user.
 fn cli_caller() -> Caller {
     let user: Option<String> = ["USER", "LOGNAME"]
@@ -557,46 +475,5 @@ struct Stdout(tokio::io::Stdout);
 impl Sink for Stdout {
     async fn send(&mut self, chunk: axum::body::Bytes) -> std::io::Result<()> {
         self.0.write_all(&chunk).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use time::macros::datetime;
-
-    #[test]
-    fn the_token_list_keeps_its_columns_whatever_the_names() {
-        let token = |name: &str, role, revoked| access::TokenInfo {
-            name: name.to_owned(),
-            role,
-            created_at: datetime!(2026-12-01 10:00:00 UTC),
-            revoked_at: revoked,
-        };
-        let long = "a".repeat(64);
-        let listed = token_table(&[
-            token("finance", Role::Finance, None),
-            token(&long, Role::Admin, Some(datetime!(2026-12-02 11:30:00 UTC))),
-        ]);
-        let lines: Vec<&str> = listed.lines().collect();
-        assert_eq!(lines.len(), 4, "{listed}");
-        // Each column starts where its header does, on every line.
-        for column in ["role", "created", "revoked"] {
-            let at = lines[0].find(column).unwrap();
-            for line in &lines[1..3] {
-                assert_ne!(
-                    line.as_bytes()[at - 1],
-                    b'a',
-                    "{column} after a long name: {listed}"
-                );
-                assert_eq!(line.as_bytes()[at - 2], b' ', "{column}: {listed}");
-            }
-        }
-        assert!(
-            lines[1].starts_with("finance ") && lines[1].ends_with(" -"),
-            "{listed}"
-        );
-        assert!(lines[2].ends_with("2026-12-02T11:30:00Z"), "{listed}");
-        assert_eq!(lines[3], "2 token(s)");
     }
 }
