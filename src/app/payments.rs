@@ -79,6 +79,7 @@ pub(super) async fn set_up(
                 stripe,
                 format!("http://{own}/v1/webhooks/stripe"),
                 secret.clone(),
+                settings.apply_events,
             );
             Ok(PaymentsSetUp {
                 payments,

@@ -4,7 +4,11 @@
 //! `{fail}`, optional). Each changes the simulated Stripe's objects the way a donor, the
 //! dashboard, a card issuer or a bank would, then delivers the resulting events, signed with
 //! the webhook secret, to our own webhook endpoint: the local flow runs the production code
-//! from end to end. Every use is logged as a warning.
+//! from end to end. A control answers once the worker has applied its events (or after
+//! [`APPLIED_WITHIN`], saying which were not), so the next `GET` shows what it did, as a test
+//! helper should. Every use is logged as a warning.
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -20,6 +24,9 @@ use super::{SimulatedStripe, SimulationError};
 use crate::http::problem::{ApiError, ApiResult, FieldError, Problem, ProblemType};
 use crate::webhooks::signature;
 
+/// The longest a control waits for the worker to apply the events it delivered.
+pub const APPLIED_WITHIN: Duration = Duration::from_secs(5);
+
 /// The simulated Stripe, and how its events reach us.
 #[derive(Clone)]
 pub struct Simulator {
@@ -27,15 +34,24 @@ pub struct Simulator {
     webhook_url: String,
     secret: SecretString,
     http: reqwest::Client,
+    /// Whether this instance's worker applies events (`APPLY_EVENTS`): a control waits for them
+    /// only then.
+    applies_events: bool,
 }
 
 impl Simulator {
-    pub fn new(stripe: SimulatedStripe, webhook_url: String, secret: SecretString) -> Self {
+    pub fn new(
+        stripe: SimulatedStripe,
+        webhook_url: String,
+        secret: SecretString,
+        applies_events: bool,
+    ) -> Self {
         Self {
             stripe,
             webhook_url,
             secret,
             http: reqwest::Client::new(),
+            applies_events,
         }
     }
 
@@ -89,6 +105,10 @@ struct DeliveredDoc {
     kind: String,
     /// Our webhook endpoint's HTTP status; 0 if it could not be reached.
     delivery_status: u16,
+    /// Its state in our event log when the control answered: `applied`, `ignored` or
+    /// `failed`; `pending` if it was not applied within 5 s, or this instance applies no
+    /// events (`APPLY_EVENTS=false`); null if it was not stored.
+    state: Option<String>,
 }
 
 // Documentation of the JSON the handler builds.
@@ -244,7 +264,7 @@ async fn simulate(
         // Its id, for the refund's own control.
         answer["refund"] = events[0]["data"]["object"]["id"].clone();
     }
-    answer["events"] = json!(simulator.deliver_all(&events).await);
+    answer["events"] = json!(simulator.deliver_all(&events).await?);
     Ok(Json(answer))
 }
 
@@ -282,7 +302,7 @@ async fn simulate_refund(
     }
     warn_simulated("fail", "refund", &id);
     let events = simulator.stripe.fail_refund(&id).await.map_err(refused)?;
-    let events = simulator.deliver_all(&events).await;
+    let events = simulator.deliver_all(&events).await?;
     Ok(Json(json!({"refund": id, "events": events})))
 }
 
@@ -321,7 +341,7 @@ async fn simulate_payout(
         "SIMULATED PAYMENTS: the simulator's payout control was used; no money moves"
     );
     let (payouts, events) = simulator.stripe.pay_out(fail).await.map_err(refused)?;
-    let events = simulator.deliver_all(&events).await;
+    let events = simulator.deliver_all(&events).await?;
     let payouts: Vec<Value> = payouts
         .iter()
         .map(|p| {
@@ -333,15 +353,42 @@ async fn simulate_payout(
 }
 
 impl Simulator {
-    /// Delivers each event in turn; what became of each.
-    async fn deliver_all(&self, events: &[Value]) -> Vec<Value> {
+    /// Delivers each event in turn, then waits for the worker to apply them (at most
+    /// [`APPLIED_WITHIN`]); what became of each.
+    async fn deliver_all(&self, events: &[Value]) -> ApiResult<Vec<Value>> {
         let mut delivered = Vec::new();
         for event in events {
             let status = self.deliver(event).await;
             delivered
                 .push(json!({"id": event["id"], "type": event["type"], "delivery_status": status}));
         }
-        delivered
+        let ids: Vec<String> = events
+            .iter()
+            .filter_map(|event| event["id"].as_str().map(str::to_owned))
+            .collect();
+        let states = self.states_once_applied(&ids).await?;
+        for event in &mut delivered {
+            let id = event["id"].as_str().unwrap_or_default();
+            event["state"] = json!(states.get(id));
+        }
+        Ok(delivered)
+    }
+
+    /// The events' states in the log, once none is pending any more or [`APPLIED_WITHIN`] has
+    /// passed (at once if this instance applies no events).
+    async fn states_once_applied(
+        &self,
+        ids: &[String],
+    ) -> sqlx::Result<std::collections::HashMap<String, String>> {
+        let deadline = tokio::time::Instant::now() + APPLIED_WITHIN;
+        loop {
+            let states = crate::webhooks::log::states(&self.stripe.db, ids).await?;
+            let pending = states.values().any(|state| state == "pending");
+            if !pending || !self.applies_events || tokio::time::Instant::now() >= deadline {
+                return Ok(states);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -204,6 +204,20 @@ pub async fn backlog(db: &sqlx::PgPool) -> sqlx::Result<Backlog> {
     })
 }
 
+/// The state in the log (`pending`, `applied`, `ignored`, `failed`) of each of `ids` stored.
+pub async fn states(
+    db: &sqlx::PgPool,
+    ids: &[String],
+) -> sqlx::Result<std::collections::HashMap<String, String>> {
+    let rows = sqlx::query!(
+        "SELECT id, state FROM stripe_events WHERE id = ANY($1)",
+        ids
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.id, row.state)).collect())
+}
+
 /// Bodies no one expected: any bytes, and envelopes with any field of any shape.
 #[cfg(test)]
 mod properties {

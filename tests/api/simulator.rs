@@ -1130,3 +1130,91 @@ async fn a_failed_payout_puts_its_money_back_for_the_next_payout() {
     assert_eq!(kinds, ["payout", "payout_failure", "payout", "charge"]);
     assert_eq!(net_of(&all), 0);
 }
+
+#[tokio::test]
+async fn a_control_answers_once_its_events_are_applied_so_the_next_read_shows_them() {
+    let app = simulated_app().await;
+    let created: Value = app
+        .post_donation("kashmir", &donation_body(), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (id, pi) = (
+        created["id"].as_str().unwrap(),
+        created["payment_intent_id"].as_str().unwrap(),
+    );
+    let states = |answer: &Value| -> Vec<String> {
+        answer["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["state"].as_str().unwrap_or("(none)").to_owned())
+            .collect()
+    };
+
+    let paid: Value = simulate(&app, pi, "succeed", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(states(&paid), ["applied", "applied"], "{paid}");
+    // No waiting: the very next reads show the payment.
+    let donation: Value = app
+        .get(&format!("/v1/donations/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(donation["status"], "succeeded");
+    assert_eq!(app.campaign().await["raised_amount"], 2500);
+
+    let refunded: Value = simulate(&app, pi, "refund", Some(json!({"amount": 1000})))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        states(&refunded).iter().all(|s| s == "applied"),
+        "{refunded}"
+    );
+    let donation: Value = app
+        .get(&format!("/v1/donations/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(donation["refunded_amount"], 1000);
+}
+
+#[tokio::test]
+async fn without_a_worker_a_control_answers_at_once_and_says_its_events_wait() {
+    let app = spawn_app_with(|s| {
+        s.stripe_secret_key = None;
+        s.stripe_publishable_key = None;
+        s.apply_events = false;
+    })
+    .await;
+    let created: Value = app
+        .post_donation("kashmir", &donation_body(), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let pi = created["payment_intent_id"].as_str().unwrap();
+    let started = std::time::Instant::now();
+    let paid: Value = simulate(&app, pi, "succeed", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < quickdonate::simulator::routes::APPLIED_WITHIN,
+        "it does not wait for a worker that is not there"
+    );
+    for event in paid["events"].as_array().unwrap() {
+        assert_eq!(event["state"], "pending", "{event}");
+    }
+    app.apply_events().await;
+    assert_eq!(app.campaign().await["raised_amount"], 2500);
+}
