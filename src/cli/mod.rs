@@ -25,7 +25,8 @@ use crate::webhooks::admin;
 /// quickdonate: donations on Stripe, recorded in Postgres.
 ///
 /// Configuration comes from config/default.toml (built in), the file named by
-/// QUICKDONATE_CONFIG, and environment variables; see the README.
+/// QUICKDONATE_CONFIG, and environment variables; see the README. The service and `migrate` log
+/// to stdout; the other commands answer on stdout and log to stderr.
 #[derive(Debug, Parser)]
 #[command(version)]
 pub struct Cli {
