@@ -7,6 +7,7 @@ mod bad_input;
 mod browser;
 mod campaigns;
 mod card_testing;
+mod deploy;
 mod disputes;
 mod donate_page;
 mod donations;
