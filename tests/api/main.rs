@@ -31,6 +31,7 @@ mod out_of_the_box;
 mod payments_mode;
 mod payouts;
 mod poison;
+mod readme;
 mod receipts;
 mod receipts_crash;
 mod receipts_operators;
