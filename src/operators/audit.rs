@@ -1,8 +1,10 @@
 //! The finance audit log: every read of finance data, by whom (token name and role), what,
 //! with which filters (the query parameters, never donor data), and how many rows it gave.
-//! Rows are only ever added. A page is recorded before it is sent, so a read that could not be
-//! recorded sends nothing; a streamed export is recorded before its first byte, and its row
-//! count set when it ends (the rows actually sent, if the client goes away first).
+//! Rows are only ever added (the database refuses UPDATE, DELETE and TRUNCATE). A page is
+//! recorded before it is sent, so a read that could not be recorded sends nothing; a streamed
+//! export is recorded before its first byte, and again when it ends, by a second row naming the
+//! first and holding the rows actually sent (fewer if the client went away first). The view
+//! `finance_reads` shows each read once, with the row count of its end.
 //!
 //! `GET /v1/finance/audit` shows it, newest first, to admins only; reading it is audited too.
 
@@ -64,10 +66,11 @@ async fn begin_with(
     .await
 }
 
-/// Sets how many rows a streamed read sent, once it has ended.
+/// Records that the streamed read [`begin`] recorded as `id` has ended, having sent `rows`.
 pub async fn finish(db: impl PgExecutor<'_>, id: i64, rows: i64) -> sqlx::Result<()> {
     sqlx::query!(
-        "UPDATE finance_audit_log SET row_count = $2 WHERE id = $1",
+        r#"INSERT INTO finance_audit_log (token_name, role, what, filters, row_count, ends)
+           SELECT token_name, role, what, filters, $2, id FROM finance_audit_log WHERE id = $1"#,
         id,
         rows
     )
@@ -92,7 +95,12 @@ pub struct Entry {
     /// The query parameters as given.
     #[schema(value_type = Object)]
     pub filters: Value,
+    /// The rows it gave; for an export, the rows sent once it ended (0 until then).
     pub row_count: i64,
+    /// When an export ended (null for a page, and for an export still running or cut off
+    /// before it could be recorded).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub ended_at: Option<OffsetDateTime>,
 }
 
 /// A page of `GET /v1/finance/audit`.
@@ -114,10 +122,12 @@ impl CsvRow for Entry {
         "what",
         "filters",
         "row_count",
+        "ended_at",
     ];
 
     fn write(&self, csv: &mut export::CsvChunks) -> std::io::Result<()> {
         let filters = self.filters.to_string();
+        let ended_at = self.ended_at.map(crate::timestamps::rfc3339);
         csv.row(&[
             Cell::Int(self.id),
             Cell::Text(&crate::timestamps::rfc3339(self.at)),
@@ -126,6 +136,7 @@ impl CsvRow for Entry {
             Cell::Text(&self.what),
             Cell::Text(&filters),
             Cell::Int(self.row_count),
+            ended_at.as_deref().map_or(Cell::Empty, Cell::Text),
         ])
     }
 }
@@ -136,8 +147,9 @@ macro_rules! entries {
         let cursor: Option<&Cursor<i64>> = $cursor;
         sqlx::query_as!(
             Entry,
-            r#"SELECT id, at, token_name, role AS "role: Role", what, filters, row_count
-               FROM finance_audit_log
+            r#"SELECT id AS "id!", at AS "at!", token_name AS "token_name!", role AS "role!: Role",
+                      what AS "what!", filters AS "filters!", row_count AS "row_count!", ended_at
+               FROM finance_reads
                WHERE ($1::timestamptz IS NULL OR at >= $1)
                  AND ($2::timestamptz IS NULL OR at < $2)
                  AND ($3::timestamptz IS NULL OR (at, id) < ($3, $4))

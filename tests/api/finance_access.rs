@@ -66,10 +66,10 @@ pub async fn get_with(
     request.send().await.expect("the request is sent")
 }
 
-/// The audit log, oldest first, as the database holds it.
+/// The reads the audit log holds, oldest first, an export's with the row count of its end.
 pub async fn audit_rows(app: &TestApp) -> Vec<(String, String, String, Value, i64)> {
     sqlx::query_as(
-        "SELECT token_name, role, what, filters, row_count FROM finance_audit_log ORDER BY id",
+        "SELECT token_name, role, what, filters, row_count FROM finance_reads ORDER BY id",
     )
     .fetch_all(&app.db)
     .await
@@ -475,7 +475,8 @@ async fn every_read_is_audited_with_its_token_filters_and_row_count() {
             "role",
             "what",
             "filters",
-            "row_count"
+            "row_count",
+            "ended_at"
         ]
     );
     let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
@@ -496,6 +497,44 @@ async fn every_read_is_audited_with_its_token_filters_and_row_count() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(counted, 6, "the CSV read's row count");
+
+    // The export's end is a row of its own, naming its start: nothing was rewritten.
+    let (begun, ended): (i64, i64) = sqlx::query_as(
+        "SELECT b.row_count, e.row_count FROM finance_audit_log b
+         JOIN finance_audit_log e ON e.ends = b.id WHERE b.what = 'GET /v1/finance/audit (csv)'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((begun, ended), (0, 6));
+}
+
+#[tokio::test]
+async fn the_audit_log_refuses_to_be_changed_or_emptied() {
+    let app = spawn_app().await;
+    let admin = token(&app, "auditor", Role::Admin).await;
+    assert_eq!(
+        get_as(&app, Some(&admin), "/v1/finance/audit")
+            .await
+            .status(),
+        200
+    );
+    for statement in [
+        "UPDATE finance_audit_log SET row_count = 99",
+        "UPDATE finance_audit_log SET token_name = 'someone-else'",
+        "DELETE FROM finance_audit_log",
+        "TRUNCATE finance_audit_log",
+    ] {
+        let error = sqlx::query(statement)
+            .execute(&app.db)
+            .await
+            .expect_err(statement);
+        assert!(
+            error.to_string().contains("append-only"),
+            "{statement}: {error}"
+        );
+    }
+    assert_eq!(audit_rows(&app).await.len(), 1, "the entry is still there");
 }
 
 #[tokio::test]
