@@ -953,3 +953,81 @@ async fn a_payment_that_received_less_or_another_currency_is_flagged_and_counts_
         "{shown}"
     );
 }
+
+#[tokio::test]
+async fn a_donation_is_refunded_and_its_notice_owed_only_once_its_refunds_have_succeeded() {
+    let (app, stripe) = manual_app().await;
+    let story = Story::begin(&app, &stripe).await;
+    app.deliver(&story.succeeded()).await;
+    // Refunded in full, but neither refund has gone through yet.
+    app.deliver(&event(
+        "refund.created",
+        story.refund_a("pending"),
+        story.t0 + 3,
+    ))
+    .await;
+    app.deliver(&event(
+        "refund.created",
+        story.refund_b("pending"),
+        story.t0 + 3,
+    ))
+    .await;
+    app.apply_events().await;
+
+    let notices = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM receipts WHERE donation_id = $1 AND kind = 'refund_notice'",
+        )
+        .bind(story.donation)
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+    };
+    let row = app.donation_facts(story.donation).await;
+    assert_eq!(
+        (row.status.as_str(), row.refunded_amount, row.counted_amount),
+        ("succeeded", AMOUNT, 0),
+        "money on its way out is not counted, but the donor is not told yet"
+    );
+    assert_eq!(notices().await, 0);
+
+    // One goes through, the other fails: the donor got 500 back, not the gift.
+    app.deliver(&event(
+        "refund.updated",
+        story.refund_a("succeeded"),
+        story.t0 + 5,
+    ))
+    .await;
+    app.deliver(&event(
+        "refund.failed",
+        story.refund_b("failed"),
+        story.t0 + 6,
+    ))
+    .await;
+    app.apply_events().await;
+    let row = app.donation_facts(story.donation).await;
+    assert_eq!(
+        (row.status.as_str(), row.refunded_amount, row.counted_amount),
+        ("succeeded", 500, AMOUNT - 500)
+    );
+    assert_eq!(notices().await, 0);
+
+    // Refunded again, and this time it goes through: refunded, and one notice owed.
+    let again = objects::refund(
+        &format!("re_c_{}", story.pi),
+        &story.charge,
+        &story.pi,
+        AMOUNT - 500,
+        "succeeded",
+    );
+    app.deliver(&event("refund.created", again, story.t0 + 7))
+        .await;
+    app.apply_events().await;
+    let row = app.donation_facts(story.donation).await;
+    assert_eq!(
+        (row.status.as_str(), row.refunded_amount, row.counted_amount),
+        ("refunded", AMOUNT, 0)
+    );
+    assert_eq!(notices().await, 1);
+    app.assert_totals_match_rows().await;
+}

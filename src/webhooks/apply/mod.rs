@@ -159,7 +159,7 @@ pub async fn apply(
     store::write_rows(tx, &settled).await?;
     state.write_children(tx).await?;
     // The receipts these moves owe, queued with them: a thank-you as a donation first
-    // succeeds, a notice as it becomes fully refunded (at most once per donation and kind).
+    // succeeds, a notice as its succeeded refunds come to cover it (at most once per donation and kind).
     let succeeded = PaymentStatus::Succeeded;
     let thanked: Vec<Uuid> = settled
         .iter()
@@ -378,7 +378,15 @@ impl State {
         } else {
             row.total_amount
         };
-        row.status = if succeeded && row.refunded_amount >= paid {
+        // Refunded only once refunds that have succeeded cover it: a pending refund can still
+        // fail, and the donor is then told of money that never comes.
+        let refunded_for_sure: i64 = self
+            .refunds
+            .values()
+            .filter(|r| r.donation_id == row.id && r.status == RefundStatus::Succeeded)
+            .map(|r| r.amount)
+            .sum();
+        row.status = if succeeded && refunded_for_sure >= paid {
             DonationStatus::Refunded
         } else {
             DonationStatus::from(row.payment_status)
