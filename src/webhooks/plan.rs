@@ -350,9 +350,12 @@ fn tie_payments(plan: &mut Plan, read: Vec<(String, EventFacts)>, known: &Known)
             }
             continue;
         };
+        // An event of an older API version (a refund, a dispute) may name only its charge;
+        // the donation it was found by knows its PaymentIntent.
         let payment_intent = events
             .iter()
-            .find_map(|e| e.facts.ties().payment_intent.map(str::to_owned));
+            .find_map(|e| e.facts.ties().payment_intent.map(str::to_owned))
+            .or_else(|| donation.payment_intent_id.clone());
         let mut ours = Vec::new();
         for event in events {
             match belongs(&event, donation) {

@@ -1031,3 +1031,55 @@ async fn a_donation_is_refunded_and_its_notice_owed_only_once_its_refunds_have_s
     assert_eq!(notices().await, 1);
     app.assert_totals_match_rows().await;
 }
+
+/// A refund naming only its charge (older API versions leave `payment_intent` empty), whose
+/// money the ledger lacks, is fetched through the PaymentIntent of the donation it was found
+/// by, not set aside as a dead letter.
+#[tokio::test]
+async fn a_refund_naming_only_its_charge_is_fetched_through_its_donation() {
+    let (app, stripe) = manual_app().await;
+    let story = Story::begin(&app, &stripe).await;
+    app.deliver(&story.succeeded()).await;
+    app.deliver(&story.charge_updated_with_fee()).await;
+    app.apply_events().await;
+    let reads_before = stripe_reads(&app).await;
+
+    story.at_stripe_refunded(&stripe, 500);
+    let txn = format!("txn_re_{}", story.pi);
+    let mut taken = objects::balance_transaction(&txn, -500, 0);
+    taken["type"] = "refund".into();
+    stripe.put(taken);
+    let mut refund = story.refund_a("succeeded");
+    refund["balance_transaction"] = txn.clone().into();
+    stripe.put(refund.clone());
+    refund["payment_intent"] = Value::Null;
+    let created = event("refund.created", refund, story.t0 + 3);
+    app.deliver(&created).await;
+    app.apply_events().await;
+
+    let state: String = sqlx::query_scalar("SELECT state FROM stripe_events WHERE id = $1")
+        .bind(created["id"].as_str().unwrap())
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(state, "applied");
+    let row = app.donation_facts(story.donation).await;
+    assert_eq!(
+        (row.refunded_amount, row.counted_amount),
+        (500, AMOUNT - 500)
+    );
+    assert_eq!(
+        stripe_reads(&app).await,
+        reads_before + 1,
+        "one fetch, of its PaymentIntent"
+    );
+    let refunded: i64 = sqlx::query_scalar(
+        "SELECT sum(amount)::bigint FROM ledger_entries WHERE balance_transaction_id = $1",
+    )
+    .bind(&txn)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(refunded, -500, "the refund's money is in the ledger");
+    app.assert_totals_match_rows().await;
+}
