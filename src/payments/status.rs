@@ -170,6 +170,16 @@ impl DisputeStatus {
         }
     }
 
+    /// Whether the bank holds the disputed money: from the chargeback until it is won (an
+    /// inquiry, or a dispute prevented, moves no money). An unknown status is taken as an open
+    /// chargeback.
+    pub fn withdraws(&self) -> bool {
+        matches!(
+            self,
+            Self::NeedsResponse | Self::UnderReview | Self::Lost | Self::Unknown(_)
+        )
+    }
+
     /// The word the API shows.
     pub fn word(&self) -> &'static str {
         match self {

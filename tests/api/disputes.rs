@@ -114,6 +114,12 @@ async fn an_inquiry_that_escalates_shows_evidence_due_at_once_and_ends_lost() {
         Some("needs_response"),
         "the escalation shows at once: evidence is due"
     );
+    assert_eq!(
+        d.app.donation_facts(d.donation).await.counted_amount,
+        0,
+        "the bank has taken the money back: the campaign no longer counts it"
+    );
+    d.app.assert_totals_match_rows().await;
     // A late copy of the inquiry's review does not hide it.
     d.apply(&[&reviewing]).await;
     assert_eq!(d.status().await.as_deref(), Some("needs_response"));
@@ -172,6 +178,13 @@ async fn every_order_of_an_escalating_dispute_ends_the_same() {
             assert_eq!(
                 d.status().await.as_deref(),
                 Some(words[furthest]),
+                "order {order:?}, after event {i}"
+            );
+            // Withdrawn while the chargeback is open, counted again once it is won.
+            let open_chargeback = matches!(furthest, 2 | 3);
+            assert_eq!(
+                d.app.donation_facts(d.donation).await.counted_amount,
+                if open_chargeback { 0 } else { AMOUNT },
                 "order {order:?}, after event {i}"
             );
         }
@@ -257,7 +270,10 @@ async fn a_prevented_dispute_and_one_of_a_status_we_do_not_know_read_as_what_the
         Some("open"),
         "never won, never lost"
     );
-    assert_eq!(row.counted_amount, AMOUNT);
+    assert_eq!(
+        row.counted_amount, 0,
+        "taken as an open chargeback: its money is withdrawn"
+    );
     assert_eq!(row.dispute_fee, DISPUTE_FEE);
     // A later outcome still settles it.
     d.apply(&[&d.snapshot("charge.dispute.closed", "lost", &[DISPUTE_FEE], 20)])

@@ -401,7 +401,9 @@ pub async fn assert_totals_match_rows_in(db: &PgPool) {
                       coalesce((SELECT sum(r.amount) FROM refunds r WHERE r.donation_id = d.id
                                 AND r.status NOT IN ('failed', 'canceled')), 0) AS refunded,
                       coalesce((SELECT sum(x.amount) FROM disputes x WHERE x.donation_id = d.id
-                                AND x.status = 'lost'), 0) AS lost
+                                AND x.status NOT IN ('warning_needs_response',
+                                    'warning_under_review', 'warning_closed', 'prevented',
+                                    'won')), 0) AS lost
                FROM donations d),
            parts AS (
                SELECT campaign,

@@ -336,6 +336,13 @@ impl State {
             .filter(|d| d.status == DisputeStatus::Lost)
             .map(|d| d.amount)
             .sum();
+        // What the bank has taken back for now or for good: an open chargeback's money is
+        // withdrawn until it is won.
+        let withdrawn: i64 = disputes
+            .iter()
+            .filter(|d| d.status.withdraws())
+            .map(|d| d.amount)
+            .sum();
         // The money Stripe moved is the ledger's: fee, net and dispute fees are its sums.
         let entries: Vec<&Entry> = self
             .ledger
@@ -368,7 +375,7 @@ impl State {
                 row.total_amount,
                 received,
                 row.refunded_amount,
-                row.dispute_lost_amount,
+                withdrawn,
             )
         } else {
             0
@@ -433,7 +440,8 @@ fn merge_received(row: &mut Row, amount: i64, currency: &str) {
 }
 
 /// What a succeeded gift adds to its campaign: what Stripe received of it (in the gift's
-/// currency), less what was refunded or lost to a dispute, and never more than the gift
+/// currency), less what was refunded or withdrawn by a dispute (open or lost; a won dispute
+/// gives it back), and never more than the gift
 /// itself or below zero. The fee cover pays Stripe, so it is never counted, and a refund or a
 /// shortfall takes from it first.
 pub fn counted_amount(
@@ -441,9 +449,9 @@ pub fn counted_amount(
     total_amount: i64,
     received: i64,
     refunded: i64,
-    lost: i64,
+    withdrawn: i64,
 ) -> i64 {
-    (received.min(total_amount) - refunded - lost)
+    (received.min(total_amount) - refunded - withdrawn)
         .min(amount)
         .max(0)
 }
