@@ -31,8 +31,8 @@ pub(super) async fn housekeeping(
         if let Err(error) = crate::donations::limits::prune(&db, attempts_kept).await {
             tracing::warn!(%error, "could not delete old donation attempts");
         }
-        let batch = crate::privacy::payloads::BATCH;
-        match crate::privacy::payloads::strip_expired(&db, payload_retention, batch).await {
+        let batch = crate::webhooks::payloads::BATCH;
+        match crate::webhooks::payloads::strip_expired(&db, payload_retention, batch).await {
             Ok(0) => {}
             Ok(stripped) => {
                 tracing::info!(stripped, "old event payloads stripped of personal data")

@@ -10,7 +10,7 @@
 //!   its donations) reads `erased`, without title or postcode, and an erased donation is never
 //!   put on a Gift Aid schedule again;
 //! - the stored Stripe events of its payments are stripped of personal data, as retention
-//!   does (see [`super::payloads`]);
+//!   does (see [`crate::webhooks::payloads`]);
 //! - its Idempotency-Key forgets the request's fingerprint (a hash of the donor's details):
 //!   a retry with the key is refused as another request, never made into a second donation;
 //! - the card-testing counts and captcha demands of the email (kept by its SHA-256) go;
@@ -165,7 +165,7 @@ pub async fn erase(
     .execute(&mut *tx)
     .await?;
 
-    erasure.events = super::payloads::strip_payments(&mut tx, &payments).await?;
+    erasure.events = crate::webhooks::payloads::strip_payments(&mut tx, &payments).await?;
     // Receipts hold no personal data of their own; the ones still owed are not sent.
     erasure.receipts_canceled = crate::receipts::cancel_owed(&mut tx, &ids).await?;
 

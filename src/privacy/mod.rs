@@ -1,8 +1,9 @@
 //! Donor data protected: what we keep of a donor's personal data, and for how long.
 //!
-//! - [`payloads`]: stored Stripe events lose their personal data (billing details, emails,
-//!   names, addresses, dispute evidence) once applied and older than
-//!   `EVENT_PAYLOAD_RETENTION`; ids, amounts, statuses and times stay.
+//! - stored Stripe events lose their personal data (billing details, emails, names,
+//!   addresses, dispute evidence) once applied and older than `EVENT_PAYLOAD_RETENTION`, and
+//!   as they are applied once their donor is erased; ids, amounts, statuses and times stay
+//!   (`webhooks::payloads`, since the event log is the webhooks').
 //! - [`erasure`]: `quickdonate donors erase --email ADDRESS` removes a donor's personal data
 //!   from donations, declarations and stored events, keeping only what HMRC requires for Gift
 //!   Aid already claimed and what finance needs, and records the erasure in the audit log.
@@ -12,7 +13,6 @@
 //! them, `tests/api/anonymous_gifts.rs` the public answers and what Stripe is sent.
 
 pub mod erasure;
-pub mod payloads;
 
 /// What an erased text field reads.
 pub const ERASED: &str = "erased";

@@ -6,7 +6,9 @@
 //! - [`signature`]: `Stripe-Signature`, checked before anything parses the body;
 //! - [`kind`]: which event types we apply, and what each is about;
 //! - [`ingest`]: group commit, many requests' events stored in one durable commit;
-//! - [`log`]: the durable event log, what it holds and its backlog.
+//! - [`log`]: the durable event log, what it holds and its backlog;
+//! - [`payloads`]: stored events stripped of personal data, after the retention or once their
+//!   donor is erased.
 //!
 //! Applying, in the background:
 //! - [`worker`]: the loops, a batch at a time, applied at once or claimed;
@@ -26,6 +28,7 @@ pub mod ingest;
 mod intake;
 pub mod kind;
 pub mod log;
+pub mod payloads;
 pub mod plan;
 pub mod queue;
 pub mod signature;

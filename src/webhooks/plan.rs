@@ -124,6 +124,8 @@ pub struct Payment {
     pub donation: Uuid,
     /// The PaymentIntent, if any event names it.
     pub payment_intent: Option<String>,
+    /// Its donor's personal data was erased: its events are stripped as they are applied.
+    pub erased: bool,
     pub events: Vec<EventFacts>,
     /// Events that need the payment as Stripe has it now, and why.
     pub needs: Vec<(String, Need)>,
@@ -156,6 +158,7 @@ struct KnownDonation {
     payment_intent_id: Option<String>,
     charge_id: Option<String>,
     synced_at: Option<OffsetDateTime>,
+    erased: bool,
 }
 
 /// The donations a batch's payment events could be about, and what we hold of their refunds
@@ -235,7 +238,8 @@ async fn find_donations(
     }
     let mut donations = sqlx::query_as!(
         KnownDonation,
-        r#"SELECT id, payment_intent_id, charge_id, stripe_synced_at AS synced_at
+        r#"SELECT id, payment_intent_id, charge_id, stripe_synced_at AS synced_at,
+                  personal_data_erased_at IS NOT NULL AS "erased!"
            FROM donations
            WHERE id = ANY($1) OR payment_intent_id = ANY($2)"#,
         &ids,
@@ -269,10 +273,12 @@ async fn find_donations(
                 KnownDonation,
                 // One index probe per charge, whatever the statistics (the subquery is kept
                 // apart, by `OFFSET 0`, so that it is never turned into a scan joined whole).
-                r#"SELECT d.id AS "id!", d.payment_intent_id, d.charge_id, d.synced_at
+                r#"SELECT d.id AS "id!", d.payment_intent_id, d.charge_id, d.synced_at,
+                          d.erased AS "erased!"
                    FROM unnest($1::text[]) AS c(charge)
                    CROSS JOIN LATERAL (
-                       SELECT id, payment_intent_id, charge_id, stripe_synced_at AS synced_at
+                       SELECT id, payment_intent_id, charge_id, stripe_synced_at AS synced_at,
+                              personal_data_erased_at IS NOT NULL AS erased
                        FROM donations WHERE charge_id = c.charge OFFSET 0) d"#,
                 &charges
             )
@@ -378,6 +384,7 @@ fn tie_payments(plan: &mut Plan, read: Vec<(String, EventFacts)>, known: &Known)
             Payment {
                 donation: donation.id,
                 payment_intent,
+                erased: donation.erased,
                 events: ours,
                 needs,
             },

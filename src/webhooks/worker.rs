@@ -388,6 +388,13 @@ impl Worker {
         outcomes: &Outcomes,
     ) -> sqlx::Result<Applied> {
         let applied = apply::apply(&mut *tx, payments).await?;
+        // What comes for an erased donor (a refund, a dispute with its evidence) is not kept.
+        let erased: Vec<String> = payments
+            .iter()
+            .filter(|(payment, _)| payment.erased)
+            .flat_map(|(payment, _)| payment.events.iter().map(|e| e.id.clone()))
+            .collect();
+        super::payloads::strip_events(&mut *tx, &erased).await?;
         payouts::apply::apply(&mut *tx, payouts).await?;
         queue::record(&mut *tx, token, outcomes, self.max_attempts).await?;
         let requeued = queue::requeue_not_ours(&mut *tx, &applied.linked).await?;

@@ -12,7 +12,9 @@ use uuid::Uuid;
 
 use crate::event_retention::{billing, pay};
 use crate::finance_access::token;
-use crate::helpers::{StripeObjects, TestApp, spawn_app_with, stripe_creates_payment_intents};
+use crate::helpers::{
+    StripeObjects, TestApp, event, objects, spawn_app_with, stripe_creates_payment_intents,
+};
 use crate::operators::quickdonate;
 
 const EMAIL: &str = "Zebedee.Quuxington@Example.org";
@@ -372,4 +374,75 @@ async fn erasure_leaves_the_email_nowhere_and_names_only_in_claimed_gift_aid() {
             .await
             .unwrap();
     assert_eq!(audits, 2);
+}
+
+/// A dispute (its evidence names the donor) and a refund that arrive after the donor was
+/// erased are applied, and their stored events hold nothing of the donor.
+#[tokio::test]
+async fn events_that_come_after_an_erasure_are_stripped_as_they_are_applied() {
+    let app = spawn_app_with(|s| s.apply_events = false).await;
+    stripe_creates_payment_intents(&app).await;
+    let stripe = StripeObjects::default();
+    stripe.serve(&app).await;
+    let donor = (EMAIL, FIRST, LAST, HOUSE);
+    let details = billing(&format!("{FIRST} {LAST}"), EMAIL, HOUSE, POSTCODE);
+    let (donation, pi, total) = give(&app, donor, "erasure-later-1").await;
+    pay(&app, &stripe, donation, &pi, total, 0, &details).await;
+    app.apply_events().await;
+    quickdonate(&app, &["donors", "erase", "--email", EMAIL]);
+    assert_eq!(search(&app, EMAIL).await, BTreeSet::new());
+
+    let charge: String = sqlx::query_scalar("SELECT charge_id FROM donations WHERE id = $1")
+        .bind(donation)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let mut dispute = objects::dispute(
+        &format!("dp_{charge}"),
+        &charge,
+        &pi,
+        total,
+        "needs_response",
+        &[1500],
+    );
+    dispute["evidence"] = json!({
+        "customer_name": format!("{FIRST} {LAST}"),
+        "customer_email_address": EMAIL,
+        "billing_address": format!("{HOUSE}, {POSTCODE}"),
+        "customer_purchase_ip": "192.0.2.1"
+    });
+    let mut refund = objects::refund(&format!("re_{charge}"), &charge, &pi, 100, "pending");
+    refund["metadata"] = json!({"note": format!("asked by {FIRST} {LAST}")});
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    for later in [
+        event("charge.dispute.created", dispute, now),
+        event("refund.created", refund, now),
+    ] {
+        assert_eq!(app.deliver(&later).await.status(), 200);
+    }
+    assert!(
+        places(&search(&app, EMAIL).await).contains("stripe_events.payload"),
+        "stored whole as it arrived"
+    );
+    app.apply_events().await;
+
+    let facts = app.donation_facts(donation).await;
+    assert_eq!(
+        (facts.dispute_status.as_deref(), facts.refunded_amount),
+        (Some("needs_response"), 100),
+        "applied"
+    );
+    for needle in [EMAIL, FIRST, LAST, HOUSE, "192.0.2.1"] {
+        assert_eq!(search(&app, needle).await, BTreeSet::new(), "{needle}");
+    }
+    let stripped: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM stripe_events WHERE personal_data_removed_at IS NULL",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        stripped, 0,
+        "every event of the erased donor is marked stripped"
+    );
 }

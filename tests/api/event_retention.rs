@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use quickdonate::privacy::payloads;
+use quickdonate::webhooks::payloads;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use uuid::Uuid;

@@ -3,7 +3,9 @@
 //! An event is kept as Stripe signed it while it may still be applied; once it is applied,
 //! ignored or set aside as failed (a replay still applies a stripped event), and older than `EVENT_PAYLOAD_RETENTION` (30 days by default), the housekeeping
 //! strips it, a batch at a time, and marks it (`personal_data_removed_at`) so it is done once.
-//! Erasing a donor strips their payments' events at once, whatever their age or state.
+//! Erasing a donor strips their payments' events at once, whatever their age or state, and the
+//! worker strips each event that comes later for an erased donor's payment (a refund, a dispute
+//! with its evidence) in the transaction that applies it.
 //!
 //! Stripping keeps every id, amount, currency, status, type and time, and the metadata that
 //! ties an object to its donation, so `events show` still reads and a replay applies exactly
@@ -151,6 +153,26 @@ pub async fn strip_payments(conn: &mut PgConnection, object_keys: &[String]) -> 
            ORDER BY id
            FOR UPDATE"#,
         object_keys
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let (ids, payloads) = stripped_rows(rows.into_iter().map(|r| (r.id, r.kind, r.payload)));
+    save(conn, &ids, &payloads).await?;
+    Ok(ids.len() as u64)
+}
+
+/// Strips, in the caller's transaction, the payloads of events `ids` not yet stripped; returns
+/// how many were stripped now.
+pub async fn strip_events(conn: &mut PgConnection, ids: &[String]) -> sqlx::Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let rows = sqlx::query!(
+        r#"SELECT id, type AS kind, payload FROM stripe_events
+           WHERE id = ANY($1) AND personal_data_removed_at IS NULL
+           ORDER BY id
+           FOR UPDATE"#,
+        ids
     )
     .fetch_all(&mut *conn)
     .await?;
