@@ -142,11 +142,13 @@ impl Application {
         let abandoned = Abandoned::new(db.clone(), payments.clone(), config.abandoned_after);
         let receipts = Sender::new(
             db.clone(),
+            database.instance.clone(),
             Transport::new(&config.receipts),
             Charity::new(&config.receipts),
         );
         let worker = Worker::new(
             db.clone(),
+            database.instance.clone(),
             payments,
             wake_worker,
             campaign_cache,

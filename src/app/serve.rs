@@ -9,7 +9,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use super::Application;
-use super::upkeep::housekeeping;
+use super::upkeep::{heartbeat, housekeeping};
 
 /// Event worker loops per instance. Applying is mostly waiting on the database, so several
 /// loops (each on its own batch) keep both it and the service busy; see BENCHMARKS.md.
@@ -34,9 +34,15 @@ impl Application {
         let address = self.address();
         let (stop_worker, stopped) = watch::channel(false);
         let mut workers = tokio::task::JoinSet::new();
+        // The lease is taken before the first claim names this instance.
+        let instance = self.database.instance.clone();
+        if let Err(error) = instance.renew(&self.database.pool).await {
+            tracing::warn!(%error, "could not take this instance's lease");
+        }
         if self.run_worker {
             // What a killed predecessor held is applied now, not when its claims run out.
             self.worker.release_orphaned_claims().await;
+            self.receipts.release_orphaned_claims().await;
             for _ in 0..WORKERS {
                 workers.spawn(self.worker.clone().run(stopped.clone()));
             }
@@ -49,7 +55,13 @@ impl Application {
             self.attempts_kept,
             self.payload_retention,
             self.metrics.clone(),
-            self.run_worker.then(|| self.worker.clone()),
+            stopped.clone(),
+        ));
+        let heartbeat = tokio::spawn(heartbeat(
+            self.database.pool.clone(),
+            instance.clone(),
+            self.run_worker
+                .then(|| (self.worker.clone(), self.receipts.clone())),
             stopped.clone(),
         ));
         let metrics_server = self.metrics_listener.map(|(listener, router)| {
@@ -126,13 +138,18 @@ impl Application {
         // Upkeep and the metrics listener get what is left of the grace, and no more: a pass
         // of upkeep waiting on a database that is away, or a scraper that never finishes its
         // request, must not hold the exit.
-        let mut rest = vec![housekeeping];
+        let mut rest = vec![housekeeping, heartbeat];
         rest.extend(metrics_server);
         for task in rest {
             let abort = task.abort_handle();
             if tokio::time::timeout_at(deadline, task).await.is_err() {
                 abort.abort();
             }
+        }
+        // Its claims (a batch cut short) are the others' at once, not when the lease runs out.
+        let left = tokio::time::timeout_at(deadline, instance.leave(&self.database.pool)).await;
+        if !matches!(left, Ok(Ok(()))) {
+            tracing::warn!("could not give up this instance's lease; it runs out on its own");
         }
         self.database.close().await;
         match served {

@@ -5,19 +5,20 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
+use crate::db::Instance;
 use crate::metrics::Metrics;
+use crate::receipts::sender::Sender;
 use crate::webhooks::worker::Worker;
 
 /// Upkeep: every minute, the card-testing counts no window counts any more go, stored events
-/// applied more than `payload_retention` ago lose their personal data (in batches), the
-/// metrics' recent samples are folded in and the claims of instances gone are released; every
-/// hour, expired Idempotency-Keys.
+/// applied more than `payload_retention` ago lose their personal data (in batches) and the
+/// metrics' recent samples are folded in; every hour, expired Idempotency-Keys and instances
+/// long gone.
 pub(super) async fn housekeeping(
     db: PgPool,
     attempts_kept: Duration,
     payload_retention: Duration,
     metrics: Metrics,
-    worker: Option<Worker>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut every_minute = tokio::time::interval(Duration::from_secs(60));
@@ -39,9 +40,6 @@ pub(super) async fn housekeeping(
             }
             Err(error) => tracing::warn!(%error, "could not strip old event payloads"),
         }
-        if let Some(worker) = &worker {
-            worker.release_orphaned_claims().await;
-        }
         minutes += 1;
         if minutes % 60 != 1 {
             continue;
@@ -50,6 +48,35 @@ pub(super) async fn housekeeping(
             Ok(0) => {}
             Ok(expired) => tracing::info!(expired, "expired idempotency keys deleted"),
             Err(error) => tracing::warn!(%error, "could not delete expired idempotency keys"),
+        }
+        if let Err(error) = crate::db::forget_gone(&db).await {
+            tracing::warn!(%error, "could not forget instances long gone");
+        }
+    }
+}
+
+/// The instance's heartbeat: its lease renewed every [`Instance::heartbeat`], and, where this
+/// instance applies events, the claims of instances whose lease has run out released to the
+/// living (`claims`: the event worker and the receipt sender).
+pub(super) async fn heartbeat(
+    db: PgPool,
+    instance: Instance,
+    claims: Option<(Worker, Sender)>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut beat = tokio::time::interval(instance.heartbeat());
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = beat.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(error) = instance.renew(&db).await {
+            tracing::warn!(%error, "could not renew this instance's lease");
+        }
+        if let Some((worker, receipts)) = &claims {
+            worker.release_orphaned_claims().await;
+            receipts.release_orphaned_claims().await;
         }
     }
 }

@@ -38,6 +38,7 @@ const ENV_KEYS: &[&str] = &[
     "PAYMENTS",
     "DATABASE_URL",
     "DATABASE_MAX_CONNECTIONS",
+    "INSTANCE_LEASE",
     "DATA_DIR",
     "PG_BIN",
     "CAMPAIGNS_FILE",
@@ -107,6 +108,7 @@ pub struct Settings {
     pub payments: PaymentsChoice,
     pub database_url: Option<SecretString>,
     pub database_max_connections: u32,
+    pub instance_lease: String,
     pub data_dir: PathBuf,
     pub pg_bin: Option<PathBuf>,
     pub campaigns_file: PathBuf,
@@ -220,6 +222,8 @@ pub struct Database {
     pub max_connections: u32,
     pub data_dir: PathBuf,
     pub pg_bin: Option<PathBuf>,
+    /// `INSTANCE_LEASE`: how long an instance is taken to be alive after its last heartbeat.
+    pub instance_lease: Duration,
 }
 
 /// How payments are taken, decided once at start-up.

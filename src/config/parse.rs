@@ -69,6 +69,11 @@ impl Config {
             abandoned_after >= Duration::from_secs(3600),
             "ABANDONED_AFTER: must be at least an hour: a donor may still be paying"
         );
+        let instance_lease = duration("INSTANCE_LEASE", &s.instance_lease)?;
+        ensure!(
+            (Duration::from_secs(1)..=Duration::from_secs(600)).contains(&instance_lease),
+            "INSTANCE_LEASE: must be from 1s to 10m"
+        );
         let event_payload_retention =
             duration("EVENT_PAYLOAD_RETENTION", &s.event_payload_retention)?;
         ensure!(
@@ -148,6 +153,7 @@ impl Config {
                 max_connections: s.database_max_connections,
                 data_dir: s.data_dir.clone(),
                 pg_bin: s.pg_bin.clone(),
+                instance_lease,
             },
             campaigns_file: s.campaigns_file.clone(),
             allowed_origins,

@@ -86,6 +86,17 @@ fn a_bad_value_names_its_key() {
             "{bad}: {error}"
         );
     }
+    for bad in ["", "15", "0s", "11m", "soon"] {
+        let error = error_of(&format!("instance_lease = {bad:?}"));
+        assert!(error.starts_with("INSTANCE_LEASE:"), "{bad}: {error}");
+    }
+    assert_eq!(
+        with(r#"instance_lease = "2s""#)
+            .unwrap()
+            .database
+            .instance_lease,
+        Duration::from_secs(2)
+    );
     assert!(error_of(r#"allowed_origins = "not an origin""#).starts_with("ALLOWED_ORIGINS:"));
     assert!(
         error_of(r#"statement_descriptor_suffix = "<b>""#)

@@ -1,9 +1,11 @@
 //! The database: a pool on `DATABASE_URL`, or on a local Postgres of our own when it is unset.
 
 mod failure;
+mod instances;
 pub mod local;
 
 pub use failure::Failure;
+pub use instances::{Instance, forget_gone};
 
 use std::time::Duration;
 
@@ -66,6 +68,8 @@ pub fn describe(options: &PgConnectOptions) -> String {
 pub struct Database {
     pub pool: PgPool,
     pub local: Option<LocalPostgres>,
+    /// This process, as the claims it makes name it.
+    pub instance: Instance,
 }
 
 impl Database {
@@ -135,17 +139,21 @@ impl Database {
         options: PgConnectOptions,
         local: Option<LocalPostgres>,
     ) -> anyhow::Result<Self> {
-        // Every connection names this process, so that the events it claimed can be told
-        // from those of an instance that died (`webhooks::queue::release_orphaned`).
-        let options =
-            options.application_name(&format!("quickdonate {}", uuid::Uuid::new_v4().simple()));
+        // Every connection names this process, for whoever reads pg_stat_activity; what tells a
+        // live instance from a dead one is its lease (`instances`), never its sessions.
+        let instance = Instance::new(settings.instance_lease);
+        let options = options.application_name(instance.name());
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.clone())
             .await
             .with_context(|| format!("Failed to connect to {}", describe(&options)))?;
-        Ok(Self { pool, local })
+        Ok(Self {
+            pool,
+            local,
+            instance,
+        })
     }
 
     /// Applies every pending migration, and says which (or that there were none).

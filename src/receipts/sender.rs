@@ -11,13 +11,11 @@
 //! before `sent` is written: nothing can tell that apart from a crash just before sending, so
 //! the receipt is sent again, with the same Message-ID, so the second copy is recognisably the
 //! same message (and many mailboxes drop it as one). Again promptly: a claim names its instance
-//! (`claimed_instance`, the `application_name` of its connections, as the event worker's
-//! claims do), and the claims of an instance with no session left on the database are released
-//! by the next instance to start and every [`ORPHANS_EVERY`] by each running sender
-//! ([`release_orphaned`]), else when the lease runs out ([`LEASE`]). A sender holds one of its
-//! pool's connections (no transaction, no lock) from its claim until its batch is done, so an
-//! instance that is alive always has a session while it sends: its claims are never taken for
-//! a dead one's. A sender sends one receipt at a time, so a crash can find at most one
+//! (`claimed_instance`, as the event worker's claims do), and the claims of an instance whose
+//! lease (`db::Instance`, renewed by its heartbeat) has run out are released by every running
+//! instance at its next heartbeat ([`release_orphaned`]), else when the claim's own lease runs
+//! out ([`LEASE`]). An instance alive renews its lease while it sends, so its claims are never
+//! taken for a dead one's. A sender sends one receipt at a time, so a crash can find at most one
 //! delivered and not yet recorded: each crash costs at most one extra copy of one receipt (the
 //! rest of its batch was never sent). The attempts that count toward [`MAX_ATTEMPTS`] bound
 //! the total. A graceful shutdown finishes the receipt in hand first.
@@ -32,7 +30,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::message::{Charity, Receipt, compose};
-use crate::{config, db};
+use crate::config;
+use crate::db::{self, Instance};
 
 /// How long a claimed receipt is its sender's alone: well beyond one SMTP attempt.
 pub const LEASE: Duration = Duration::from_secs(120);
@@ -46,8 +45,6 @@ const POLL: Duration = Duration::from_millis(500);
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// Receipts claimed at once.
 const BATCH: i64 = 10;
-/// How often a running sender releases the claims of instances that are gone.
-pub const ORPHANS_EVERY: Duration = Duration::from_secs(30);
 
 /// Where receipts go.
 #[derive(Clone)]
@@ -125,14 +122,17 @@ pub fn delete_files(dir: &Path, receipts: &[Uuid]) -> std::io::Result<u64> {
 #[derive(Clone)]
 pub struct Sender {
     db: PgPool,
+    /// The instance its claims name.
+    instance: Instance,
     transport: Transport,
     charity: Charity,
 }
 
 impl Sender {
-    pub fn new(db: PgPool, transport: Transport, charity: Charity) -> Self {
+    pub fn new(db: PgPool, instance: Instance, transport: Transport, charity: Charity) -> Self {
         Self {
             db,
+            instance,
             transport,
             charity,
         }
@@ -147,17 +147,10 @@ impl Sender {
                 "no SMTP_URL: receipts are written as .eml files"
             ),
         }
-        // What a killed predecessor held is sent now, not when its lease runs out.
-        self.release_orphaned_claims().await;
-        let mut released_at = tokio::time::Instant::now();
         // Passes in a row that found the database away: each waits twice as long, up to
         // `MAX_PAUSE`, so an outage is not met with a warning every half second.
         let mut away = 0u32;
         loop {
-            if released_at.elapsed() >= ORPHANS_EVERY {
-                self.release_orphaned_claims().await;
-                released_at = tokio::time::Instant::now();
-            }
             match self.send_due(&stop).await {
                 Ok(sent) if sent > 0 => {
                     away = 0;
@@ -201,8 +194,7 @@ impl Sender {
 
     /// Claims the receipts due and tries each once; how many were claimed.
     pub async fn send_due(&self, stop: &watch::Receiver<bool>) -> sqlx::Result<usize> {
-        // Held until the batch is done: while it sends, this instance has a session on the
-        // database, so no other instance takes its claims for a dead one's.
+        // One connection for the batch's few statements; no transaction or lock is held.
         let mut conn = self.db.acquire().await?;
         let token = Uuid::new_v4().to_string();
         let claimed = sqlx::query_scalar!(
@@ -215,13 +207,14 @@ impl Sender {
                UPDATE receipts r
                SET claimed_by = $2, claimed_until = now() + make_interval(secs => $3),
                    next_attempt_at = now() + make_interval(secs => $3),
-                   claimed_instance = current_setting('application_name'),
+                   claimed_instance = $4,
                    attempts = r.attempts + 1
                FROM due WHERE r.id = due.id
                RETURNING r.id"#,
             BATCH,
             token,
-            LEASE.as_secs_f64()
+            LEASE.as_secs_f64(),
+            self.instance.name()
         )
         .fetch_all(&mut *conn)
         .await?;
@@ -379,13 +372,12 @@ impl Sender {
     }
 }
 
-/// Releases the claims of senders whose instance has no session left on the database (each
-/// instance's connections carry its own `application_name`; see `db::Database::open`): their
-/// receipts are due again at once instead of when the lease runs out. The attempt stays
-/// counted: it may have delivered the message. A live instance is never taken for a dead one
-/// while it sends, since its sender holds a connection until its batch is done; only an
-/// instance whose session the database itself ended (the connection lost mid-send) could have
-/// its receipt sent a second time.
+/// Releases the claims of senders whose instance's lease has run out or was given up (see
+/// `db::Instance`): their receipts are due again at once instead of when the claim's own
+/// lease runs out. The attempt stays counted: it may have delivered the message. A live
+/// instance renews its lease while it sends, whatever its connections (a pooler may hand its
+/// statements to any server session), so its claim is never taken for a dead one's unless
+/// its heartbeats are lost for a whole `INSTANCE_LEASE`.
 pub async fn release_orphaned(db: &PgPool) -> sqlx::Result<u64> {
     let done = sqlx::query!(
         r#"UPDATE receipts r
@@ -393,10 +385,8 @@ pub async fn release_orphaned(db: &PgPool) -> sqlx::Result<u64> {
                claimed_instance = NULL
            WHERE r.status = 'pending' AND r.claimed_by IS NOT NULL
              AND r.claimed_instance IS NOT NULL
-             AND NOT EXISTS (
-                 SELECT 1 FROM pg_stat_activity a
-                 WHERE a.datname = current_database()
-                   AND a.application_name = r.claimed_instance)"#
+             AND r.claimed_instance NOT IN (
+                 SELECT name FROM instances WHERE alive_until > now())"#
     )
     .execute(db)
     .await?;

@@ -36,7 +36,14 @@ pub struct Claim {
 
 /// Claims up to `batch` due events whose payments no other worker holds, for `lease`. A
 /// worker that dies leaves its claim to run out; its events are then due again.
-pub async fn claim(db: &PgPool, batch: i64, lease: Duration) -> sqlx::Result<Claim> {
+/// The claim names `instance`, so that another instance releases it early only once this one's
+/// lease has run out ([`release_orphaned`]).
+pub async fn claim(
+    db: &PgPool,
+    instance: &str,
+    batch: i64,
+    lease: Duration,
+) -> sqlx::Result<Claim> {
     let token = Uuid::new_v4();
     let mut tx = db.begin().await?;
     // A claim is only a lease: if a crash loses it, its events are simply due again (and a
@@ -59,11 +66,12 @@ pub async fn claim(db: &PgPool, batch: i64, lease: Duration) -> sqlx::Result<Cla
             r#"UPDATE stripe_events
                SET claimed_by = $2, claimed_until = now() + make_interval(secs => $3),
                    next_attempt_at = now() + make_interval(secs => $3),
-                   claimed_instance = current_setting('application_name')
+                   claimed_instance = $4
                WHERE id = ANY($1)"#,
             &ids as &[&str],
             token,
-            lease.as_secs_f64()
+            lease.as_secs_f64(),
+            instance
         )
         .execute(&mut *tx)
         .await?;
@@ -135,20 +143,18 @@ pub async fn lock_due(tx: &mut PgConnection, batch: i64) -> sqlx::Result<Vec<Cla
     Ok(events)
 }
 
-/// Releases the claims of instances that have no session left on the database (each
-/// instance's connections carry its own `application_name`; see `db::Database::open`): their
-/// events are due again at once instead of when the lease runs out. A live instance that
-/// happens to have no connection open loses nothing but time: its batch finds the claim no
-/// longer its own and writes nothing, and the events are applied afresh.
+/// Releases the claims of instances whose lease has run out or was given up (see
+/// `db::Instance`): their events are due again at once instead of when the claim's own lease
+/// runs out. An instance taken for dead while alive (its heartbeats lost for a whole lease)
+/// loses nothing but time: its batch finds the claim no longer its own and writes nothing, and
+/// the events are applied afresh.
 pub async fn release_orphaned(db: &PgPool) -> sqlx::Result<u64> {
     let done = sqlx::query!(
         r#"UPDATE stripe_events
            SET next_attempt_at = now(), claimed_by = NULL, claimed_until = NULL,
                claimed_instance = NULL
            WHERE claimed_until IS NOT NULL AND claimed_instance IS NOT NULL
-             AND claimed_instance NOT IN (
-                 SELECT application_name FROM pg_stat_activity
-                 WHERE datname = current_database())"#
+             AND claimed_instance NOT IN (SELECT name FROM instances WHERE alive_until > now())"#
     )
     .execute(db)
     .await?;

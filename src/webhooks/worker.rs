@@ -32,7 +32,7 @@ use super::fetch::Fetcher;
 use super::plan::{self, Payment};
 use super::queue::{self, Claim, Failure, Outcomes};
 use crate::campaigns::cache::CampaignCache;
-use crate::db;
+use crate::db::{self, Instance};
 use crate::finance::payouts::{self, PayoutWork};
 use crate::metrics::Metrics;
 use crate::payments::Payments;
@@ -66,6 +66,8 @@ type HeldClaim = (Uuid, Vec<String>);
 #[derive(Clone)]
 pub struct Worker {
     db: PgPool,
+    /// The instance its claims name.
+    instance: Instance,
     fetcher: Fetcher,
     wake: Arc<Notify>,
     campaigns: Arc<CampaignCache>,
@@ -83,6 +85,7 @@ impl Worker {
     /// A worker setting aside an event whose own fault has failed it `max_attempts` times.
     pub fn new(
         db: PgPool,
+        instance: Instance,
         payments: Payments,
         wake: Arc<Notify>,
         campaigns: Arc<CampaignCache>,
@@ -90,6 +93,7 @@ impl Worker {
     ) -> Self {
         Self {
             db,
+            instance,
             fetcher: Fetcher::new(payments),
             wake,
             campaigns,
@@ -178,7 +182,7 @@ impl Worker {
             AtOnce::Some(taken) => taken,
             AtOnce::None => 0,
         };
-        let claim = queue::claim(&self.db, BATCH, LEASE).await?;
+        let claim = queue::claim(&self.db, self.instance.name(), BATCH, LEASE).await?;
         if claim.events.is_empty() {
             return Ok(at_once);
         }

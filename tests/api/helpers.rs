@@ -135,6 +135,30 @@ pub async fn spawn_app_on(db_name: String, customize: impl FnOnce(&mut Settings)
 
 /// Starts the app on the database at `url`, which the test looks after itself.
 pub async fn spawn_app_at(url: String, customize: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_until(url, customize, std::future::pending())
+        .await
+        .0
+}
+
+/// Starts the app on a fresh database until `shutdown` completes; the task serving it ends
+/// once the app has shut down.
+pub async fn spawn_stoppable_app(
+    customize: impl FnOnce(&mut Settings),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (TestApp, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let db_name = fresh_database().await;
+    let url = (server().url_for)(&db_name);
+    let (mut app, served) = spawn_app_until(url, customize, shutdown).await;
+    app.db_name = db_name;
+    app.owns_db = true;
+    (app, served)
+}
+
+async fn spawn_app_until(
+    url: String,
+    customize: impl FnOnce(&mut Settings),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (TestApp, tokio::task::JoinHandle<anyhow::Result<()>>) {
     if std::env::var_os("TEST_LOG").is_some() {
         quickdonate::telemetry::init(
             quickdonate::config::LogFormat::Text,
@@ -169,9 +193,9 @@ pub async fn spawn_app_at(url: String, customize: impl FnOnce(&mut Settings)) ->
     let worker = app.worker();
     let abandoned = app.abandoned();
     let metrics_address = app.metrics_address().map(|a| format!("http://{a}"));
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let served = tokio::spawn(app.run_until_stopped(shutdown));
 
-    TestApp {
+    let app = TestApp {
         address,
         db,
         stripe,
@@ -183,7 +207,8 @@ pub async fn spawn_app_at(url: String, customize: impl FnOnce(&mut Settings)) ->
         db_name: String::new(),
         owns_db: false,
         data_dir,
-    }
+    };
+    (app, served)
 }
 
 impl Drop for TestApp {

@@ -22,6 +22,7 @@ mod group_commit;
 mod health;
 mod helpers;
 mod idempotency;
+mod instances;
 mod ledger;
 mod log_leaks;
 mod metrics;
