@@ -8,6 +8,7 @@ pub mod app;
 #[cfg(test)]
 #[path = "../tests/api/arbitrary.rs"]
 mod arbitrary;
+pub mod books;
 pub mod campaigns;
 pub mod cli;
 pub mod config;

@@ -152,6 +152,10 @@ impl Metrics {
                 "quickdonate_stripe_errors_total",
                 "Stripe call attempts that failed, by operation and kind"
             );
+            describe_gauge!(
+                "quickdonate_books_differences",
+                "Differences the books' last check found, by check (quickdonate verify; checked every ten minutes)"
+            );
             describe_counter!(
                 "quickdonate_card_testing_rejections_total",
                 "New donations refused by a card-testing cap (or sent to solve a captcha), by cap"
@@ -241,6 +245,16 @@ impl Metrics {
         self.record(|| {
             ::metrics::counter!("quickdonate_card_testing_rejections_total", "cap" => cap)
                 .increment(1);
+        });
+    }
+
+    /// What the books' last check found: how many differences per check.
+    pub fn books(&self, checks: &[(&'static str, usize)]) {
+        self.record(|| {
+            for &(check, differences) in checks {
+                ::metrics::gauge!("quickdonate_books_differences", "check" => check)
+                    .set(differences as f64);
+            }
         });
     }
 

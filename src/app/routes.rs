@@ -47,6 +47,7 @@ pub fn router(state: AppState, served: Served) -> Router {
         .merge(crate::operations::health::router())
         .merge(openapi::router())
         .merge(crate::finance::router())
+        .merge(crate::books::router())
         .merge(crate::operators::router())
         .merge(crate::gift_aid::routes::router())
         .merge(crate::webhooks::router())

@@ -12,8 +12,8 @@ use crate::webhooks::worker::Worker;
 
 /// Upkeep: every minute, the card-testing counts no window counts any more go, stored events
 /// applied more than `payload_retention` ago lose their personal data (in batches) and the
-/// metrics' recent samples are folded in; every hour, expired Idempotency-Keys and instances
-/// long gone.
+/// metrics' recent samples are folded in; every ten minutes (from the first), the books are
+/// checked for the metric; every hour, expired Idempotency-Keys and instances long gone.
 pub(super) async fn housekeeping(
     db: PgPool,
     attempts_kept: Duration,
@@ -41,6 +41,9 @@ pub(super) async fn housekeeping(
             Err(error) => tracing::warn!(%error, "could not strip old event payloads"),
         }
         minutes += 1;
+        if minutes % 10 == 1 {
+            check_books(&db, &metrics).await;
+        }
         if minutes % 60 != 1 {
             continue;
         }
@@ -52,6 +55,32 @@ pub(super) async fn housekeeping(
         if let Err(error) = crate::db::forget_gone(&db).await {
             tracing::warn!(%error, "could not forget instances long gone");
         }
+    }
+}
+
+/// Checks the books (`books::verify`) and sets `quickdonate_books_differences` per check.
+pub(super) async fn check_books(db: &PgPool, metrics: &Metrics) {
+    use crate::books::verify;
+    let report = async {
+        let mut snapshot = crate::db::reading(db).await?;
+        verify::verify(&mut snapshot, verify::SETTLE).await
+    };
+    match report.await {
+        Ok(report) => {
+            let counts: Vec<(&'static str, usize)> = report
+                .checks
+                .iter()
+                .map(|c| (c.check, c.differences.len()))
+                .collect();
+            metrics.books(&counts);
+            if !report.ok {
+                tracing::warn!(
+                    differences = report.differences(),
+                    "the books differ: run `quickdonate verify` to see where"
+                );
+            }
+        }
+        Err(error) => tracing::warn!(%error, "could not check the books"),
     }
 }
 

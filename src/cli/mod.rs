@@ -65,6 +65,14 @@ enum Command {
         #[command(subcommand)]
         command: DonorsCommand,
     },
+    /// Check the books, read-only: every invariant the design promises, each difference with
+    /// its ids; exits 1 if any differs.
+    Verify {
+        /// How long a succeeded gift may wait for its ledger row (Stripe reports its fee
+        /// within seconds).
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        settle: std::time::Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,7 +196,8 @@ impl Cli {
             | Command::Receipts { .. }
             | Command::Tokens { .. }
             | Command::Export { .. }
-            | Command::Donors { .. } => crate::telemetry::Output::Stderr,
+            | Command::Donors { .. }
+            | Command::Verify { .. } => crate::telemetry::Output::Stderr,
             Command::Serve | Command::Migrate => crate::telemetry::Output::Stdout,
         };
         crate::telemetry::init(settings.log_format, output);
@@ -259,6 +268,13 @@ impl Cli {
                 database.close().await;
                 result
             }
+            // Only reads, as `events list` does.
+            Command::Verify { settle } => {
+                let database = Database::open_existing(&settings.database).await?;
+                let result = verify(&database.pool, settle).await;
+                database.close().await;
+                result
+            }
             Command::Donors { command } => {
                 let database = Database::open(&settings.database).await?;
                 let result = match database.migrate().await {
@@ -323,6 +339,17 @@ async fn receipts(db: &PgPool, command: ReceiptsCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn verify(db: &PgPool, settle: std::time::Duration) -> anyhow::Result<()> {
+    let mut snapshot = crate::db::reading(db).await?;
+    let report = crate::books::verify::verify(&mut snapshot, settle).await?;
+    drop(snapshot);
+    print!("{}", table::books(&report));
+    match report.differences() {
+        0 => Ok(()),
+        n => bail!("the books differ in {n} place(s)"),
+    }
 }
 
 async fn donors(

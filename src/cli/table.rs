@@ -128,6 +128,39 @@ pub fn receipts(receipts: &[ReceiptSummary]) -> String {
     format!("{table}{} receipt(s)", receipts.len())
 }
 
+/// The books' report: one line per check (`ok`, or how many differ and what it promises), each
+/// difference beneath its check with its ids, and a last line that sums up.
+pub fn books(report: &crate::books::verify::Report) -> String {
+    let mut out = String::new();
+    for check in &report.checks {
+        if check.differences.is_empty() {
+            out.push_str(&format!("ok    {}\n", check.check));
+            continue;
+        }
+        out.push_str(&format!(
+            "DIFF  {}: {} difference(s); {}\n",
+            check.check,
+            check.differences.len(),
+            check.description
+        ));
+        for difference in &check.differences {
+            out.push_str(&format!(
+                "      {}: {}\n",
+                difference.ids.join(" "),
+                difference.detail
+            ));
+        }
+    }
+    match report.differences() {
+        0 => out.push_str(&format!(
+            "The books hold: {} checks, no difference.\n",
+            report.checks.len()
+        )),
+        n => out.push_str(&format!("The books differ in {n} place(s).\n")),
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -396,6 +396,12 @@ impl TestApp {
 
     /// Asserts that every campaign's stored total equals a recomputation from the rows:
     /// refunds, lost disputes and payment status, read afresh.
+    /// Asserts that every check of `quickdonate verify` holds, each succeeded gift's ledger
+    /// row expected at once.
+    pub async fn assert_books_hold(&self) {
+        assert_books_hold_in(&self.db, std::time::Duration::ZERO).await;
+    }
+
     pub async fn assert_totals_match_rows(&self) {
         assert_totals_match_rows_in(&self.db).await;
     }
@@ -417,6 +423,22 @@ impl TestApp {
 
 /// Asserts that every campaign's stored total in `db` equals a recomputation from the rows:
 /// refunds, lost disputes and payment status, read afresh.
+/// Asserts that `quickdonate verify`'s checks all hold on `db`, a succeeded gift's ledger row
+/// expected once it succeeded `settle` ago (zero: at once).
+pub async fn assert_books_hold_in(db: &PgPool, settle: std::time::Duration) {
+    let mut snapshot = quickdonate::db::reading(db).await.unwrap();
+    let report = quickdonate::books::verify::verify(&mut snapshot, settle)
+        .await
+        .unwrap();
+    drop(snapshot);
+    let differences: Vec<_> = report
+        .checks
+        .iter()
+        .filter(|c| !c.differences.is_empty())
+        .collect();
+    assert!(report.ok, "the books differ: {differences:#?}");
+}
+
 pub async fn assert_totals_match_rows_in(db: &PgPool) {
     let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
         r#"WITH facts AS (

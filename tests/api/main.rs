@@ -4,6 +4,7 @@ mod abandoned;
 mod anonymous_gifts;
 mod arbitrary;
 mod bad_input;
+mod books;
 mod browser;
 mod campaigns;
 mod card_testing;

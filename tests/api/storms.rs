@@ -53,14 +53,22 @@ impl Paid {
         stripe.put(intent);
         stripe.put(paid.charge_refunded(REFUND));
         stripe.put(objects::balance_transaction(&paid.txn, AMOUNT, FEE));
-        stripe.put(objects::refund(
-            &paid.refund,
-            &paid.charge,
-            &paid.pi,
-            REFUND,
-            "succeeded",
-        ));
+        // The refund's money, as Stripe records it from the moment the refund is made.
+        let mut taken = objects::balance_transaction(&paid.refund_txn(), -REFUND, 0);
+        taken["type"] = "refund".into();
+        stripe.put(taken);
+        stripe.put(paid.refund("succeeded"));
         paid
+    }
+
+    fn refund_txn(&self) -> String {
+        format!("txn_{}", self.refund)
+    }
+
+    fn refund(&self, status: &str) -> Value {
+        let mut refund = objects::refund(&self.refund, &self.charge, &self.pi, REFUND, status);
+        refund["balance_transaction"] = self.refund_txn().into();
+        refund
     }
 
     fn intent(&self, status: &str) -> Value {
@@ -79,7 +87,7 @@ impl Paid {
         declined_pi["latest_charge"] = self.declined.clone().into();
         let mut succeeded = self.intent("succeeded");
         succeeded["latest_charge"] = self.charge.clone().into();
-        let refund = |status| objects::refund(&self.refund, &self.charge, &self.pi, REFUND, status);
+        let refund = |status| self.refund(status);
         let mut events = vec![
             event(
                 "payment_intent.created",
@@ -197,6 +205,7 @@ async fn a_storm_of_distinct_events_in_any_order_drains_exactly_with_one_stripe_
         (Some(40 * (AMOUNT - REFUND)), Some(40))
     );
     app.assert_totals_match_rows().await;
+    app.assert_books_hold().await;
 
     // Every event applied at its first attempt: no deadlock, no retry, no error.
     let (applied, attempts, errors): (i64, i64, i64) = sqlx::query_as(
@@ -270,6 +279,7 @@ async fn older_snapshots_of_a_settled_payment_change_nothing_and_call_nobody() {
         "no Stripe call for snapshots older than what we hold"
     );
     app.assert_totals_match_rows().await;
+    app.assert_books_hold().await;
 }
 
 #[tokio::test]
