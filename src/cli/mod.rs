@@ -412,6 +412,25 @@ async fn events(settings: &Config, db: &PgPool, command: EventsCommand) -> anyho
                 "{} event(s) listed by Stripe, {} new to the log",
                 found.seen, found.new
             );
+            if !found.recovered.is_empty() {
+                println!(
+                    "{} donation(s) recovered from Stripe (their rows were gone), with no donor \
+                     details and no receipt:",
+                    found.recovered.len()
+                );
+                for (donation, intent) in &found.recovered {
+                    println!("  {donation}  {intent}");
+                }
+            }
+            if !found.unrecoverable.is_empty() {
+                println!(
+                    "{} PaymentIntent(s) name a donation that could not be recovered:",
+                    found.unrecoverable.len()
+                );
+                for (intent, why) in &found.unrecoverable {
+                    println!("  {intent}: {why}");
+                }
+            }
         }
     }
     Ok(())

@@ -179,6 +179,7 @@ pub async fn create_donation(
             donation_id: donation.id,
             campaign: &donation.campaign,
             amount: donation.total_amount,
+            cover_fees_amount: donation.cover_fees_amount,
             currency: &donation.currency,
         })
         .await;

@@ -4,6 +4,7 @@ pub mod abandoned;
 mod create;
 pub mod fees;
 pub mod limits;
+pub mod recovered;
 pub mod request;
 mod routes;
 

@@ -51,7 +51,11 @@ pub struct Payments {
 pub struct IntentRequest<'a> {
     pub donation_id: Uuid,
     pub campaign: &'a str,
+    /// What is charged: the gift and its fee cover.
     pub amount: i64,
+    /// Of `amount`, what the donor added to cover the fee: in the metadata, so that a donation
+    /// recreated from Stripe after a restore (`events backfill`) knows its gift.
+    pub cover_fees_amount: i64,
     pub currency: &'a str,
 }
 
@@ -160,6 +164,10 @@ impl Payments {
         let metadata = HashMap::from([
             ("donation_id".to_owned(), intent.donation_id.to_string()),
             ("campaign".to_owned(), intent.campaign.to_owned()),
+            (
+                "cover_fees_amount".to_owned(),
+                intent.cover_fees_amount.to_string(),
+            ),
         ]);
         let request = CreatePaymentIntent::new(
             intent.amount,

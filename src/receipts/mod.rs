@@ -44,6 +44,9 @@ pub async fn queue(
         r#"INSERT INTO receipts (id, donation_id, kind, message_id)
            SELECT u.id, u.donation_id, u.kind, 'receipt-' || u.id::text
            FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(id, donation_id, kind)
+           -- A donation recovered from Stripe after a restore has no address to write to.
+           WHERE NOT EXISTS (SELECT 1 FROM donations d
+                             WHERE d.id = u.donation_id AND d.recovered_at IS NOT NULL)
            ORDER BY u.donation_id, u.kind
            ON CONFLICT (donation_id, kind) DO NOTHING"#,
         &ids,

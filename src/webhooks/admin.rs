@@ -1,12 +1,14 @@
 //! What operators do with the event log: list, show, replay, and backfill from Stripe's events
 //! API what the webhook endpoint missed (Stripe keeps 30 days of events).
 
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use sqlx::PgPool;
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use super::kind::EventKind;
 use super::log::{self, Event, Source};
@@ -154,10 +156,122 @@ pub async fn replay_failed(db: &PgPool) -> anyhow::Result<u64> {
 pub struct Backfill {
     pub seen: u64,
     pub new: u64,
+    /// Donations recreated from Stripe (their row was gone: a restore from backup), with their
+    /// PaymentIntents.
+    pub recovered: Vec<(Uuid, String)>,
+    /// PaymentIntents that name a donation of ours that could not be recreated, and why.
+    pub unrecoverable: Vec<(String, String)>,
+}
+
+/// The PaymentIntent a payment event's object belongs to, and the donation its metadata
+/// names (a PaymentIntent's and a charge's carry our metadata; a refund or dispute names only
+/// its PaymentIntent).
+fn payment_of(event: &serde_json::Value) -> Option<(String, Option<String>)> {
+    let object = &event["data"]["object"];
+    let intent = match object["object"].as_str()? {
+        "payment_intent" => object["id"].as_str(),
+        "charge" | "refund" | "dispute" => object["payment_intent"].as_str(),
+        _ => None,
+    }?;
+    let named = object["metadata"]["donation_id"]
+        .as_str()
+        .map(str::to_owned);
+    Some((intent.to_owned(), named))
+}
+
+/// Recreates the donations of this page's payments whose rows are gone (see
+/// `donations::recovered`), before their events are stored, so the worker finds them. A
+/// PaymentIntent is asked of Stripe (with nothing locked) only when the donation its metadata
+/// names is missing, or when its events carry no metadata (a refund, a dispute) and no
+/// donation holds it.
+async fn recover(
+    db: &PgPool,
+    payments: &Payments,
+    page: &[serde_json::Value],
+    asked: &mut HashSet<String>,
+    found: &mut Backfill,
+) -> anyhow::Result<()> {
+    use crate::donations::recovered::{self, Recovered};
+    let mut intents: BTreeMap<String, Option<Uuid>> = BTreeMap::new();
+    let mut foreign: HashSet<String> = HashSet::new();
+    for event in page {
+        let Some((intent, named)) = payment_of(event) else {
+            continue;
+        };
+        let object = &event["data"]["object"];
+        let has_metadata = object["metadata"].is_object()
+            && matches!(object["object"].as_str(), Some("payment_intent" | "charge"));
+        match named.as_deref().map(Uuid::parse_str) {
+            Some(Ok(id)) => {
+                intents.insert(intent, Some(id));
+            }
+            // Another product's payment: its own metadata says so.
+            _ if has_metadata => {
+                foreign.insert(intent);
+            }
+            _ => {
+                intents.entry(intent).or_insert(None);
+            }
+        }
+    }
+    intents.retain(|intent, named| named.is_some() || !foreign.contains(intent));
+    let keys: Vec<String> = intents.keys().cloned().collect();
+    let unknown: HashSet<String> = recovered::unknown_intents(db, &keys)
+        .await?
+        .into_iter()
+        .collect();
+    let named: Vec<Uuid> = intents.values().flatten().copied().collect();
+    let missing: HashSet<Uuid> = recovered::missing(db, &named).await?.into_iter().collect();
+    for (intent, named) in intents {
+        let wanted = match named {
+            Some(id) => missing.contains(&id),
+            None => unknown.contains(&intent),
+        };
+        if !wanted || !asked.insert(intent.clone()) {
+            continue;
+        }
+        let fetched = payments
+            .retrieve_payment(&intent)
+            .await
+            .with_context(|| format!("reading PaymentIntent {intent} from Stripe"))?;
+        let donation = match Recovered::from_payment_intent(&fetched) {
+            Ok(Some(donation)) => donation,
+            Ok(None) => continue,
+            Err(why) => {
+                found.unrecoverable.push((intent, why));
+                continue;
+            }
+        };
+        if !recovered::recreate(db, &donation).await? {
+            if !recovered::missing(db, &[donation.id]).await?.is_empty() {
+                found.unrecoverable.push((
+                    intent,
+                    format!(
+                        "its campaign {:?} is not in the catalogue, or another donation holds it",
+                        donation.campaign
+                    ),
+                ));
+            }
+            continue;
+        }
+        // Events of it already stored (Stripe's redeliveries since the restore) were set aside
+        // as not ours: they are due again.
+        let mut keys = vec![intent.clone()];
+        keys.extend(
+            fetched["latest_charge"]["id"]
+                .as_str()
+                .or(fetched["latest_charge"].as_str())
+                .map(str::to_owned),
+        );
+        super::queue::requeue_not_ours(&mut *db.acquire().await?, &keys).await?;
+        found.recovered.push((donation.id, intent));
+    }
+    Ok(())
 }
 
 /// Pages through Stripe's events since `since` ago and stores those we do not have, exactly
-/// as if they had been delivered.
+/// as if they had been delivered; a donation whose row is gone (a restore from backup) is
+/// recreated from Stripe first (see [`recover`]).
 pub async fn backfill(
     db: &PgPool,
     payments: &Payments,
@@ -171,10 +285,12 @@ pub async fn backfill(
     let from = OffsetDateTime::now_utc().unix_timestamp()
         - i64::try_from(since.as_secs()).context("--since is too long")?;
     let mut found = Backfill::default();
+    let mut asked = HashSet::new();
     let mut after: Option<String> = None;
     // Bounded: 30 days of events at 100 a page is far below this many pages.
     for _ in 0..100_000 {
         let (events, has_more) = payments.list_events(from, after.as_deref()).await?;
+        recover(db, payments, &events, &mut asked, &mut found).await?;
         for payload in events {
             let event = Event::parse(&serde_json::to_vec(&payload)?)
                 .context("Stripe listed something that is not an event")?;

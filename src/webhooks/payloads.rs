@@ -68,7 +68,7 @@ const PERSONAL: &[&str] = &[
 
 /// Metadata keys kept: ours, which tie an object to its donation. Another product's metadata
 /// (the events we ignore) may hold anything.
-const METADATA_KEPT: &[&str] = &["donation_id", "campaign"];
+const METADATA_KEPT: &[&str] = &["donation_id", "campaign", "cover_fees_amount"];
 
 /// The event's JSON text without its personal data, or `None` if it is not JSON.
 pub fn strip(payload: &str) -> Option<String> {

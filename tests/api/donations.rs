@@ -51,11 +51,12 @@ async fn a_donation_is_stored_pending_and_gets_a_payment_intent_for_its_total() 
     assert_eq!(form["currency"], "gbp");
     assert_eq!(form["metadata[donation_id]"], id.to_string());
     assert_eq!(form["metadata[campaign]"], "kashmir");
+    assert_eq!(form["metadata[cover_fees_amount]"], "0");
     assert_eq!(form["automatic_payment_methods[enabled]"], "true");
     assert_eq!(form["statement_descriptor_suffix"], "DONATION");
     // Donor data stays out of Stripe's metadata and description.
     let metadata_keys: Vec<&String> = form.keys().filter(|k| k.starts_with("metadata[")).collect();
-    assert_eq!(metadata_keys.len(), 2, "{metadata_keys:?}");
+    assert_eq!(metadata_keys.len(), 3, "{metadata_keys:?}");
     let sent = String::from_utf8_lossy(&request.body).to_string();
     for personal in ["amina", "Amina", "Khan"] {
         assert!(

@@ -37,6 +37,7 @@ mod readme;
 mod receipts;
 mod receipts_crash;
 mod receipts_operators;
+mod restore;
 mod simulator;
 mod smtp_sink;
 mod storms;
