@@ -139,7 +139,12 @@ impl Application {
                 simulator.is_some(),
             ),
         };
-        let abandoned = Abandoned::new(db.clone(), payments.clone(), config.abandoned_after);
+        let abandoned = Abandoned::new(
+            db.clone(),
+            payments.clone(),
+            config.abandoned_after,
+            config.card_testing.declines_per_payment,
+        );
         let receipts = Sender::new(
             db.clone(),
             database.instance.clone(),
@@ -154,7 +159,8 @@ impl Application {
             campaign_cache,
             config.event_max_attempts,
         )
-        .with_metrics(metrics.clone());
+        .with_metrics(metrics.clone())
+        .giving_up_declined(abandoned.clone(), config.card_testing.declines_per_payment);
         let attempts_kept = Limits::new(&config.card_testing).longest_window();
         let scrape = Scrape {
             metrics: metrics.clone(),

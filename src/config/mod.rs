@@ -59,6 +59,7 @@ const ENV_KEYS: &[&str] = &[
     "CAPTCHA_VERIFY_URL",
     "CAPTCHA_SECRET",
     "ABANDONED_AFTER",
+    "DECLINES_PER_PAYMENT",
     "STRIPE_API_BASE",
     "STRIPE_TIMEOUT_SECS",
     "STATEMENT_DESCRIPTOR_SUFFIX",
@@ -127,6 +128,7 @@ pub struct Settings {
     pub donation_limit_per_campaign: Option<String>,
     pub trusted_proxies: String,
     pub abandoned_after: String,
+    pub declines_per_payment: i32,
     pub captcha_verify_url: Option<String>,
     pub captcha_secret: Option<SecretString>,
     pub stripe_api_base: String,
@@ -268,6 +270,8 @@ pub struct CardTesting {
     pub per_campaign: Option<Limit>,
     pub trusted_proxies: Vec<IpNet>,
     pub captcha: Option<Captcha>,
+    /// `DECLINES_PER_PAYMENT`: declined attempts on one PaymentIntent before it is cancelled.
+    pub declines_per_payment: i32,
     /// Whether a cap left unset is off because payments are simulated on a loopback address in
     /// development (see [`CardTesting::DEFAULTS`]), for the start-up log to say so.
     pub off_for_development: bool,

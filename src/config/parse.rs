@@ -69,6 +69,10 @@ impl Config {
             abandoned_after >= Duration::from_secs(3600),
             "ABANDONED_AFTER: must be at least an hour: a donor may still be paying"
         );
+        ensure!(
+            (1..=100).contains(&s.declines_per_payment),
+            "DECLINES_PER_PAYMENT: must be from 1 to 100"
+        );
         let instance_lease = duration("INSTANCE_LEASE", &s.instance_lease)?;
         ensure!(
             (Duration::from_secs(1)..=Duration::from_secs(600)).contains(&instance_lease),
@@ -176,6 +180,7 @@ impl Config {
                 per_campaign: per_campaign.unwrap_or_else(|| unset(campaign)),
                 trusted_proxies,
                 captcha,
+                declines_per_payment: s.declines_per_payment,
                 off_for_development,
             },
             abandoned_after,

@@ -1,7 +1,8 @@
 //! Abandoned payments. A donation still waiting for its payment (`pending`, or `failed` after
-//! a decline and never retried) after `ABANDONED_AFTER` has its PaymentIntent cancelled at
-//! Stripe and becomes `canceled`: a client secret left in an old browser tab can then never
-//! take the money of a gift we have written off, and finance lists hold no stale intents.
+//! a decline and never retried) after `ABANDONED_AFTER`, or declined `DECLINES_PER_PAYMENT`
+//! times (card testing through its client secret), has its PaymentIntent cancelled at Stripe
+//! and becomes `canceled`: a client secret left in an old browser tab, or held by a bot with a
+//! list of stolen cards, can then never take money, and finance lists hold no stale intents.
 //!
 //! Each pass claims a batch in one short statement (another instance skips it), calls Stripe
 //! with nothing held, then records each answer in one statement of its own.
@@ -30,6 +31,8 @@ pub struct Abandoned {
     db: PgPool,
     payments: Payments,
     after: Duration,
+    /// `DECLINES_PER_PAYMENT`: a donation with this many declined attempts is given up at once.
+    declines: i32,
 }
 
 /// What one pass did.
@@ -44,11 +47,12 @@ pub struct Swept {
 }
 
 impl Abandoned {
-    pub fn new(db: PgPool, payments: Payments, after: Duration) -> Self {
+    pub fn new(db: PgPool, payments: Payments, after: Duration, declines: i32) -> Self {
         Self {
             db,
             payments,
             after,
+            declines,
         }
     }
 
@@ -84,14 +88,15 @@ impl Abandoned {
         }
     }
 
-    /// One pass over at most [`BATCH`] donations waiting longer than `ABANDONED_AFTER`.
+    /// One pass over at most [`BATCH`] donations waiting longer than `ABANDONED_AFTER`, or
+    /// declined `DECLINES_PER_PAYMENT` times (the worker starts a pass as soon as one is).
     pub async fn sweep(&self) -> sqlx::Result<Swept> {
         let claimed = sqlx::query!(
             r#"UPDATE donations d SET abandon_checked_at = now()
                WHERE d.id IN (
                    SELECT id FROM donations
                    WHERE status IN ('pending', 'failed')
-                     AND created_at < now() - make_interval(secs => $1)
+                     AND (created_at < now() - make_interval(secs => $1) OR declines >= $4)
                      AND (abandon_checked_at IS NULL
                           OR abandon_checked_at < now() - make_interval(secs => $2))
                    ORDER BY created_at
@@ -100,7 +105,8 @@ impl Abandoned {
                RETURNING d.id, d.payment_intent_id"#,
             self.after.as_secs_f64(),
             RECHECK_AFTER.as_secs_f64(),
-            BATCH
+            BATCH,
+            self.declines
         )
         .fetch_all(&self.db)
         .await?;

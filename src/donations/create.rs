@@ -166,7 +166,13 @@ pub async fn create_donation(
                 total_amount: request.amount + cover_fees_amount,
                 currency: request.currency.clone(),
             };
-            insert(&mut tx, &fresh, &request).await?;
+            insert(
+                &mut tx,
+                &fresh,
+                &request,
+                &super::limits::client_key(client),
+            )
+            .await?;
             fresh
         }
     };
@@ -296,12 +302,13 @@ async fn insert(
     tx: &mut PgConnection,
     donation: &Pending,
     request: &DonationRequest,
+    client_key: &[u8],
 ) -> sqlx::Result<()> {
     sqlx::query!(
         r#"INSERT INTO donations (id, campaign, frequency, amount, cover_fees_amount,
                                   total_amount, currency, donor_email, donor_first_name,
-                                  donor_last_name, anonymous)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"#,
+                                  donor_last_name, anonymous, client_key)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"#,
         donation.id,
         donation.campaign,
         request.frequency.as_str(),
@@ -312,7 +319,8 @@ async fn insert(
         request.donor.email,
         request.donor.first_name,
         request.donor.last_name,
-        request.anonymous
+        request.anonymous,
+        client_key
     )
     .execute(&mut *tx)
     .await?;

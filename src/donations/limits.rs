@@ -55,6 +55,37 @@ pub struct Refusal {
     pub cap: &'static str,
 }
 
+/// The key a client address's attempts are counted by (a donation keeps it, so that its
+/// declined payments count against the address that made it).
+pub fn client_key(ip: IpAddr) -> Vec<u8> {
+    key_of(Scope::Ip, &ip.to_string())
+}
+
+/// Counts one attempt per key in `keys` (each `(email key, client key)` of a donation whose
+/// payment was declined) against the caps of the address and email that made it.
+pub async fn count_declines(
+    conn: &mut PgConnection,
+    keys: &[(Vec<u8>, Option<Vec<u8>>)],
+) -> sqlx::Result<()> {
+    let (mut scopes, mut values) = (Vec::new(), Vec::new());
+    for (email, client) in keys {
+        scopes.push(Scope::Email.as_str().to_owned());
+        values.push(email.clone());
+        if let Some(client) = client {
+            scopes.push(Scope::Ip.as_str().to_owned());
+            values.push(client.clone());
+        }
+    }
+    sqlx::query!(
+        "INSERT INTO donation_attempts (scope, key) SELECT * FROM unnest($1::text[], $2::bytea[])",
+        &scopes,
+        &values
+    )
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
 /// The key an email's attempts are counted and challenged by (erasing a donor deletes them).
 pub fn email_key(email: &str) -> Vec<u8> {
     key_of(Scope::Email, &email.trim().to_lowercase())

@@ -53,6 +53,8 @@ pub struct ChargeFacts {
     pub donation_id: Option<Uuid>,
     /// Paid and captured: this charge is the one that took the donor's money.
     pub succeeded: bool,
+    /// A declined attempt.
+    pub failed: bool,
     pub amount_captured: i64,
     pub amount_refunded: i64,
     pub currency: String,
@@ -259,6 +261,7 @@ pub fn charge(v: &Value) -> Result<ChargeFacts, String> {
         payment_intent: id_of(v, "payment_intent"),
         donation_id: donation_id_of(v),
         succeeded: v["status"] == "succeeded" && v["captured"] != Value::Bool(false),
+        failed: v["status"] == "failed",
         amount_captured: int_of(v, "amount_captured"),
         amount_refunded: int_of(v, "amount_refunded"),
         currency: currency_of(v),

@@ -157,6 +157,7 @@ pub async fn erase(
                                        THEN d.donor_first_name ELSE $2 END,
                donor_last_name = CASE WHEN d.id IN (SELECT donation_id FROM claimed)
                                       THEN d.donor_last_name ELSE $2 END,
+               client_key = NULL,
                personal_data_erased_at = coalesce(d.personal_data_erased_at, now())
            WHERE d.id = ANY($1)"#,
         &ids,

@@ -33,6 +33,7 @@ use super::plan::{self, Payment};
 use super::queue::{self, Claim, Failure, Outcomes};
 use crate::campaigns::cache::CampaignCache;
 use crate::db::{self, Instance};
+use crate::donations::abandoned::Abandoned;
 use crate::finance::payouts::{self, PayoutWork};
 use crate::metrics::Metrics;
 use crate::payments::Payments;
@@ -73,6 +74,8 @@ pub struct Worker {
     campaigns: Arc<CampaignCache>,
     max_attempts: i32,
     metrics: Metrics,
+    /// Declined attempts on a PaymentIntent before it is given up, and who gives it up.
+    declines: (i32, Option<Abandoned>),
     /// Claims on batches that failed while the database was away, so could not be released
     /// then: released as soon as it answers again, not when their lease runs out minutes later.
     unreleased: Arc<Mutex<Vec<HeldClaim>>>,
@@ -99,8 +102,16 @@ impl Worker {
             campaigns,
             max_attempts,
             metrics: Metrics::disabled(),
+            declines: (5, None),
             unreleased: Arc::default(),
         }
+    }
+
+    /// The same worker, giving up through `abandoned` (cancelling the PaymentIntent, after the
+    /// commit) a donation declined `declines` times.
+    pub fn giving_up_declined(mut self, abandoned: Abandoned, declines: i32) -> Self {
+        self.declines = (declines, Some(abandoned));
+        self
     }
 
     /// The same worker, counting what becomes of each event in `metrics`.
@@ -391,7 +402,7 @@ impl Worker {
         payouts: &[PayoutWork],
         outcomes: &Outcomes,
     ) -> sqlx::Result<Applied> {
-        let applied = apply::apply(&mut *tx, payments).await?;
+        let applied = apply::apply(&mut *tx, payments, self.declines.0).await?;
         // What comes for an erased donor (a refund, a dispute with its evidence) is not kept.
         let erased: Vec<String> = payments
             .iter()
@@ -414,6 +425,20 @@ impl Worker {
 
     /// What follows a batch's commit: the campaigns' cached totals dropped, flags logged.
     fn committed(&self, applied: &Applied) {
+        if !applied.declined_out.is_empty() {
+            tracing::warn!(
+                donations = applied.declined_out.len(),
+                limit = self.declines.0,
+                "declined too often (card testing through a client secret?): giving up their PaymentIntents"
+            );
+            if let Some(abandoned) = self.declines.1.clone() {
+                tokio::spawn(async move {
+                    if let Err(error) = abandoned.sweep().await {
+                        tracing::warn!(%error, "could not give up the declined donations now; the next sweep will");
+                    }
+                });
+            }
+        }
         for campaign in applied.campaigns.keys() {
             self.campaigns.forget(campaign);
         }

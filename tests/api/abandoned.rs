@@ -380,3 +380,98 @@ async fn a_donation_given_up_without_an_intent_still_counts_if_stripe_says_it_wa
     assert_eq!(status(&app, id).await, "succeeded");
     app.assert_totals_match_rows().await;
 }
+
+/// Card testing through one client secret: a bot holding one donation's PaymentIntent tries
+/// card after card. Each declined attempt is counted once (however its events repeat), and
+/// counts against the address and email that made the donation; at `DECLINES_PER_PAYMENT` the
+/// PaymentIntent is cancelled at Stripe, once, and the donation given up.
+#[tokio::test]
+async fn a_burst_of_declines_on_one_payment_cancels_it_and_counts_against_the_caps() {
+    let app = spawn_app_with(|s| {
+        s.apply_events = false;
+        s.declines_per_payment = 5;
+        s.donation_limit_per_ip = Some("50/10m".to_owned());
+        s.donation_limit_per_email = Some("4/10m".to_owned());
+    })
+    .await;
+    stripe_creates_payment_intents(&app).await;
+    stripe_cancels(&app).await;
+    let (donation, pi) = app.create_donation(2500).await;
+    let t0 = 1_790_000_000;
+    let decline = |n: i64| {
+        let charge = format!("ch_declined_{n}_{}", &pi[3..]);
+        let mut intent = objects::failed_payment_intent(&pi, donation, 2500);
+        intent["latest_charge"] = json!(charge);
+        [
+            event(
+                "charge.failed",
+                objects::failed_charge(&charge, &pi, 2500),
+                t0 + n,
+            ),
+            event("payment_intent.payment_failed", intent, t0 + n),
+        ]
+    };
+    // Four cards declined, the first one's events delivered twice more (a retry, and anew).
+    for n in 1..=4 {
+        for e in decline(n) {
+            assert_eq!(app.deliver(&e).await.status(), 200);
+        }
+    }
+    let again = decline(1);
+    app.deliver(&again[0]).await;
+    for e in decline(1) {
+        app.deliver(&e).await;
+    }
+    app.apply_events().await;
+    let (declines, state): (i32, String) =
+        sqlx::query_as("SELECT declines, status FROM donations WHERE id = $1")
+            .bind(donation)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!((declines, state.as_str()), (4, "failed"));
+    assert!(cancel_requests(&app).await.is_empty(), "not yet");
+
+    // The fifth: the PaymentIntent is cancelled, once, and its client secret is dead.
+    for e in decline(5) {
+        app.deliver(&e).await;
+    }
+    app.apply_events().await;
+    for _ in 0..100 {
+        if status(&app, donation).await == "canceled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status(&app, donation).await, "canceled");
+    let cancels = cancel_requests(&app).await;
+    assert_eq!(cancels.len(), 1);
+    assert!(cancels[0].url.path().contains(&pi), "{}", cancels[0].url);
+    // More declines (a bot that does not know yet) cancel nothing more.
+    for e in decline(6) {
+        app.deliver(&e).await;
+    }
+    app.apply_events().await;
+    app.abandoned.sweep().await.unwrap();
+    assert_eq!(cancel_requests(&app).await.len(), 1);
+
+    // Each decline counted against the address and the email that made the donation.
+    let attempts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT scope, count(*) FROM donation_attempts WHERE scope IN ('ip', 'email')
+         GROUP BY scope ORDER BY scope",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        attempts,
+        [("email".to_owned(), 1 + 6), ("ip".to_owned(), 1 + 6)],
+        "the donation itself, and each of its six declines once"
+    );
+    let refused = app.post_donation("kashmir", &donation_body(), None).await;
+    assert_eq!(
+        refused.status(),
+        429,
+        "the email's cap is spent by the declines"
+    );
+}

@@ -12,7 +12,7 @@
 //! transactions never wait on each other in a circle. Nothing here calls Stripe: whatever a
 //! payment needed from Stripe was fetched before the transaction began.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use sqlx::PgConnection;
 use time::OffsetDateTime;
@@ -46,6 +46,9 @@ pub struct Applied {
     pub linked: Vec<String>,
     /// Donations newly flagged for an operator, and why.
     pub flagged: Vec<(Uuid, String)>,
+    /// Donations whose declined attempts reached the limit with this batch: their
+    /// PaymentIntents are to be cancelled (after the commit, with nothing held).
+    pub declined_out: Vec<Uuid>,
 }
 
 /// A donation's Stripe facts and what derives from them, as its row holds them.
@@ -106,12 +109,16 @@ struct State {
     changed_refunds: HashSet<String>,
     changed_disputes: HashSet<String>,
     linked: Vec<String>,
+    /// Declined attempts seen: (donation, the declined charge).
+    declines: BTreeSet<(Uuid, String)>,
 }
 
-/// Merges `payments` (each with what was fetched for it) into their donations inside `tx`.
+/// Merges `payments` (each with what was fetched for it) into their donations inside `tx`;
+/// `declines_per_payment` is when a donation's declined attempts give it up.
 pub async fn apply(
     tx: &mut PgConnection,
     payments: &[(&Payment, Option<&Fetched>)],
+    declines_per_payment: i32,
 ) -> sqlx::Result<Applied> {
     let mut ids: Vec<Uuid> = payments.iter().map(|(p, _)| p.donation).collect();
     ids.sort();
@@ -174,6 +181,7 @@ pub async fn apply(
         .map(|row| row.id)
         .collect();
     crate::receipts::queue(tx, &thanked, &refunded).await?;
+    applied.declined_out = store::count_declines(tx, &state.declines, declines_per_payment).await?;
     applied
         .campaigns
         .retain(|_, (raised, count)| *raised != 0 || *count != 0);
@@ -192,6 +200,11 @@ impl State {
                 };
                 if !fetched || intent.status.is_final() {
                     merge_status(row, intent.status, at);
+                }
+                if intent.status == PaymentStatus::Failed
+                    && let Some(charge) = &intent.latest_charge
+                {
+                    self.declines.insert((id, charge.id().to_owned()));
                 }
                 if intent.status == PaymentStatus::Succeeded {
                     merge_received(row, intent.amount_received, &intent.currency);
@@ -215,7 +228,10 @@ impl State {
             return;
         };
         // A declined attempt's charge says nothing about the payment: the PaymentIntent's
-        // own events do. Only the charge that paid is recorded.
+        // own events do. Only the charge that paid is recorded; a declined one is counted.
+        if charge.failed {
+            self.declines.insert((id, charge.id.clone()));
+        }
         if charge.succeeded {
             merge_status(row, PaymentStatus::Succeeded, at);
             merge_received(row, charge.amount_captured, &charge.currency);

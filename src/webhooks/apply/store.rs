@@ -1,7 +1,7 @@
 //! The SQL of applying: a batch's donations and what hangs off them read and locked, and every
 //! change written set-based, one statement per table, the campaigns' totals last.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use sqlx::PgConnection;
 use time::OffsetDateTime;
@@ -81,6 +81,7 @@ impl State {
             changed_refunds: HashSet::new(),
             changed_disputes: HashSet::new(),
             linked: Vec::new(),
+            declines: Default::default(),
         })
     }
 
@@ -263,4 +264,53 @@ pub async fn move_totals(
         .await?;
     }
     Ok(())
+}
+
+/// Records the declined attempts `declines` (donation, declined charge), each once ever: a new
+/// one adds to its donation's count, and to the card-testing counts of the address and email
+/// that made the donation. Returns the donations, still waiting for a payment, whose count
+/// reached `limit` with these.
+pub(super) async fn count_declines(
+    tx: &mut PgConnection,
+    declines: &BTreeSet<(Uuid, String)>,
+    limit: i32,
+) -> sqlx::Result<Vec<Uuid>> {
+    if declines.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (donations, charges): (Vec<Uuid>, Vec<String>) = declines.iter().cloned().unzip();
+    let counted = sqlx::query!(
+        r#"WITH new AS (
+               INSERT INTO payment_declines (donation_id, charge_id)
+               SELECT * FROM unnest($1::uuid[], $2::text[])
+               ON CONFLICT DO NOTHING
+               RETURNING donation_id),
+           counts AS (SELECT donation_id, count(*)::int AS n FROM new GROUP BY donation_id)
+           UPDATE donations d SET declines = d.declines + c.n
+           FROM counts c WHERE d.id = c.donation_id
+           RETURNING d.id, c.n AS "new!", d.declines, d.status, d.donor_email, d.client_key"#,
+        &donations,
+        &charges
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let keys: Vec<(Vec<u8>, Option<Vec<u8>>)> = counted
+        .iter()
+        .flat_map(|row| {
+            let key = (
+                crate::donations::limits::email_key(&row.donor_email),
+                row.client_key.clone(),
+            );
+            std::iter::repeat_n(key, usize::try_from(row.new).unwrap_or(0))
+        })
+        .collect();
+    if !keys.is_empty() {
+        crate::donations::limits::count_declines(tx, &keys).await?;
+    }
+    Ok(counted
+        .into_iter()
+        .filter(|row| row.declines >= limit && row.declines - row.new < limit)
+        .filter(|row| matches!(row.status.as_str(), "pending" | "failed"))
+        .map(|row| row.id)
+        .collect())
 }
