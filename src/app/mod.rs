@@ -116,6 +116,7 @@ impl Application {
         let campaign_cache = Arc::new(CampaignCache::new(config.campaign_cache));
         let state = AppState {
             db: db.clone(),
+            reads: database.reads.clone(),
             campaigns: CampaignsState {
                 db: db.clone(),
                 cache: campaign_cache.clone(),
@@ -130,6 +131,7 @@ impl Application {
             },
             finance: FinanceState {
                 db: db.clone(),
+                reads: database.reads.clone(),
                 payout_overdue_days: config.payout_overdue_days,
             },
             page: PageState::new(

@@ -52,6 +52,7 @@ impl Application {
         }
         let housekeeping = tokio::spawn(housekeeping(
             self.database.pool.clone(),
+            self.database.reads.clone(),
             self.attempts_kept,
             self.payload_retention,
             self.metrics.clone(),

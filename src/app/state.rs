@@ -16,6 +16,8 @@ pub struct AppState {
     /// For the routes that read the database and nothing else: health, a donation's status,
     /// the audit log, Gift Aid, and every finance caller's token.
     pub db: PgPool,
+    /// Finance's reads and exports (see `db::Reads`).
+    pub reads: crate::db::Reads,
     pub campaigns: CampaignsState,
     pub donations: DonationsState,
     pub intake: IntakeState,

@@ -16,6 +16,7 @@ use crate::webhooks::worker::Worker;
 /// checked for the metric; every hour, expired Idempotency-Keys and instances long gone.
 pub(super) async fn housekeeping(
     db: PgPool,
+    reads: crate::db::Reads,
     attempts_kept: Duration,
     payload_retention: Duration,
     metrics: Metrics,
@@ -42,7 +43,7 @@ pub(super) async fn housekeeping(
         }
         minutes += 1;
         if minutes % 10 == 1 {
-            check_books(&db, &metrics).await;
+            check_books(&reads, &metrics).await;
         }
         if minutes % 60 != 1 {
             continue;
@@ -59,10 +60,10 @@ pub(super) async fn housekeeping(
 }
 
 /// Checks the books (`books::verify`) and sets `quickdonate_books_differences` per check.
-pub(super) async fn check_books(db: &PgPool, metrics: &Metrics) {
+pub(super) async fn check_books(reads: &crate::db::Reads, metrics: &Metrics) {
     use crate::books::verify;
     let report = async {
-        let mut snapshot = crate::db::reading(db).await?;
+        let mut snapshot = crate::db::reading(reads).await?;
         verify::verify(&mut snapshot, verify::SETTLE).await
     };
     match report.await {

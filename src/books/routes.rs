@@ -19,6 +19,7 @@ pub fn router<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     PgPool: axum::extract::FromRef<S>,
+    crate::db::Reads: axum::extract::FromRef<S>,
 {
     OpenApiRouter::new().routes(routes!(show))
 }
@@ -49,6 +50,7 @@ where
 )]
 pub async fn show(
     State(db): State<PgPool>,
+    State(reads): State<crate::db::Reads>,
     Admin(caller): Admin,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Report>> {
@@ -58,7 +60,7 @@ pub async fn show(
         Some(raw) => humantime::parse_duration(raw.trim())
             .map_err(|_| bad_parameter("settle", "settle: a duration such as 10m or 0s"))?,
     };
-    let mut snapshot = crate::db::reading(&db).await?;
+    let mut snapshot = crate::db::reading(&reads).await?;
     let report = verify::verify(&mut snapshot, settle).await?;
     drop(snapshot);
     audit::record(

@@ -342,7 +342,7 @@ async fn receipts(db: &PgPool, command: ReceiptsCommand) -> anyhow::Result<()> {
 }
 
 async fn verify(db: &PgPool, settle: std::time::Duration) -> anyhow::Result<()> {
-    let mut snapshot = crate::db::reading(db).await?;
+    let mut snapshot = crate::db::reading(&crate::db::Reads::on(db.clone())).await?;
     let report = crate::books::verify::verify(&mut snapshot, settle).await?;
     drop(snapshot);
     print!("{}", table::books(&report));

@@ -39,6 +39,10 @@ const ENV_KEYS: &[&str] = &[
     "DATABASE_URL",
     "DATABASE_MAX_CONNECTIONS",
     "INSTANCE_LEASE",
+    "DATABASE_READ_URL",
+    "FINANCE_MAX_CONNECTIONS",
+    "FINANCE_EXPORT_STALL",
+    "FINANCE_EXPORT_DEADLINE",
     "DATA_DIR",
     "PG_BIN",
     "CAMPAIGNS_FILE",
@@ -110,6 +114,10 @@ pub struct Settings {
     pub database_url: Option<SecretString>,
     pub database_max_connections: u32,
     pub instance_lease: String,
+    pub database_read_url: Option<SecretString>,
+    pub finance_max_connections: u32,
+    pub finance_export_stall: String,
+    pub finance_export_deadline: String,
     pub data_dir: PathBuf,
     pub pg_bin: Option<PathBuf>,
     pub campaigns_file: PathBuf,
@@ -226,6 +234,21 @@ pub struct Database {
     pub pg_bin: Option<PathBuf>,
     /// `INSTANCE_LEASE`: how long an instance is taken to be alive after its last heartbeat.
     pub instance_lease: Duration,
+    pub finance: FinanceReads,
+}
+
+/// Where finance's reads and exports go, and how long an export may take.
+#[derive(Debug, Clone)]
+pub struct FinanceReads {
+    /// `DATABASE_READ_URL`: a read replica; unset, the primary (`DATABASE_URL`).
+    pub read_url: Option<SecretString>,
+    /// `FINANCE_MAX_CONNECTIONS`: the size of their own pool.
+    pub max_connections: u32,
+    /// `FINANCE_EXPORT_STALL`: how long a streamed export waits for a client that stopped
+    /// reading before cutting it off.
+    pub stall: Duration,
+    /// `FINANCE_EXPORT_DEADLINE`: how long a whole streamed export may take.
+    pub deadline: Duration,
 }
 
 /// How payments are taken, decided once at start-up.

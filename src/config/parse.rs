@@ -13,8 +13,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::budget::{REQUEST_TIMEOUT, STRIPE_ATTEMPTS, max_stripe_timeout_secs, stripe_backoff};
 use super::{
-    AppEnv, Captcha, CardTesting, Config, Database, Fees, Limit, PaymentsChoice, PaymentsMode,
-    Receipts, Settings, Stripe, charity, is_loopback,
+    AppEnv, Captcha, CardTesting, Config, Database, Fees, FinanceReads, Limit, PaymentsChoice,
+    PaymentsMode, Receipts, Settings, Stripe, charity, is_loopback,
 };
 
 impl Config {
@@ -74,6 +74,31 @@ impl Config {
             "DECLINES_PER_PAYMENT: must be from 1 to 100"
         );
         let instance_lease = duration("INSTANCE_LEASE", &s.instance_lease)?;
+        let read_url = s
+            .database_read_url
+            .clone()
+            .filter(|url| !url.expose_secret().trim().is_empty());
+        if let Some(url) = &read_url {
+            ensure!(
+                url.expose_secret().starts_with("postgres://")
+                    || url.expose_secret().starts_with("postgresql://"),
+                "DATABASE_READ_URL: must be a postgres:// URL"
+            );
+        }
+        ensure!(
+            (1..=100).contains(&s.finance_max_connections),
+            "FINANCE_MAX_CONNECTIONS: must be from 1 to 100"
+        );
+        let stall = duration("FINANCE_EXPORT_STALL", &s.finance_export_stall)?;
+        ensure!(
+            (Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&stall),
+            "FINANCE_EXPORT_STALL: must be from 100ms to 1h"
+        );
+        let deadline = duration("FINANCE_EXPORT_DEADLINE", &s.finance_export_deadline)?;
+        ensure!(
+            (Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&deadline),
+            "FINANCE_EXPORT_DEADLINE: must be from 1s to 24h"
+        );
         ensure!(
             (Duration::from_secs(1)..=Duration::from_secs(600)).contains(&instance_lease),
             "INSTANCE_LEASE: must be from 1s to 10m"
@@ -158,6 +183,12 @@ impl Config {
                 data_dir: s.data_dir.clone(),
                 pg_bin: s.pg_bin.clone(),
                 instance_lease,
+                finance: FinanceReads {
+                    read_url,
+                    max_connections: s.finance_max_connections,
+                    stall,
+                    deadline,
+                },
             },
             campaigns_file: s.campaigns_file.clone(),
             allowed_origins,

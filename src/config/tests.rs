@@ -86,6 +86,23 @@ fn a_bad_value_names_its_key() {
             "{bad}: {error}"
         );
     }
+    assert!(error_of("declines_per_payment = 0").starts_with("DECLINES_PER_PAYMENT:"));
+    assert!(error_of("finance_max_connections = 0").starts_with("FINANCE_MAX_CONNECTIONS:"));
+    assert!(error_of(r#"database_read_url = "mysql://replica""#).starts_with("DATABASE_READ_URL:"));
+    assert!(error_of(r#"finance_export_stall = "10ms""#).starts_with("FINANCE_EXPORT_STALL:"));
+    assert!(error_of(r#"finance_export_deadline = "2d""#).starts_with("FINANCE_EXPORT_DEADLINE:"));
+    let finance = with(r#"finance_export_stall = "2s""#)
+        .unwrap()
+        .database
+        .finance;
+    assert_eq!(
+        (
+            finance.stall,
+            finance.max_connections,
+            finance.read_url.is_none()
+        ),
+        (Duration::from_secs(2), 3, true)
+    );
     for bad in ["", "15", "0s", "11m", "soon"] {
         let error = error_of(&format!("instance_lease = {bad:?}"));
         assert!(error.starts_with("INSTANCE_LEASE:"), "{bad}: {error}");

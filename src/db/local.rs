@@ -94,6 +94,44 @@ impl LocalPostgres {
         Ok(pg)
     }
 
+    /// A streaming standby of this cluster, kept under `root` and started: a base backup taken
+    /// with `pg_basebackup -R` (which writes the standby's connection to this one), then served
+    /// read-only on a socket of its own, replaying what this cluster writes. What
+    /// `DATABASE_READ_URL` points at; the tests start one to read finance's exports from.
+    pub fn start_standby(&self, root: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("Failed to create {}", root.display()))?;
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("Failed to resolve {}", root.display()))?;
+        let mut standby = Self {
+            bin_dir: self.bin_dir.clone(),
+            data_dir: root.join("pgdata"),
+            socket_dir: socket_dir_for(&root),
+            run_as: self.run_as.clone(),
+            started_here: false,
+        };
+        standby.prepare_dir(&root, 0o755)?;
+        private_socket_dir(&standby.socket_dir, standby.run_as.as_ref())?;
+        let out = self
+            .command("pg_basebackup")
+            .arg("--pgdata")
+            .arg(&standby.data_dir)
+            .args([
+                "--write-recovery-conf",
+                "--wal-method=stream",
+                "--checkpoint=fast",
+                "--dbname",
+            ])
+            .arg(self.url("postgres"))
+            .output()
+            .context("Failed to run pg_basebackup")?;
+        check("pg_basebackup", &out)?;
+        standby.start_server(&root.join("postgres.log"), Durability::Throwaway)?;
+        standby.started_here = true;
+        Ok(standby)
+    }
+
     /// The cluster kept under `root` if it is running now; `None` if it is not (or was never
     /// made). Creates, starts and changes nothing.
     pub fn find_running(root: &Path, pg_bin: Option<&Path>) -> anyhow::Result<Option<Self>> {

@@ -67,6 +67,8 @@ pub fn describe(options: &PgConnectOptions) -> String {
 /// The database the service uses, and the local server behind it if we started one.
 pub struct Database {
     pub pool: PgPool,
+    /// Finance's reads and exports: a pool of their own, on the replica if there is one.
+    pub reads: Reads,
     pub local: Option<LocalPostgres>,
     /// This process, as the claims it makes name it.
     pub instance: Instance,
@@ -149,8 +151,28 @@ impl Database {
             .connect_with(options.clone())
             .await
             .with_context(|| format!("Failed to connect to {}", describe(&options)))?;
+        let finance = &settings.finance;
+        let read_options = match &finance.read_url {
+            Some(url) => parse_url(url.expose_secret())
+                .context("DATABASE_READ_URL")?
+                .application_name(instance.name()),
+            None => options.clone(),
+        };
+        if finance.read_url.is_some() {
+            tracing::info!("finance reads from {}", describe(&read_options));
+        }
+        // Connected when first used: a replica that is away fails finance's reads, not the start.
+        let reads = Reads {
+            pool: PgPoolOptions::new()
+                .max_connections(finance.max_connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_lazy_with(read_options),
+            stall: finance.stall,
+            deadline: finance.deadline,
+        };
         Ok(Self {
             pool,
+            reads,
             local,
             instance,
         })
@@ -181,7 +203,8 @@ impl Database {
     /// running may be serving another process: `quickdonate events` beside the service).
     pub async fn close(self) {
         // Bounded: a request abandoned at shutdown may still hold a connection.
-        if tokio::time::timeout(Duration::from_secs(2), self.pool.close())
+        let closed = async { tokio::join!(self.pool.close(), self.reads.pool.close()) };
+        if tokio::time::timeout(Duration::from_secs(2), closed)
             .await
             .is_err()
         {
@@ -200,11 +223,36 @@ impl Database {
     }
 }
 
-/// A read-only transaction on one snapshot (an export's count and rows agree), whose
-/// statements are planned for their own parameters: a list's optional filters (`$1 IS NULL OR
-/// ...`) under a plan cached for all would scan from the first row on every page.
-pub async fn reading(db: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    let mut tx = db
+/// Finance's reads and exports (the finance API, Gift Aid's schedule, the audit log, the
+/// books' checks): a small pool of their own (`FINANCE_MAX_CONNECTIONS`), on the read replica
+/// when `DATABASE_READ_URL` is set, so that however many downloads are open, or however slowly
+/// their clients read, webhook ingest and the worker keep the main pool; and how long a
+/// streamed export may wait for its client (`stall`) and take in all (`deadline`) before it is
+/// cut off and its snapshot released.
+#[derive(Debug, Clone)]
+pub struct Reads {
+    pub pool: PgPool,
+    pub stall: Duration,
+    pub deadline: Duration,
+}
+
+impl Reads {
+    /// Reads on `pool` itself, with the default limits (the command line, the tests).
+    pub fn on(pool: PgPool) -> Self {
+        Self {
+            pool,
+            stall: Duration::from_secs(30),
+            deadline: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// A read-only transaction on one snapshot of `reads` (an export's count and rows agree),
+/// whose statements are planned for their own parameters: a list's optional filters (`$1 IS
+/// NULL OR ...`) under a plan cached for all would scan from the first row on every page.
+pub async fn reading(reads: &Reads) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = reads
+        .pool
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await?;
     sqlx::query!("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)")

@@ -320,6 +320,7 @@ pub(super) async fn list(
         let what = format!("{WHAT} (csv)");
         return audit::csv_export(
             &state.db,
+            &state.reads,
             &caller,
             &what,
             &params.filters(),
@@ -331,7 +332,7 @@ pub(super) async fn list(
     let cursor = params.cursor::<Uuid>()?;
     let limit = params.limit()?;
     let mut rows = rows!(&filters, cursor.as_ref(), Some(limit + 1))
-        .fetch_all(&mut *crate::db::reading(&state.db).await?)
+        .fetch_all(&mut *crate::db::reading(&state.reads).await?)
         .await?;
     let next_cursor = next_page(&mut rows, limit, |row| Cursor::new(row.created_at, row.id));
     audit::record(
@@ -369,7 +370,7 @@ pub async fn export(
     let mut filters_given = params.filters();
     filters_given["format"] = format.extension().into();
     let audit = audit::begin(db, caller, CLI_WHAT, &filters_given).await?;
-    let mut tx = crate::db::reading(db).await?;
+    let mut tx = crate::db::reading(&crate::db::Reads::on(db.clone())).await?;
     if let Some(progress) = progress {
         let total = sqlx::query_scalar!(
             r#"SELECT count(*) AS "count!" FROM donations d

@@ -22,7 +22,10 @@ use utoipa_axum::routes;
 /// paid payout is overdue (`PAYOUT_OVERDUE_DAYS`).
 #[derive(Clone)]
 pub struct FinanceState {
+    /// For writes (the audit log) and the tokens' check.
     pub db: PgPool,
+    /// For every read of finance data (see `db::Reads`).
+    pub reads: crate::db::Reads,
     pub payout_overdue_days: i64,
 }
 

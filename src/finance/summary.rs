@@ -190,7 +190,7 @@ pub async fn show(
     if crate::campaigns::find(&state.db, &slug).await?.is_none() {
         return Err(Problem::unknown("campaign", "campaign", &slug).into());
     }
-    let summary = summarize(&state.db, &slug, from, to).await?;
+    let summary = summarize(&state.reads.pool, &slug, from, to).await?;
     let mut filters = params.filters();
     filters["campaign"] = serde_json::json!(slug);
     crate::operators::audit::record(

@@ -46,6 +46,7 @@ pub fn router<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     PgPool: FromRef<S>,
+    crate::db::Reads: FromRef<S>,
 {
     OpenApiRouter::new()
         .routes(routes!(show_schedule))
@@ -173,6 +174,7 @@ struct ClaimBody {
 )]
 async fn show_schedule(
     State(db): State<PgPool>,
+    State(reads): State<crate::db::Reads>,
     caller: Caller,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -182,7 +184,7 @@ async fn show_schedule(
     let (from, to) = required_range(&params)?;
     let part = part(&params)?;
 
-    let mut tx = crate::db::reading(&db).await?;
+    let mut tx = crate::db::reading(&reads).await?;
     let gifts = store::gifts(&mut *tx, from, to).await?;
     let adjustments = store::pending_adjustments(&mut *tx).await?;
     tx.commit().await?;
@@ -349,6 +351,7 @@ async fn create_claim(
 )]
 async fn show_claim(
     State(db): State<PgPool>,
+    State(reads): State<crate::db::Reads>,
     caller: Caller,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
@@ -358,7 +361,7 @@ async fn show_claim(
     let format = export::negotiate(&headers, FORMATS)?;
     let not_found = || Problem::unknown("id", "Gift Aid claim", &id);
     let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let mut tx = crate::db::reading(&db).await?;
+    let mut tx = crate::db::reading(&reads).await?;
     let claim = claims::find(&mut tx, id).await?.ok_or_else(not_found)?;
     tx.commit().await?;
 

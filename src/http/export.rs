@@ -275,29 +275,42 @@ pub const CHUNK_BYTES: usize = 64 * 1024;
 /// The sending half of a streamed body. Chunks wait in a short queue, so a slow client slows
 /// the database read instead of filling memory.
 #[derive(Debug, Clone)]
-pub struct BodySender(mpsc::Sender<Result<Bytes, io::Error>>);
+pub struct BodySender(mpsc::Sender<Result<Bytes, io::Error>>, std::time::Duration);
 
 impl BodySender {
-    /// Sends a chunk; false once the client has gone.
-    pub async fn send(&self, chunk: Bytes) -> bool {
-        chunk.is_empty() || self.0.send(Ok(chunk)).await.is_ok()
+    /// Sends a chunk: `Ok(true)` once taken, `Ok(false)` once the client has gone, and a
+    /// `TimedOut` error when the client has not taken anything for the stall it is allowed.
+    pub async fn send_within(&self, chunk: Bytes) -> io::Result<bool> {
+        if chunk.is_empty() {
+            return Ok(true);
+        }
+        match tokio::time::timeout(self.1, self.0.send(Ok(chunk))).await {
+            Ok(sent) => Ok(sent.is_ok()),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading (FINANCE_EXPORT_STALL)",
+            )),
+        }
     }
 
     /// Ends the body with an error: the client sees the transfer cut short, never a
     /// complete-looking file with rows missing.
     pub async fn fail(&self, error: io::Error) {
-        let _ = self.0.send(Err(error)).await;
+        // A stalled client may never take it: the body is dropped whole then.
+        let _ = self.0.try_send(Err(error));
     }
 }
 
 /// A body streamed from what is sent on the returned [`BodySender`]; it ends when every
 /// sender is dropped.
-pub fn streamed_body() -> (BodySender, Body) {
+/// A body fed chunk by chunk through its [`BodySender`], which waits at most `stall` for the
+/// client to take each.
+pub fn streamed_body(stall: std::time::Duration) -> (BodySender, Body) {
     let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(8);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (chunk, rx))
     });
-    (BodySender(tx), Body::from_stream(stream))
+    (BodySender(tx, stall), Body::from_stream(stream))
 }
 
 /// Where streamed rows go: an HTTP body, or the command line's stdout.
@@ -308,7 +321,7 @@ pub trait Sink {
 
 impl Sink for BodySender {
     async fn send(&mut self, chunk: Bytes) -> io::Result<()> {
-        if BodySender::send(self, chunk).await {
+        if self.send_within(chunk).await? {
             Ok(())
         } else {
             Err(io::ErrorKind::BrokenPipe.into())

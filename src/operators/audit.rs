@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 use tracing::Instrument;
 
 use super::access::{Admin, Caller, Role};
+use crate::db::Reads;
 use crate::http::export::{self, Cell, CsvRow, Format};
 use crate::http::problem::{ApiResult, Problem};
 use crate::http::query::{Cursor, Params, next_page};
@@ -192,6 +193,7 @@ const WHAT: &str = "GET /v1/finance/audit";
 )]
 pub async fn list(
     State(db): State<PgPool>,
+    State(reads): State<Reads>,
     Admin(caller): Admin,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -204,6 +206,7 @@ pub async fn list(
         let what = format!("{WHAT} (csv)");
         return csv_export(
             &db,
+            &reads,
             &caller,
             &what,
             &params.filters(),
@@ -215,7 +218,7 @@ pub async fn list(
     let cursor = params.cursor::<i64>()?;
     let limit = params.limit()?;
     let mut rows = entries!(from, to, cursor.as_ref(), Some(limit + 1))
-        .fetch_all(&mut *crate::db::reading(&db).await?)
+        .fetch_all(&mut *crate::db::reading(&reads).await?)
         .await?;
     let next_cursor = next_page(&mut rows, limit, |e| Cursor::new(e.at, e.id));
     record(&db, &caller, WHAT, &params.filters(), rows.len() as i64).await?;
@@ -223,10 +226,13 @@ pub async fn list(
 }
 
 /// Serves the rows `rows` reads as a CSV download saved as `stem-<time>.csv`, streamed from a
-/// read-only transaction: recorded in the audit log (as `what`) before the first byte, its
-/// row count set once the last is sent (or the client has gone).
+/// read-only transaction on `reads`: recorded in the audit log (on `db`, as `what`) before the
+/// first byte, and again once the last is sent, or the client has gone, or it was cut off: a
+/// client that stops reading for `reads.stall`, or an export longer than `reads.deadline`,
+/// is cut off, its connection and snapshot released.
 pub async fn csv_export<T, F>(
     db: &PgPool,
+    reads: &Reads,
     caller: &Caller,
     what: &str,
     filters: &Value,
@@ -238,13 +244,26 @@ where
     F: for<'c> FnOnce(&'c mut PgConnection) -> BoxStream<'c, sqlx::Result<T>> + Send + 'static,
 {
     let audit = begin(db, caller, what, filters).await?;
-    let mut tx = crate::db::reading(db).await?;
-    let (sender, body) = export::streamed_body();
+    let mut tx = crate::db::reading(reads).await?;
+    let (sender, body) = export::streamed_body(reads.stall);
     let db = db.clone();
+    let deadline = reads.deadline;
     tokio::spawn(
         async move {
-            let streamed = export::write_csv(rows(&mut tx), &mut sender.clone(), |_| {}).await;
+            let mut sent = 0;
+            let written = tokio::time::timeout(
+                deadline,
+                export::write_csv(rows(&mut tx), &mut sender.clone(), |rows| sent = rows),
+            )
+            .await;
             drop(tx);
+            let streamed = written.unwrap_or_else(|_| export::Streamed {
+                rows: sent,
+                outcome: Err(export::ExportError::Write(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the export ran past FINANCE_EXPORT_DEADLINE",
+                ))),
+            });
             finish_stream(&db, audit, streamed, &sender).await;
         }
         .in_current_span(),
@@ -262,6 +281,16 @@ pub async fn finish_stream(
 ) {
     match &streamed.outcome {
         Ok(()) => {}
+        Err(export::ExportError::Write(error)) if error.kind() == std::io::ErrorKind::TimedOut => {
+            tracing::warn!(
+                rows = streamed.rows,
+                %error,
+                "an export was cut off: its client stopped reading, or it ran too long"
+            );
+            sender
+                .fail(std::io::Error::other("the export was cut off"))
+                .await;
+        }
         Err(export::ExportError::Write(_)) => {
             tracing::info!(
                 rows = streamed.rows,

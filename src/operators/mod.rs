@@ -20,6 +20,7 @@ pub fn router<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     PgPool: FromRef<S>,
+    crate::db::Reads: FromRef<S>,
 {
     OpenApiRouter::new().routes(routes!(audit::list))
 }

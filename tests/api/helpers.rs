@@ -28,6 +28,8 @@ struct TestServer {
     admin: PgConnectOptions,
     /// Builds the URL of a database on this server.
     url_for: Box<dyn Fn(&str) -> String + Send + Sync>,
+    /// The cluster, when the tests started their own (not with `DATABASE_URL`).
+    local: Option<std::sync::Arc<LocalPostgres>>,
     /// Held open for as long as this process lives; see `remove_when_this_process_exits`.
     _watchdog: Option<Mutex<ChildStdin>>,
 }
@@ -53,6 +55,7 @@ fn start_server() -> TestServer {
                 url.set_path(db);
                 url.to_string()
             }),
+            local: None,
             _watchdog: None,
         };
     }
@@ -66,10 +69,39 @@ fn start_server() -> TestServer {
     let watchdog = pg
         .remove_when_this_process_exits(&root)
         .expect("the watchdog starts");
+    let pg = std::sync::Arc::new(pg);
+    let local = pg.clone();
     TestServer {
         admin: pg.connect_options("postgres"),
         url_for: Box::new(move |db| pg.url(db)),
+        local: Some(local),
         _watchdog: Some(Mutex::new(watchdog)),
+    }
+}
+
+/// A streaming standby of the tests' cluster, stopped and removed when dropped (or when this
+/// process exits).
+pub struct Standby {
+    pub pg: LocalPostgres,
+    _watchdog: ChildStdin,
+}
+
+/// Starts a streaming standby of the tests' cluster (`pg_basebackup -R`) under `root`. The
+/// tests must have started their own cluster (no `DATABASE_URL`).
+pub fn start_standby(root: &std::path::Path) -> Standby {
+    let primary = server()
+        .local
+        .as_ref()
+        .expect("a standby needs the tests' own Postgres: unset DATABASE_URL");
+    let pg = primary
+        .start_standby(root)
+        .expect("a standby starts from a base backup");
+    let watchdog = pg
+        .remove_when_this_process_exits(root)
+        .expect("the watchdog starts");
+    Standby {
+        pg,
+        _watchdog: watchdog,
     }
 }
 
@@ -426,7 +458,8 @@ impl TestApp {
 /// Asserts that `quickdonate verify`'s checks all hold on `db`, a succeeded gift's ledger row
 /// expected once it succeeded `settle` ago (zero: at once).
 pub async fn assert_books_hold_in(db: &PgPool, settle: std::time::Duration) {
-    let mut snapshot = quickdonate::db::reading(db).await.unwrap();
+    let reads = quickdonate::db::Reads::on(db.clone());
+    let mut snapshot = quickdonate::db::reading(&reads).await.unwrap();
     let report = quickdonate::books::verify::verify(&mut snapshot, settle)
         .await
         .unwrap();

@@ -18,6 +18,7 @@ mod events;
 mod faults;
 mod finance_access;
 mod finance_donations;
+mod finance_reads;
 mod gift_aid;
 mod group_commit;
 mod health;

@@ -127,11 +127,11 @@ pub async fn list(
         cursor.as_ref().map(|c| c.id.clone()),
         limit + 1
     )
-    .fetch_all(&mut *crate::db::reading(&state.db).await?)
+    .fetch_all(&mut *crate::db::reading(&state.reads).await?)
     .await?;
     let next_cursor = next_page(&mut page, limit, |p| Cursor::new(p.created, p.id.clone()));
     let ids: Vec<String> = page.into_iter().map(|p| p.id).collect();
-    let payouts = reconcile::reconcile(&state.db, &ids).await?;
+    let payouts = reconcile::reconcile(&state.reads.pool, &ids).await?;
     let what = match format {
         Format::Json => "GET /v1/finance/payouts",
         _ => "GET /v1/finance/payouts (csv)",
@@ -185,13 +185,13 @@ pub async fn show(
 ) -> ApiResult<Response> {
     let params = Params::parse(query.as_deref(), &[])?;
     let format = export::negotiate(&headers, &[Format::Json, Format::Csv])?;
-    let Some(payout) = reconcile::reconcile(&state.db, std::slice::from_ref(&id))
+    let Some(payout) = reconcile::reconcile(&state.reads.pool, std::slice::from_ref(&id))
         .await?
         .pop()
     else {
         return Err(Problem::unknown("payout", "payout", &id).into());
     };
-    let transactions = reconcile::contained(&state.db, &id).await?;
+    let transactions = reconcile::contained(&state.reads.pool, &id).await?;
     let what = format!("GET /v1/finance/payouts/{id}");
     let mut filters = params.filters();
     filters["payout"] = json!(id);
@@ -261,7 +261,7 @@ pub async fn overdue(
     };
     let limit = params.limit()?;
     let before = OffsetDateTime::now_utc() - time::Duration::days(days);
-    let donations = reconcile::not_paid_out(&state.db, before, limit).await?;
+    let donations = reconcile::not_paid_out(&state.reads.pool, before, limit).await?;
     audit::record(
         &state.db,
         &caller,
