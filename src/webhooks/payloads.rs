@@ -147,18 +147,14 @@ pub async fn strip_expired(db: &PgPool, retention: Duration, batch: i64) -> sqlx
 /// (their PaymentIntent or charge ids: what events are grouped by), whatever their state or
 /// age; returns how many were stripped now.
 pub async fn strip_payments(conn: &mut PgConnection, object_keys: &[String]) -> sqlx::Result<u64> {
-    let rows = sqlx::query!(
-        r#"SELECT id, type AS kind, payload FROM stripe_events
-           WHERE object_key = ANY($1) AND personal_data_removed_at IS NULL
-           ORDER BY id
-           FOR UPDATE"#,
+    let ids = sqlx::query_scalar!(
+        r#"SELECT id FROM stripe_events
+           WHERE object_key = ANY($1) AND personal_data_removed_at IS NULL"#,
         object_keys
     )
     .fetch_all(&mut *conn)
     .await?;
-    let (ids, payloads) = stripped_rows(rows.into_iter().map(|r| (r.id, r.kind, r.payload)));
-    save(conn, &ids, &payloads).await?;
-    Ok(ids.len() as u64)
+    strip_events(conn, &ids).await
 }
 
 /// Strips, in the caller's transaction, the payloads of events `ids` not yet stripped; returns
