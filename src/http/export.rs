@@ -301,10 +301,8 @@ impl BodySender {
     }
 }
 
-/// A body streamed from what is sent on the returned [`BodySender`]; it ends when every
-/// sender is dropped.
-/// A body fed chunk by chunk through its [`BodySender`], which waits at most `stall` for the
-/// client to take each.
+/// A body streamed from what is sent on the returned [`BodySender`], which waits at most
+/// `stall` for the client to take each chunk; it ends when every sender is dropped.
 pub fn streamed_body(stall: std::time::Duration) -> (BodySender, Body) {
     let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(8);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
