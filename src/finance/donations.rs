@@ -88,6 +88,8 @@ pub struct Row {
     pub charge_id: Option<String>,
     /// The paid payout that took the gift to the bank, once one has.
     pub payout_id: Option<String>,
+    /// Recreated from Stripe after a restore from backup: no donor details, no receipt.
+    pub recovered: bool,
 }
 
 /// As JSON: the donor's fields under `donor`, times in RFC 3339.
@@ -99,7 +101,7 @@ impl Serialize for Row {
             first_name: &'a str,
             last_name: &'a str,
         }
-        let mut row = s.serialize_struct("Donation", 19)?;
+        let mut row = s.serialize_struct("Donation", 20)?;
         row.serialize_field("id", &self.id)?;
         row.serialize_field("created_at", &crate::timestamps::rfc3339(self.created_at))?;
         row.serialize_field("campaign", &self.campaign)?;
@@ -125,6 +127,7 @@ impl Serialize for Row {
         row.serialize_field("payment_intent_id", &self.payment_intent_id)?;
         row.serialize_field("charge_id", &self.charge_id)?;
         row.serialize_field("payout_id", &self.payout_id)?;
+        row.serialize_field("recovered", &self.recovered)?;
         row.end()
     }
 }
@@ -151,6 +154,7 @@ impl CsvRow for Row {
         "payment_intent_id",
         "charge_id",
         "payout_id",
+        "recovered",
     ];
 
     fn write(&self, csv: &mut CsvChunks) -> std::io::Result<()> {
@@ -177,6 +181,7 @@ impl CsvRow for Row {
             self.payment_intent_id.as_deref().into(),
             self.charge_id.as_deref().into(),
             self.payout_id.as_deref().into(),
+            Cell::Bool(self.recovered),
         ])
     }
 }
@@ -198,7 +203,8 @@ macro_rules! rows {
                       d.payment_intent_id, d.charge_id,
                       (SELECT t.payout_id FROM paid_out_transactions t
                        WHERE t.balance_transaction_id = d.balance_transaction_id
-                       ORDER BY t.created DESC LIMIT 1) AS payout_id
+                       ORDER BY t.created DESC LIMIT 1) AS payout_id,
+                      d.recovered_at IS NOT NULL AS "recovered!"
                FROM donations d
                WHERE ($1::text IS NULL OR d.campaign = $1)
                  AND ($2::text IS NULL OR d.status = $2)
@@ -263,6 +269,9 @@ struct RowDoc {
     charge_id: Option<String>,
     /// The paid payout that took the gift to the bank, once one has.
     payout_id: Option<String>,
+    /// Recreated from Stripe after a restore from backup (`events backfill`): no donor details
+    /// (Stripe never had them), no receipt.
+    recovered: bool,
 }
 
 #[derive(utoipa::ToSchema)]

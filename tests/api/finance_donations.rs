@@ -231,6 +231,7 @@ async fn each_row_shows_the_donation_its_donor_its_money_and_its_stripe_ids() {
             "payment_intent_id": paid_pi,
             "charge_id": paid_charge,
             "payout_id": null,
+            "recovered": false,
         })
     );
     assert!(paid_total > 2500, "the fee was covered: {paid_total}");
@@ -255,6 +256,7 @@ async fn each_row_shows_the_donation_its_donor_its_money_and_its_stripe_ids() {
             "payment_intent_id": refunded_pi,
             "charge_id": refunded_charge,
             "payout_id": null,
+            "recovered": false,
         })
     );
     assert_eq!(
@@ -278,6 +280,7 @@ async fn each_row_shows_the_donation_its_donor_its_money_and_its_stripe_ids() {
             "payment_intent_id": pending_pi,
             "charge_id": null,
             "payout_id": null,
+            "recovered": false,
         })
     );
     let created = OffsetDateTime::parse(rows[0]["created_at"].as_str().unwrap(), &Rfc3339);
@@ -426,7 +429,7 @@ fn read_csv(body: &str) -> (Vec<String>, Vec<csv::StringRecord>) {
     (header, reader.records().map(Result::unwrap).collect())
 }
 
-const CSV_HEADER: [&str; 20] = [
+const CSV_HEADER: [&str; 21] = [
     "id",
     "created_at",
     "campaign",
@@ -447,6 +450,7 @@ const CSV_HEADER: [&str; 20] = [
     "payment_intent_id",
     "charge_id",
     "payout_id",
+    "recovered",
 ];
 
 /// Donors whose names a spreadsheet would run, or a naive CSV writer would break on.

@@ -7,6 +7,7 @@
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use quickdonate::operators::access::Role;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -366,6 +367,29 @@ async fn a_database_restored_from_backup_is_brought_back_to_what_stripe_holds() 
         reconciled,
         json!({"status": "paid", "listed_complete": true})
     );
+
+    // Finance sees which donations were recovered, and why they name no donor.
+    let finance = crate::finance_access::token(&app, "treasurer", Role::Finance).await;
+    let listed: Value =
+        crate::finance_access::get_as(&app, Some(&finance), "/v1/finance/donations")
+            .await
+            .json()
+            .await
+            .unwrap();
+    let mut recovered_ids: Vec<String> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["recovered"] == true)
+        .map(|row| {
+            assert_eq!(row["donor"]["email"], "", "{row}");
+            row["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    recovered_ids.sort();
+    let mut expected_ids = vec![after.donation.to_string(), other.donation.to_string()];
+    expected_ids.sort();
+    assert_eq!(recovered_ids, expected_ids);
 
     // Run again, it finds nothing more to do.
     let again = quickdonate(&app, &["events", "backfill", "--since", "2h"]);
