@@ -157,9 +157,7 @@ async fn donation_parts(tx: &mut PgConnection) -> sqlx::Result<Vec<Difference>> 
                       coalesce((SELECT sum(x.amount) FROM disputes x WHERE x.donation_id = d.id
                                 AND x.status = 'lost'), 0)::bigint AS lost,
                       coalesce((SELECT sum(x.amount) FROM disputes x WHERE x.donation_id = d.id
-                                AND x.status NOT IN ('warning_needs_response',
-                                    'warning_under_review', 'warning_closed', 'prevented',
-                                    'won')), 0)::bigint AS withdrawn
+                                AND dispute_withdraws(x.status)), 0)::bigint AS withdrawn
                FROM donations d)
            SELECT id, refunded_amount, refunds AS "refunds!", dispute_lost_amount,
                   lost AS "lost!", counted_amount,
@@ -224,9 +222,7 @@ async fn donation_ledger(tx: &mut PgConnection) -> sqlx::Result<Vec<Difference>>
                                 AND r.status = 'succeeded'), 0)::bigint AS refunds_succeeded,
                       d.dispute_lost_amount,
                       coalesce((SELECT sum(x.amount) FROM disputes x WHERE x.donation_id = d.id
-                                AND x.status NOT IN ('warning_needs_response',
-                                    'warning_under_review', 'warning_closed', 'prevented',
-                                    'won')), 0)::bigint AS withdrawn,
+                                AND dispute_withdraws(x.status)), 0)::bigint AS withdrawn,
                       l.gifts, l.gift, l.fee AS ledger_fee, l.dispute_fee AS ledger_dispute_fee,
                       l.refunded, l.disputed
                FROM donations d JOIN l ON l.donation_id = d.id)

@@ -152,3 +152,29 @@ async fn the_books_hold_after_real_payments_and_each_broken_invariant_is_named()
     assert!(said.contains("ok    gift_aid_once"), "{said}");
     assert!(said.contains("The books differ in 6 place(s)."), "{said}");
 }
+
+/// The books' checks in SQL and the worker in Rust hold the same rule of which disputes hold
+/// the disputed money.
+#[tokio::test]
+async fn the_sql_and_the_rust_rule_of_withdrawn_money_agree_for_every_status() {
+    let app = crate::helpers::spawn_app().await;
+    for status in [
+        "warning_needs_response",
+        "warning_under_review",
+        "warning_closed",
+        "prevented",
+        "needs_response",
+        "under_review",
+        "won",
+        "lost",
+        "pending_arbitration",
+    ] {
+        let sql: bool = sqlx::query_scalar("SELECT dispute_withdraws($1)")
+            .bind(status)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        let rust = quickdonate::payments::status::DisputeStatus::parse(status).withdraws();
+        assert_eq!(sql, rust, "{status}");
+    }
+}
