@@ -60,7 +60,9 @@ async fn stalled_exports_on_a_standby_leave_the_webhooks_their_pool_and_are_cut_
     let app = spawn_app_on(name, move |s| {
         s.database_read_url = Some(read_url.into());
         s.finance_max_connections = 2;
-        s.finance_export_stall = "2s".to_owned();
+        // Long enough that a busy machine (the whole suite at once) stores the webhooks below
+        // before any stalled export is cut off.
+        s.finance_export_stall = "8s".to_owned();
         s.apply_events = false;
     })
     .await;
@@ -119,7 +121,12 @@ async fn stalled_exports_on_a_standby_leave_the_webhooks_their_pool_and_are_cut_
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..100 {
+        if open_transactions(&replica, &app.db).await == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         open_transactions(&replica, &app.db).await,
         2,
