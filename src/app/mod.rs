@@ -140,6 +140,7 @@ impl Application {
                 payments.publishable_key(),
                 simulator.is_some(),
             ),
+            gift_aid: crate::gift_aid::Rules::from_config(&config.gift_aid),
         };
         let abandoned = Abandoned::new(
             db.clone(),

@@ -23,4 +23,5 @@ pub struct AppState {
     pub intake: IntakeState,
     pub finance: FinanceState,
     pub page: PageState,
+    pub gift_aid: crate::gift_aid::Rules,
 }

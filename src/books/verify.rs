@@ -355,6 +355,7 @@ async fn payouts(tx: &mut PgConnection) -> sqlx::Result<Vec<Difference>> {
 async fn gift_aid_once(tx: &mut PgConnection) -> sqlx::Result<Vec<Difference>> {
     let twice = sqlx::query!(
         r#"SELECT donation_id, count(*) AS "claims!" FROM gift_aid_claimed_donations
+           WHERE NOT released
            GROUP BY donation_id HAVING count(*) > 1 ORDER BY donation_id"#
     )
     .fetch_all(&mut *tx)
@@ -373,7 +374,7 @@ async fn gift_aid_once(tx: &mut PgConnection) -> sqlx::Result<Vec<Difference>> {
     let over = sqlx::query!(
         r#"SELECT c.donation_id, c.amount, d.amount AS gift
            FROM gift_aid_claimed_donations c JOIN donations d ON d.id = c.donation_id
-           WHERE c.amount > d.amount ORDER BY c.donation_id"#
+           WHERE c.amount > d.amount AND NOT c.released ORDER BY c.donation_id"#
     )
     .fetch_all(&mut *tx)
     .await?;

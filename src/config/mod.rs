@@ -74,6 +74,9 @@ const ENV_KEYS: &[&str] = &[
     "RECEIPT_FROM",
     "CHARITY_NAME",
     "CHARITY_NUMBER",
+    "GIFT_AID_AGGREGATE_UP_TO",
+    "GIFT_AID_YEAR_END",
+    "GIFT_AID_CLAIM_AFTER_PAYOUT",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -149,6 +152,9 @@ pub struct Settings {
     pub receipt_from: String,
     pub charity_name: String,
     pub charity_number: String,
+    pub gift_aid_aggregate_up_to: Option<i64>,
+    pub gift_aid_year_end: String,
+    pub gift_aid_claim_after_payout: bool,
 }
 
 impl Settings {
@@ -204,6 +210,7 @@ pub struct Config {
     pub abandoned_after: Duration,
     pub fees: Fees,
     pub receipts: Receipts,
+    pub gift_aid: GiftAid,
 }
 
 impl Config {
@@ -353,4 +360,17 @@ pub struct Receipts {
 /// Whether only this machine can reach `address` (127.0.0.0/8, ::1, or ::ffff:127.x.x.x).
 pub fn is_loopback(address: SocketAddr) -> bool {
     address.ip().to_canonical().is_loopback()
+}
+
+/// How Gift Aid is claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GiftAid {
+    /// `GIFT_AID_AGGREGATE_UP_TO`: gifts of at most this many pence are aggregated; `None`,
+    /// none are.
+    pub aggregate_up_to: Option<i64>,
+    /// `GIFT_AID_YEAR_END`: the accounting year's last day (a day every year has).
+    pub year_end_month: time::Month,
+    pub year_end_day: u8,
+    /// `GIFT_AID_CLAIM_AFTER_PAYOUT`: only gifts paid out to the bank are claimed.
+    pub claim_after_payout: bool,
 }

@@ -13,8 +13,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::budget::{REQUEST_TIMEOUT, STRIPE_ATTEMPTS, max_stripe_timeout_secs, stripe_backoff};
 use super::{
-    AppEnv, Captcha, CardTesting, Config, Database, Fees, FinanceReads, Limit, PaymentsChoice,
-    PaymentsMode, Receipts, Settings, Stripe, charity, is_loopback,
+    AppEnv, Captcha, CardTesting, Config, Database, Fees, FinanceReads, GiftAid, Limit,
+    PaymentsChoice, PaymentsMode, Receipts, Settings, Stripe, charity, is_loopback,
 };
 
 impl Config {
@@ -73,6 +73,7 @@ impl Config {
             (1..=100).contains(&s.declines_per_payment),
             "DECLINES_PER_PAYMENT: must be from 1 to 100"
         );
+        let gift_aid = gift_aid(s)?;
         let instance_lease = duration("INSTANCE_LEASE", &s.instance_lease)?;
         let read_url = s
             .database_read_url
@@ -226,8 +227,39 @@ impl Config {
                 charity_name,
                 charity_number,
             },
+            gift_aid,
         })
     }
+}
+
+/// The Gift Aid settings: aggregation within HMRC's limit, a year end every year has.
+fn gift_aid(s: &Settings) -> anyhow::Result<GiftAid> {
+    if let Some(up_to) = s.gift_aid_aggregate_up_to {
+        ensure!(
+            (1..=2000).contains(&up_to),
+            "GIFT_AID_AGGREGATE_UP_TO: must be from 1 to 2000 pence (gifts of £20 or less), or unset"
+        );
+    }
+    let raw = s.gift_aid_year_end.trim();
+    let year_end = raw
+        .split_once('-')
+        .filter(|(month, day)| month.len() == 2 && day.len() == 2)
+        .and_then(|(month, day)| {
+            let month = time::Month::try_from(month.parse::<u8>().ok()?).ok()?;
+            let day = day.parse::<u8>().ok()?;
+            // 2023 has no 29 February: the day must be one every year has.
+            time::Date::from_calendar_date(2023, month, day).ok()?;
+            Some((month, day))
+        })
+        .with_context(|| {
+            format!("GIFT_AID_YEAR_END: {raw:?} is not a day every year has, as MM-DD (03-31)")
+        })?;
+    Ok(GiftAid {
+        aggregate_up_to: s.gift_aid_aggregate_up_to,
+        year_end_month: year_end.0,
+        year_end_day: year_end.1,
+        claim_after_payout: s.gift_aid_claim_after_payout,
+    })
 }
 
 /// A secret setting, unless unset or blank.

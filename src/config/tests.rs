@@ -87,6 +87,29 @@ fn a_bad_value_names_its_key() {
         );
     }
     assert!(error_of("declines_per_payment = 0").starts_with("DECLINES_PER_PAYMENT:"));
+    for bad in ["02-29", "3-31", "13-01", "04-31", "31-03", ""] {
+        let error = error_of(&format!("gift_aid_year_end = {bad:?}"));
+        assert!(error.starts_with("GIFT_AID_YEAR_END:"), "{bad}: {error}");
+    }
+    for bad in [0, 2001, -5] {
+        let error = error_of(&format!("gift_aid_aggregate_up_to = {bad}"));
+        assert!(
+            error.starts_with("GIFT_AID_AGGREGATE_UP_TO:"),
+            "{bad}: {error}"
+        );
+    }
+    let gift_aid = with("gift_aid_year_end = \"12-31\"\ngift_aid_aggregate_up_to = 2000")
+        .unwrap()
+        .gift_aid;
+    assert_eq!(
+        (
+            gift_aid.year_end_month,
+            gift_aid.year_end_day,
+            gift_aid.aggregate_up_to
+        ),
+        (time::Month::December, 31, Some(2000))
+    );
+    assert!(with("").unwrap().gift_aid.claim_after_payout);
     assert!(error_of("finance_max_connections = 0").starts_with("FINANCE_MAX_CONNECTIONS:"));
     assert!(error_of(r#"database_read_url = "mysql://replica""#).starts_with("DATABASE_READ_URL:"));
     assert!(error_of(r#"finance_export_stall = "10ms""#).starts_with("FINANCE_EXPORT_STALL:"));

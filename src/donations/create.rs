@@ -171,6 +171,7 @@ pub async fn create_donation(
                 &fresh,
                 &request,
                 &super::limits::client_key(client),
+                &state.declaration,
             )
             .await?;
             fresh
@@ -303,6 +304,7 @@ async fn insert(
     donation: &Pending,
     request: &DonationRequest,
     client_key: &[u8],
+    wording: &str,
 ) -> sqlx::Result<()> {
     sqlx::query!(
         r#"INSERT INTO donations (id, campaign, frequency, amount, cover_fees_amount,
@@ -325,7 +327,7 @@ async fn insert(
     .execute(&mut *tx)
     .await?;
     if let Some(gift_aid) = &request.gift_aid {
-        insert_gift_aid(tx, donation.id, request, gift_aid).await?;
+        insert_gift_aid(tx, donation.id, request, gift_aid, wording).await?;
     }
     Ok(())
 }
@@ -338,12 +340,15 @@ async fn insert_gift_aid(
     donation_id: Uuid,
     request: &DonationRequest,
     declaration: &GiftAidDeclaration,
+    wording: &str,
 ) -> sqlx::Result<()> {
     sqlx::query!(
         r#"INSERT INTO gift_aid_declarations
                (id, donation_id, donor_email, title, first_name, last_name,
-                house_name_or_number, postcode, country, declared_at, covers_from)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), now() - interval '4 years')"#,
+                house_name_or_number, postcode, country, declared_at, covers_from,
+                wording_version, wording, source)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), now() - interval '4 years',
+                   $10, $11, 'donation_form')"#,
         Uuid::now_v7(),
         donation_id,
         request.donor.email,
@@ -352,7 +357,9 @@ async fn insert_gift_aid(
         request.donor.last_name,
         declaration.house_name_or_number,
         declaration.postcode,
-        declaration.country
+        declaration.country,
+        crate::gift_aid::DECLARATION_VERSION,
+        wording
     )
     .execute(tx)
     .await?;

@@ -38,6 +38,9 @@ pub struct DonationsState {
     /// The captcha those a cap refused must solve, if one is configured.
     pub captcha: Option<Captcha>,
     pub metrics: Metrics,
+    /// The Gift Aid declaration's words the form shows, with the charity's name: kept with
+    /// each declaration made.
+    pub declaration: Arc<str>,
 }
 
 impl DonationsState {
@@ -52,6 +55,7 @@ impl DonationsState {
             limits: Arc::new(Limits::new(&config.card_testing)),
             captcha: config.card_testing.captcha.as_ref().map(Captcha::new),
             metrics,
+            declaration: crate::gift_aid::declaration(&config.receipts.charity_name).into(),
         }
     }
 }

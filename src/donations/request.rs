@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::campaigns::Campaign;
-use crate::gift_aid::address::{is_uk, normalise_uk_postcode};
+use crate::gift_aid::donor::{self, is_uk};
 use crate::http::problem::FieldError;
 
 const NAME_MAX: usize = 100;
@@ -130,6 +130,9 @@ impl DonationRequest {
         let gift_aid = fields
             .optional_object("gift_aid", &mut errors)
             .map(|gift_aid| parse_gift_aid(gift_aid, &mut errors));
+        if let (Some(donor), Some(Some(Some(_)))) = (&donor, &gift_aid) {
+            check_names_for_gift_aid(donor, &mut errors);
+        }
 
         match (amount, currency, frequency, donor, gift_aid) {
             (Some(amount), Some(currency), Some(frequency), Some(donor), gift_aid)
@@ -208,9 +211,10 @@ fn parse_gift_aid(
     );
     let before = errors.0.len();
     let declared = fields.required_bool("declared", errors);
-    // HMRC's schedule takes a title of at most 4 characters and a house of at most 40.
-    let title = fields.optional_text("title", 4, errors);
-    let house = fields.optional_text("house_name_or_number", 40, errors);
+    // A title HMRC's pattern refuses is left off the schedule (it is optional), so any short
+    // one is taken; the house cell takes 40 characters.
+    let title = fields.optional_text("title", TITLE_MAX, errors);
+    let house = fields.optional_text("house_name_or_number", donor::HOUSE_MAX, errors);
     let country = fields
         .optional_text("country", 56, errors)
         .unwrap_or_else(|| "GB".to_owned());
@@ -220,18 +224,27 @@ fn parse_gift_aid(
     }
 
     let mut complete = true;
-    if house.is_none() {
+    let declared = donor::Declared {
+        house_name_or_number: house.clone().unwrap_or_default(),
+        postcode: postcode.clone(),
+        country: country.clone(),
+        ..Default::default()
+    };
+    if let Err(unwritable) = donor::house(&declared) {
         errors.add(
             "gift_aid.house_name_or_number",
-            "is required for a Gift Aid declaration",
+            unwritable.address_message(),
         );
         complete = false;
     }
     let postcode = if is_uk(&country) {
-        match postcode.as_deref().map(normalise_uk_postcode) {
+        match postcode.as_deref().map(donor::uk_postcode) {
             Some(Some(postcode)) => Some(postcode),
             Some(None) => {
-                errors.add("gift_aid.postcode", "must be a UK postcode like SW1A 1AA");
+                errors.add(
+                    "gift_aid.postcode",
+                    "must be a UK postcode like SW1A 1AA, as HMRC writes them",
+                );
                 complete = false;
                 None
             }
@@ -256,6 +269,20 @@ fn parse_gift_aid(
         })
     })
 }
+
+/// A Gift Aid declaration puts the donor's names on HMRC's schedule: each must be one HMRC can
+/// read (the rules are `gift_aid::donor`'s, the schedule's own).
+fn check_names_for_gift_aid(donor: &Donor, errors: &mut Errors) {
+    if let Err(unwritable) = donor::first_name(&donor.first_name) {
+        errors.add("donor.first_name", unwritable.name_message());
+    }
+    if let Err(unwritable) = donor::last_name(&donor.last_name) {
+        errors.add("donor.last_name", unwritable.name_message());
+    }
+}
+
+/// A title as a donor may write it (`Professor`, `Rt Hon`); the schedule keeps what HMRC takes.
+const TITLE_MAX: usize = 20;
 
 #[derive(Default)]
 struct Errors(Vec<FieldError>);

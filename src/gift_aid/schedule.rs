@@ -1,47 +1,40 @@
 //! HMRC's Gift Aid schedule, as pure functions: eligible gifts in, the schedule's lines out,
-//! each cell written as HMRC asks.
+//! each cell written as HMRC's checks take it ([`super::donor`] for the donor's cells).
 //!
-//! Source: gov.uk, "Schedule spreadsheet to claim back tax on Gift Aid donations" (HMRC
-//! guidance, updated 28 November 2025; the change that day added guidance for non-UK resident
-//! donors). What it asks of each line, and how each rule is kept here:
-//! - title, at most 4 characters ([`title`]);
-//! - first name (or initial) and last name, at most 35 characters each; a double-barrelled
-//!   surname with a space instead of the hyphen ([`first_name`], [`last_name`]);
-//! - house name or number ([`house`]; the schedule's cell takes 40 characters);
-//! - postcode in capitals with a space, e.g. `S19 2BD` ([`postcode`]); a donor living outside
-//!   the UK gets `X` in the postcode cell and their address in the house cell (the schedule's
-//!   own notes; HMRC's earlier page, hmrc.gov.uk/charities/online/giftaid-spreadsheet.htm, said
-//!   the same, and so do tools built on the schedule);
-//! - aggregated donations: "multiple donations under £30 grouped together" (2025 wording; it
-//!   used to be £20 or less), no donor details on such a line, and "the total donation on one
-//!   line" not more than £1,000 (the same page; [`lines`]);
-//! - sponsored event: left blank ("if a field does not apply, leave it blank");
-//! - donation date `DD/MM/YY`, the latest date for a series of donations ([`date`]);
-//! - amount without `£` and with 2 decimal places, `200.00` not `£200` ([`amount`]).
-//!
-//! A schedule holds at most 1,000 lines ([`MAX_LINES`]); more make further parts, each its own
-//! claim.
+//! Sources: HMRC's claims validation service (`hmrc/charities-claims-validation`, 2025,
+//! `GiftAidValidationService.scala`) for each cell's rule; gov.uk, "Schedule spreadsheet to
+//! claim back tax on Gift Aid donations" (updated 28 November 2025) for aggregation.
+//! - item numbers from 1 to 1,000: a schedule holds at most 1,000 lines ([`MAX_LINES`]); more
+//!   make further parts, each its own claim and its own workbook;
+//! - donation date `DD/MM/YY`, the latest date for a series of donations ([`date`]), never in
+//!   the future;
+//! - amount without `£`, exactly 2 decimal places, at least `0.01` ([`amount`]);
+//! - aggregated donations: optional, and off unless `GIFT_AID_AGGREGATE_UP_TO` is set (an
+//!   online gift always has its donor, and a line of its own loses nothing); an aggregated
+//!   line has a description of at most 35 characters, no donor cells and no sponsored flag,
+//!   adds up to at most £1,000, and never mixes gifts of two accounting periods ([`lines`]);
+//! - sponsored event: left blank (these are not sponsorship).
 
 use serde::Serialize;
 use time::Date;
 use time::macros::format_description;
 use uuid::Uuid;
 
-use super::address::{is_uk, normalise_uk_postcode};
+use super::donor::{Cells, Declared};
+use super::periods::YearEnd;
 
 /// Lines in one schedule, so in one claim.
 pub const MAX_LINES: usize = 1000;
-/// Gifts under this many pence (£30) are aggregated.
-pub const AGGREGATE_BELOW: i64 = 3000;
 /// An aggregated line adds up to at most this many pence (£1,000).
 pub const AGGREGATED_LINE_MAX: i64 = 100_000;
+/// The most `GIFT_AID_AGGREGATE_UP_TO` may be: gifts of £20 or less (HMRC's schedule
+/// guidance, and its template's own notes, say £20; gov.uk's 2025 page says under £30: the
+/// narrower reading is the one both allow).
+pub const AGGREGATE_UP_TO_MAX: i64 = 2000;
 
-const TITLE_MAX: usize = 4;
-const NAME_MAX: usize = 35;
-const HOUSE_MAX: usize = 40;
 const DESCRIPTION_MAX: usize = 35;
 
-/// The schedule's columns, in HMRC's order and words.
+/// The schedule's columns after the item number, in HMRC's order and words.
 pub const COLUMNS: [&str; 9] = [
     "Title",
     "First name or initial",
@@ -54,26 +47,16 @@ pub const COLUMNS: [&str; 9] = [
     "Amount",
 ];
 
-/// The donor as their declaration has them.
-#[derive(Clone, Default)]
-pub struct Declared {
-    pub title: Option<String>,
-    pub first_name: String,
-    pub last_name: String,
-    pub house_name_or_number: String,
-    pub postcode: Option<String>,
-    pub country: String,
+/// How the schedule is made: whether small gifts are aggregated, and the accounting year.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Making {
+    /// Gifts of at most this many pence are added together; `None`: every gift has its line.
+    pub aggregate_up_to: Option<i64>,
+    pub year_end: YearEnd,
 }
 
-/// Donor data stays out of logs.
-impl std::fmt::Debug for Declared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Declared { .. }")
-    }
-}
-
-/// An eligible donation: its gift (never the fee cover), in pence, on its UK date, and the
-/// declaration that covers it.
+/// An eligible donation: what of its gift is claimed (never the fee cover), in pence, on its UK
+/// date, and the declaration that covers it.
 #[derive(Debug, Clone)]
 pub struct Gift {
     pub donation_id: Uuid,
@@ -94,6 +77,9 @@ pub struct Line {
     pub sponsored_event: String,
     #[serde(skip)]
     pub date: Date,
+    /// The earliest gift on the line (its only one, unless aggregated).
+    #[serde(skip)]
+    pub earliest: Date,
     /// Pence.
     #[serde(skip)]
     pub amount: i64,
@@ -110,6 +96,23 @@ impl std::fmt::Debug for Line {
             .field("donations", &self.donations)
             .finish_non_exhaustive()
     }
+}
+
+/// A gift the schedule cannot write as HMRC reads it (a declaration taken before the form
+/// checked names and addresses as HMRC does): held back, and named, until it is corrected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = GiftAidHeldBack)]
+pub struct HeldBack {
+    pub donation_id: Uuid,
+    /// What cannot be written: `name` or `address`.
+    pub reason: &'static str,
+}
+
+/// The schedule: its lines in date order, and the gifts held back.
+#[derive(Debug, Default)]
+pub struct Schedule {
+    pub lines: Vec<Line>,
+    pub held_back: Vec<HeldBack>,
 }
 
 impl Line {
@@ -132,17 +135,17 @@ impl Line {
         ]
     }
 
-    fn single(gift: &Gift) -> Self {
-        let donor = &gift.donor;
+    fn single(gift: &Gift, donor: Cells) -> Self {
         Self {
-            title: title(donor.title.as_deref()),
-            first_name: first_name(&donor.first_name),
-            last_name: last_name(&donor.last_name),
-            house_name_or_number: house(donor),
-            postcode: postcode(donor),
+            title: donor.title,
+            first_name: donor.first_name,
+            last_name: donor.last_name,
+            house_name_or_number: donor.house_name_or_number,
+            postcode: donor.postcode,
             aggregated_donations: String::new(),
             sponsored_event: String::new(),
             date: gift.date,
+            earliest: gift.date,
             amount: gift.amount,
             donations: vec![(gift.donation_id, gift.amount)],
         }
@@ -169,39 +172,68 @@ impl Line {
             aggregated_donations: description(first, last),
             sponsored_event: String::new(),
             date: last,
+            earliest: first,
             amount: gifts.iter().map(|g| g.amount).sum(),
             donations: gifts.iter().map(|g| (g.donation_id, g.amount)).collect(),
         }
     }
 }
 
-/// The schedule's lines for `gifts`, given in the order they were made: a line of its own for
-/// each gift of £30 or more; gifts under £30 added together, in order, each line filled up to
-/// £1,000 and the next gift starting a new one. Lines come in date order (an aggregated line
-/// at its latest date), so the oldest gifts are claimed first when there are several parts.
-pub fn lines(gifts: &[Gift]) -> Vec<Line> {
-    let mut lines = Vec::new();
-    let mut group: Vec<&Gift> = Vec::new();
-    let mut group_sum = 0;
+/// The schedule for `gifts`, given in the order they were made. By default each gift has a
+/// line of its own with its donor. With `aggregate_up_to` set, gifts of at most that much are
+/// added together, in order, per accounting period, each line filled up to £1,000 and the next
+/// gift starting a new one. Lines come in date order (an aggregated line at its latest date),
+/// so the oldest gifts are claimed first when there are several parts. A gift whose donor
+/// cannot be written as HMRC reads it is held back, never written as a row HMRC refuses.
+pub fn lines(gifts: &[Gift], making: &Making) -> Schedule {
+    let mut schedule = Schedule::default();
+    // Open groups of small gifts, one per accounting period (by its end), each with its sum.
+    let mut groups: Vec<(Date, Vec<&Gift>, i64)> = Vec::new();
     for gift in gifts {
-        if gift.amount >= AGGREGATE_BELOW {
-            lines.push(Line::single(gift));
+        if making
+            .aggregate_up_to
+            .is_some_and(|up_to| gift.amount <= up_to)
+        {
+            let period = making.year_end.period_end(gift.date);
+            let at = match groups.iter().position(|(p, ..)| *p == period) {
+                Some(at) => at,
+                None => {
+                    groups.push((period, Vec::new(), 0));
+                    groups.len() - 1
+                }
+            };
+            let (_, group, sum) = &mut groups[at];
+            if *sum + gift.amount > AGGREGATED_LINE_MAX {
+                schedule.lines.push(Line::aggregated(group));
+                group.clear();
+                *sum = 0;
+            }
+            group.push(gift);
+            *sum += gift.amount;
             continue;
         }
-        if group_sum + gift.amount > AGGREGATED_LINE_MAX {
-            lines.push(Line::aggregated(&group));
-            group.clear();
-            group_sum = 0;
+        match gift.donor.cells() {
+            Ok(donor) => schedule.lines.push(Line::single(gift, donor)),
+            Err(reason) => schedule.held_back.push(HeldBack {
+                donation_id: gift.donation_id,
+                reason,
+            }),
         }
-        group.push(gift);
-        group_sum += gift.amount;
     }
-    if !group.is_empty() {
-        lines.push(Line::aggregated(&group));
+    for (_, group, _) in &groups {
+        if !group.is_empty() {
+            schedule.lines.push(Line::aggregated(group));
+        }
     }
     // Stable: lines of one date keep the order they were made in.
-    lines.sort_by_key(|line| line.date);
-    lines
+    schedule.lines.sort_by_key(|line| line.date);
+    schedule
+}
+
+/// The earliest donation date of `lines` (HMRC's box 1, cell D13): for an aggregated line, its
+/// earliest gift, which may be earlier than any date in the donation date column.
+pub fn earliest(lines: &[Line]) -> Option<Date> {
+    lines.iter().map(|line| line.earliest).min()
 }
 
 /// How many parts of at most [`MAX_LINES`] lines `lines` make (one, even when empty).
@@ -214,81 +246,6 @@ pub fn part(lines: &[Line], part: usize) -> &[Line] {
     let start = (part.saturating_sub(1) * MAX_LINES).min(lines.len());
     let end = (start + MAX_LINES).min(lines.len());
     &lines[start..end]
-}
-
-/// At most 4 characters, as HMRC's examples write them (`Prof`, `Rev`): a trailing full stop
-/// dropped, a few long titles shortened the usual way, any other cut to 4.
-pub fn title(raw: Option<&str>) -> String {
-    let Some(raw) = raw else {
-        return String::new();
-    };
-    let cleaned = tidy(raw);
-    let cleaned = cleaned.trim_end_matches('.');
-    let short = match cleaned.to_lowercase().as_str() {
-        "professor" => "Prof",
-        "reverend" | "the reverend" | "revd" => "Rev",
-        "doctor" => "Dr",
-        "captain" => "Capt",
-        "mister" => "Mr",
-        "father" => "Fr",
-        "sister" => "Sr",
-        _ => cleaned,
-    };
-    cut(short, TITLE_MAX)
-}
-
-/// At most 35 characters.
-pub fn first_name(raw: &str) -> String {
-    cut(&tidy(raw), NAME_MAX)
-}
-
-/// At most 35 characters; a double-barrelled surname with a space, not a hyphen
-/// (`Smith-Jones` is `Smith Jones`).
-pub fn last_name(raw: &str) -> String {
-    let spaced: String = raw
-        .chars()
-        .map(|c| if is_hyphen(c) { ' ' } else { c })
-        .collect();
-    cut(&tidy(&spaced), NAME_MAX)
-}
-
-fn is_hyphen(c: char) -> bool {
-    matches!(
-        c,
-        '-' | '\u{2010}' | '\u{2011}' | '\u{2012}' | '\u{2013}' | '\u{2014}'
-    )
-}
-
-/// The house name or number, at most 40 characters. For a donor outside the UK, their address
-/// as far as we have it (house, postcode, country) when it fits, else the house alone.
-pub fn house(donor: &Declared) -> String {
-    let house = tidy(&donor.house_name_or_number);
-    if is_uk(&donor.country) {
-        return cut(&house, HOUSE_MAX);
-    }
-    let address = [
-        house.clone(),
-        donor.postcode.as_deref().map(tidy).unwrap_or_default(),
-        tidy(&donor.country),
-    ]
-    .into_iter()
-    .filter(|part| !part.is_empty())
-    .collect::<Vec<_>>()
-    .join(", ");
-    if address.chars().count() <= HOUSE_MAX {
-        address
-    } else {
-        cut(&house, HOUSE_MAX)
-    }
-}
-
-/// In capitals with one space (`S19 2BD`); `X` for a donor outside the UK.
-pub fn postcode(donor: &Declared) -> String {
-    if !is_uk(&donor.country) {
-        return "X".to_owned();
-    }
-    let raw = donor.postcode.as_deref().unwrap_or("");
-    normalise_uk_postcode(raw).unwrap_or_else(|| tidy(raw).to_uppercase())
 }
 
 /// `DD/MM/YY`.
@@ -311,22 +268,9 @@ fn description(first: Date, last: Date) -> String {
     } else {
         format!("{}-{}", date(first), date(last))
     };
-    cut(&format!("Gifts under £30 {dates}"), DESCRIPTION_MAX)
-}
-
-/// Trimmed, with every run of whitespace one space: HMRC asks for no spaces at either end of a
-/// cell.
-fn tidy(raw: &str) -> String {
-    raw.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// At most `max` characters, never ending in a space.
-fn cut(text: &str, max: usize) -> String {
-    text.chars()
-        .take(max)
-        .collect::<String>()
-        .trim_end()
-        .to_owned()
+    let text = format!("Small gifts {dates}");
+    debug_assert!(text.chars().count() <= DESCRIPTION_MAX);
+    text
 }
 
 #[cfg(test)]
@@ -354,80 +298,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn titles_longer_than_4_characters_are_shortened() {
-        assert_eq!(title(Some("Professor")), "Prof");
-        assert_eq!(title(Some("Reverend")), "Rev");
-        assert_eq!(title(Some("Brigadier")), "Brig");
-        assert_eq!(title(Some(" Mrs. ")), "Mrs");
-        assert_eq!(title(Some("Dr")), "Dr");
-        assert_eq!(title(None), "");
-        assert!(title(Some("Lieutenant-Colonel")).chars().count() <= 4);
+    fn single_lines() -> Making {
+        Making {
+            aggregate_up_to: None,
+            year_end: YearEnd::parse("03-31").unwrap(),
+        }
     }
 
-    #[test]
-    fn names_are_cut_to_35_characters() {
-        let long = "Bartholomew Maximilian Fitzgerald-Smythe";
-        assert_eq!(first_name(long), "Bartholomew Maximilian Fitzgerald-S");
-        assert_eq!(first_name(long).chars().count(), 35);
-        // Cut at a character, not a byte; never ending on the space the cut lands after.
-        let accented = "Zoë ".repeat(12);
-        assert_eq!(first_name(&accented).chars().count(), 35);
-        assert_eq!(first_name("  Amina  "), "Amina");
-        let surname = "Featherstonehaugh-Cholmondeley-Ffoulkes";
-        assert_eq!(last_name(surname), "Featherstonehaugh Cholmondeley Ffou");
-        assert_eq!(last_name("A".repeat(34).as_str()).len(), 34);
-        assert_eq!(last_name(&"B".repeat(36)), "B".repeat(35));
-    }
-
-    #[test]
-    fn a_double_barrelled_surname_has_a_space_not_a_hyphen() {
-        assert_eq!(last_name("Smith-Jones"), "Smith Jones");
-        assert_eq!(last_name("Smith - Jones"), "Smith Jones");
-        assert_eq!(last_name("Smith\u{2013}Jones"), "Smith Jones");
-        assert_eq!(first_name("Mary-Jane"), "Mary-Jane", "only the surname");
-    }
-
-    #[test]
-    fn uk_postcodes_are_in_capitals_with_one_space() {
-        let with = |postcode: &str| {
-            postcode_of(Declared {
-                postcode: Some(postcode.into()),
-                ..donor()
-            })
-        };
-        assert_eq!(with("s192bd"), "S19 2BD");
-        assert_eq!(with("sw1a1aa"), "SW1A 1AA");
-        assert_eq!(with(" m1   1ae "), "M1 1AE");
-        assert_eq!(with("S19 2BD"), "S19 2BD");
-    }
-
-    fn postcode_of(donor: Declared) -> String {
-        postcode(&donor)
-    }
-
-    #[test]
-    fn a_donor_outside_the_uk_has_x_for_a_postcode_and_their_address_in_the_house_cell() {
-        let french = Declared {
-            house_name_or_number: "12 Rue de Rivoli".into(),
-            postcode: Some("75001".into()),
-            country: "France".into(),
-            ..donor()
-        };
-        assert_eq!(postcode(&french), "X");
-        assert_eq!(house(&french), "12 Rue de Rivoli, 75001, France");
-
-        let long = Declared {
-            house_name_or_number: "Apartment 4, 1600 Pennsylvania Avenue NW".into(),
-            postcode: Some("20500".into()),
-            country: "United States".into(),
-            ..donor()
-        };
-        assert_eq!(house(&long), "Apartment 4, 1600 Pennsylvania Avenue NW");
-        assert_eq!(postcode(&long), "X");
-
-        assert_eq!(house(&donor()), "10", "a UK donor's house alone");
-        assert_eq!(postcode(&donor()), "S19 2BD");
+    fn aggregating(up_to: i64) -> Making {
+        Making {
+            aggregate_up_to: Some(up_to),
+            ..single_lines()
+        }
     }
 
     #[test]
@@ -446,23 +328,44 @@ mod tests {
     }
 
     #[test]
-    fn gifts_of_30_pounds_or_more_have_lines_of_their_own_and_smaller_ones_are_aggregated() {
+    fn by_default_every_gift_has_a_line_of_its_own_with_its_donor() {
         let day = date!(2026 - 11 - 20);
-        let gifts = [gift(3000, day), gift(2999, day), gift(2000, day)];
-        let lines = lines(&gifts);
-        assert_eq!(lines.len(), 2, "{lines:?}");
-        let single = &lines[0];
-        assert_eq!(single.amount, 3000);
-        assert_eq!(single.donation_ids(), [gifts[0].donation_id]);
+        let gifts = [gift(300, day), gift(2000, day), gift(5000, day)];
+        let schedule = lines(&gifts, &single_lines());
+        assert_eq!(schedule.lines.len(), 3);
+        assert!(schedule.held_back.is_empty());
         assert_eq!(
-            single.cells(),
+            schedule.lines[0].cells(),
             [
-                "Ms", "Amina", "Khan", "10", "S19 2BD", "", "", "20/11/26", "30.00"
+                "Ms", "Amina", "Khan", "10", "S19 2BD", "", "", "20/11/26", "3.00"
             ]
             .map(String::from)
         );
-        let aggregated = &lines[1];
-        assert_eq!(aggregated.amount, 4999);
+        assert!(
+            schedule
+                .lines
+                .iter()
+                .all(|l| l.aggregated_donations.is_empty())
+        );
+    }
+
+    #[test]
+    fn with_aggregation_small_gifts_are_added_together_without_donor_details() {
+        let day = date!(2026 - 11 - 20);
+        let gifts = [
+            gift(3000, day),
+            gift(2000, day),
+            gift(1999, day),
+            gift(2001, day),
+        ];
+        let schedule = lines(&gifts, &aggregating(2000));
+        assert_eq!(schedule.lines.len(), 3, "{:?}", schedule.lines);
+        let aggregated = schedule
+            .lines
+            .iter()
+            .find(|l| !l.aggregated_donations.is_empty())
+            .unwrap();
+        assert_eq!(aggregated.amount, 3999);
         assert_eq!(
             aggregated.donation_ids(),
             [gifts[1].donation_id, gifts[2].donation_id]
@@ -475,64 +378,123 @@ mod tests {
                 "",
                 "",
                 "",
-                "Gifts under £30 20/11/26",
+                "Small gifts 20/11/26",
                 "",
                 "20/11/26",
-                "49.99"
+                "39.99"
             ]
             .map(String::from)
         );
     }
 
     #[test]
-    fn an_aggregated_line_is_dated_by_its_latest_gift() {
+    fn an_aggregated_line_is_dated_by_its_latest_gift_and_box_1_by_its_earliest() {
         let gifts = [
             gift(1000, date!(2026 - 11 - 01)),
             gift(1000, date!(2026 - 11 - 15)),
+            gift(5000, date!(2026 - 11 - 10)),
         ];
-        let lines = lines(&gifts);
-        assert_eq!(lines.len(), 1);
-        assert_eq!(lines[0].date, date!(2026 - 11 - 15));
+        let schedule = lines(&gifts, &aggregating(2000));
+        let aggregated = &schedule.lines[1];
+        assert_eq!(aggregated.date, date!(2026 - 11 - 15));
         assert_eq!(
-            lines[0].aggregated_donations,
-            "Gifts under £30 01/11/26-15/11/26"
+            aggregated.aggregated_donations,
+            "Small gifts 01/11/26-15/11/26"
         );
-        assert!(lines[0].aggregated_donations.chars().count() <= 35);
+        assert!(aggregated.aggregated_donations.chars().count() <= 35);
+        // Box 1 is the earliest gift, earlier than any date in the donation date column.
+        assert_eq!(earliest(&schedule.lines), Some(date!(2026 - 11 - 01)));
+        assert!(
+            schedule
+                .lines
+                .iter()
+                .all(|l| l.date > date!(2026 - 11 - 01))
+        );
+    }
+
+    #[test]
+    fn an_aggregated_line_never_mixes_accounting_periods() {
+        // The year ends on 31 March: the 31 March and 1 April gifts are in different periods.
+        let gifts = [
+            gift(1000, date!(2026 - 03 - 30)),
+            gift(1000, date!(2026 - 04 - 01)),
+            gift(1000, date!(2026 - 03 - 31)),
+        ];
+        let schedule = lines(&gifts, &aggregating(2000));
+        let sums: Vec<_> = schedule.lines.iter().map(|l| (l.date, l.amount)).collect();
+        assert_eq!(
+            sums,
+            [(date!(2026 - 03 - 31), 2000), (date!(2026 - 04 - 01), 1000)]
+        );
+        assert_eq!(
+            schedule.lines[0].donation_ids(),
+            [gifts[0].donation_id, gifts[2].donation_id]
+        );
     }
 
     #[test]
     fn an_aggregated_line_holds_1000_pounds_at_most_and_the_next_gift_starts_a_new_one() {
         let day = date!(2026 - 11 - 20);
-        // 40 gifts of £25 make exactly £1,000: one line.
-        let mut gifts: Vec<Gift> = (0..40).map(|_| gift(2500, day)).collect();
-        let exactly = lines(&gifts);
+        // 50 gifts of £20 make exactly £1,000: one line.
+        let mut gifts: Vec<Gift> = (0..50).map(|_| gift(2000, day)).collect();
+        let exactly = lines(&gifts, &aggregating(2000)).lines;
         assert_eq!(exactly.len(), 1);
         assert_eq!(exactly[0].amount, 100_000);
         assert_eq!(exactly[0].cells()[8], "1000.00");
 
         // A penny more rolls over to a second line.
         gifts.push(gift(1, day));
-        let over = lines(&gifts);
+        let over = lines(&gifts, &aggregating(2000)).lines;
         assert_eq!(
             over.iter().map(|l| l.amount).collect::<Vec<_>>(),
             [100_000, 1]
         );
-        assert_eq!(over[1].donation_ids(), [gifts[40].donation_id]);
+        assert_eq!(over[1].donation_ids(), [gifts[50].donation_id]);
         assert!(over.iter().all(|l| l.amount <= AGGREGATED_LINE_MAX));
     }
 
     #[test]
     fn lines_come_in_date_order() {
-        // The small gift's line is only complete after the larger, later gift's: it still
-        // comes first, at its own date.
         let gifts = [
             gift(500, date!(2026 - 11 - 01)),
             gift(5000, date!(2026 - 11 - 02)),
         ];
-        let lines = lines(&gifts);
+        let schedule = lines(&gifts, &aggregating(2000));
         assert_eq!(
-            lines.iter().map(|l| (l.date, l.amount)).collect::<Vec<_>>(),
+            schedule
+                .lines
+                .iter()
+                .map(|l| (l.date, l.amount))
+                .collect::<Vec<_>>(),
             [(date!(2026 - 11 - 01), 500), (date!(2026 - 11 - 02), 5000)]
+        );
+    }
+
+    #[test]
+    fn a_donor_hmrc_cannot_read_is_held_back_never_written() {
+        let mut arabic = gift(5000, date!(2026 - 11 - 20));
+        arabic.donor.first_name = "محمد".into();
+        let mut no_postcode = gift(5000, date!(2026 - 11 - 20));
+        no_postcode.donor.postcode = Some("nowhere".into());
+        let fine = gift(5000, date!(2026 - 11 - 21));
+        let schedule = lines(
+            &[arabic.clone(), no_postcode.clone(), fine.clone()],
+            &single_lines(),
+        );
+        assert_eq!(schedule.lines.len(), 1);
+        assert_eq!(schedule.lines[0].donation_ids(), [fine.donation_id]);
+        assert_eq!(
+            schedule.held_back,
+            [
+                HeldBack {
+                    donation_id: arabic.donation_id,
+                    reason: "name"
+                },
+                HeldBack {
+                    donation_id: no_postcode.donation_id,
+                    reason: "address"
+                },
+            ]
         );
     }
 
@@ -540,7 +502,7 @@ mod tests {
     fn parts_hold_1000_lines_each() {
         let day = date!(2026 - 11 - 20);
         let gifts: Vec<Gift> = (0..2001).map(|_| gift(3000, day)).collect();
-        let lines = lines(&gifts);
+        let lines = lines(&gifts, &single_lines()).lines;
         assert_eq!(part_count(lines.len()), 3);
         assert_eq!(part(&lines, 1).len(), 1000);
         assert_eq!(part(&lines, 2).len(), 1000);
@@ -554,8 +516,8 @@ mod tests {
 
     #[test]
     fn donor_data_never_shows_in_debug_output() {
-        let lines = lines(&[gift(5000, date!(2026 - 11 - 20))]);
-        let debug = format!("{lines:?} {:?}", donor());
+        let schedule = lines(&[gift(5000, date!(2026 - 11 - 20))], &single_lines());
+        let debug = format!("{schedule:?}");
         assert!(
             !debug.contains("Amina") && !debug.contains("S19"),
             "{debug}"

@@ -124,6 +124,8 @@ catalogue! {
         "a Gift Aid claim would have no lines";
     ClaimConflict = CONFLICT, "claim-conflict", "Claimed at the same time",
         "a Gift Aid claim overlaps another";
+    ClaimMoveRefused = CONFLICT, "claim-move-refused", "Not a possible move",
+        "a Gift Aid claim cannot move from its status to that one";
     SimulationRefused = CONFLICT, "simulation-refused", "Not possible now",
         "the simulator cannot do that now";
     PaymentProviderError = BAD_GATEWAY, "payment-provider-error", "Payment provider error",

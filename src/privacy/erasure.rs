@@ -81,7 +81,7 @@ pub async fn erase(
     let donations = sqlx::query!(
         r#"SELECT d.id, d.payment_intent_id, d.charge_id,
                   EXISTS (SELECT 1 FROM gift_aid_claimed_donations c
-                          WHERE c.donation_id = d.id) AS "claimed!"
+                          WHERE c.donation_id = d.id AND NOT c.released) AS "claimed!"
            FROM donations d
            WHERE lower(d.donor_email) = lower($1)
            ORDER BY d.id
@@ -107,7 +107,7 @@ pub async fn erase(
         r#"WITH backing AS (
                SELECT DISTINCT b.id
                FROM donations d
-               JOIN gift_aid_claimed_donations c ON c.donation_id = d.id
+               JOIN gift_aid_claimed_donations c ON c.donation_id = d.id AND NOT c.released
                JOIN gift_aid_claims k ON k.id = c.claim_id
                CROSS JOIN LATERAL (
                    SELECT g.id FROM gift_aid_declarations g
@@ -150,7 +150,8 @@ pub async fn erase(
 
     sqlx::query!(
         r#"WITH claimed AS (
-               SELECT donation_id FROM gift_aid_claimed_donations WHERE donation_id = ANY($1))
+               SELECT donation_id FROM gift_aid_claimed_donations
+               WHERE donation_id = ANY($1) AND NOT released)
            UPDATE donations d
            SET donor_email = $2,
                donor_first_name = CASE WHEN d.id IN (SELECT donation_id FROM claimed)

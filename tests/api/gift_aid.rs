@@ -5,7 +5,6 @@
 //! test needs; the ones that matter end to end are made and paid through the API and Stripe's
 //! signed webhooks.
 
-use quickdonate::gift_aid::ADJUSTMENT_COLUMNS;
 use quickdonate::gift_aid::schedule::COLUMNS;
 use quickdonate::operators::access::Role;
 use reqwest::Response;
@@ -24,12 +23,21 @@ const ODS: &str = "application/vnd.oasis.opendocument.spreadsheet";
 
 struct Finance {
     app: TestApp,
+    /// A finance token: reads.
     token: String,
+    /// An admin's: claims and their moves.
+    admin: String,
     stripe: StripeObjects,
 }
 
+/// Most gifts here are written straight into the database, in no payout: they are claimed as
+/// soon as they succeed (`GIFT_AID_CLAIM_AFTER_PAYOUT=false`); one test keeps the default.
 async fn finance_app() -> Finance {
-    let app = spawn_app_with(|s| s.apply_events = false).await;
+    let app = spawn_app_with(|s| {
+        s.apply_events = false;
+        s.gift_aid_claim_after_payout = false;
+    })
+    .await;
     finance_on(app).await
 }
 
@@ -37,8 +45,14 @@ async fn finance_on(app: TestApp) -> Finance {
     stripe_creates_payment_intents(&app).await;
     let stripe = StripeObjects::default();
     stripe.serve(&app).await;
+    let admin = token(&app, "trustee", Role::Admin).await;
     let token = token(&app, "treasurer", Role::Finance).await;
-    Finance { app, token, stripe }
+    Finance {
+        app,
+        token,
+        admin,
+        stripe,
+    }
 }
 
 fn at(rfc3339: &str) -> OffsetDateTime {
@@ -101,7 +115,7 @@ impl Finance {
         self.app
             .http
             .post(format!("{}/v1/finance/gift-aid/claims", self.app.address))
-            .bearer_auth(&self.token)
+            .bearer_auth(&self.admin)
             .json(body)
             .send()
             .await
@@ -123,8 +137,9 @@ impl Finance {
         sqlx::query(
             r#"INSERT INTO gift_aid_declarations
                    (id, donor_email, title, first_name, last_name, house_name_or_number,
-                    postcode, country, declared_at, covers_from, cancelled_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9 - interval '4 years', $10)"#,
+                    postcode, country, declared_at, covers_from, cancelled_at, source)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9 - interval '4 years', $10,
+                       'later_form')"#,
         )
         .bind(id)
         .bind(declaration.email)
@@ -178,13 +193,50 @@ impl Finance {
         .bind(gift.at)
         .bind(if succeeded { total } else { 0 })
         .bind(gift.refunded)
-        .bind(gift.dispute)
+        .bind(gift.dispute.map(|status| match status {
+            "warning_needs_response" | "warning_under_review" => "inquiry",
+            "warning_closed" => "inquiry_closed",
+            other => other,
+        }))
         .bind(gift.donor.map(|(first, _)| first))
         .bind(gift.donor.map(|(_, last)| last))
         .execute(&self.app.db)
         .await
         .unwrap();
+        if gift.refunded > 0 {
+            self.refund_row(id, gift.refunded, gift.refund_status).await;
+        }
+        if let Some(status) = gift.dispute {
+            sqlx::query(
+                "INSERT INTO disputes (id, donation_id, amount, currency, status, status_rank)
+                 VALUES ($1, $2, $3, 'gbp', $4, 1)",
+            )
+            .bind(format!("dp_{}", Uuid::new_v4().simple()))
+            .bind(id)
+            .bind(total)
+            .bind(status)
+            .execute(&self.app.db)
+            .await
+            .unwrap();
+        }
         id
+    }
+
+    /// A refund of `amount` of donation `id` in `status`, straight into the database.
+    async fn refund_row(&self, id: Uuid, amount: i64, status: &str) -> String {
+        let refund = format!("re_{}", Uuid::new_v4().simple());
+        sqlx::query(
+            "INSERT INTO refunds (id, donation_id, amount, currency, status, status_rank)
+             VALUES ($1, $2, $3, 'gbp', $4, 1)",
+        )
+        .bind(&refund)
+        .bind(id)
+        .bind(amount)
+        .bind(status)
+        .execute(&self.app.db)
+        .await
+        .unwrap();
+        refund
     }
 
     /// A donation made on the donation form with a Gift Aid declaration, and paid through
@@ -195,13 +247,22 @@ impl Finance {
         body["cover_fees"] = json!(true);
         body["gift_aid"] = json!({"declared": true, "title": "Ms", "house_name_or_number": "10",
                                   "postcode": "s192bd"});
+        self.give_on_the_form(body).await
+    }
+
+    /// The donation form's `body`, made and paid through Stripe's signed webhooks.
+    async fn give_on_the_form(&self, body: Value) -> Paid {
+        let amount = body["amount"].as_i64().unwrap();
         let response = self.app.post_donation("kashmir", &body, None).await;
         assert_eq!(response.status(), 201);
         let created: Value = response.json().await.unwrap();
         let donation = Uuid::parse_str(created["id"].as_str().unwrap()).unwrap();
         let pi = created["payment_intent_id"].as_str().unwrap().to_owned();
         let total = created["total_amount"].as_i64().unwrap();
-        assert!(total > amount, "the donor covers the fee");
+        assert!(
+            total > amount || body["cover_fees"] != json!(true),
+            "the donor covers the fee"
+        );
 
         let suffix = Uuid::new_v4().simple();
         let paid = Paid {
@@ -236,6 +297,7 @@ impl Finance {
 
     /// Refunds `amount` of a paid donation, through Stripe's signed webhooks.
     async fn refund(&self, paid: &Paid, amount: i64) {
+        let before = self.app.donation_facts(paid.donation).await.refunded_amount;
         let refund = objects::refund(
             &format!("re_{}", Uuid::new_v4().simple()),
             &paid.charge,
@@ -248,7 +310,7 @@ impl Finance {
             &paid.charge,
             &paid.pi,
             paid.total,
-            amount,
+            before + amount,
             Some(&paid.txn),
         ));
         let now = OffsetDateTime::now_utc().unix_timestamp();
@@ -260,7 +322,7 @@ impl Finance {
         self.app.apply_events().await;
         assert_eq!(
             self.app.donation_facts(paid.donation).await.refunded_amount,
-            amount
+            before + amount
         );
     }
 }
@@ -308,6 +370,7 @@ struct Gift<'a> {
     currency: &'a str,
     payment_status: &'a str,
     refunded: i64,
+    refund_status: &'a str,
     dispute: Option<&'a str>,
     /// The donor's first and last name; by default those of the email's latest declaration.
     donor: Option<(&'a str, &'a str)>,
@@ -322,6 +385,7 @@ fn gift(email: &str, amount: i64, at: OffsetDateTime) -> Gift<'_> {
         currency: "gbp",
         payment_status: "succeeded",
         refunded: 0,
+        refund_status: "succeeded",
         dispute: None,
         donor: None,
     }
@@ -365,6 +429,11 @@ fn donation_ids(schedule: &Value) -> Vec<Uuid> {
         .flat_map(|row| row["donation_ids"].as_array().unwrap().clone())
         .map(|id| Uuid::parse_str(id.as_str().unwrap()).unwrap())
         .collect()
+}
+
+/// Today in the UK, as HMRC's checks take it.
+fn today() -> time::Date {
+    quickdonate::timestamps::uk_date(OffsetDateTime::now_utc())
 }
 
 fn days(n: i64) -> time::Duration {
@@ -422,7 +491,7 @@ async fn the_declaration_on_the_donation_form_is_the_donors_record_and_only_the_
     );
     assert_eq!(schedule["rows"][0]["amount"], 5000);
     assert_eq!(schedule["rows"][0]["currency"], "gbp");
-    assert_eq!(schedule["total_amount"], 5000);
+    assert_eq!(schedule["total"], 5000);
     assert_eq!(donation_ids(&schedule), [paid.donation]);
     assert_eq!(
         (&schedule["part"], &schedule["parts"]),
@@ -536,23 +605,81 @@ async fn only_eligible_gifts_are_on_the_schedule() {
     expected.push(with_cover);
 
     let eligible = gift("eligible@example.org", 5000, declared + days(5));
+    // Claimed for what the charity kept: a penny refunded leaves 49.99; a chargeback won, a
+    // refund that failed, and a refund of the fee cover alone leave the whole gift.
+    let kept = [
+        (
+            Gift {
+                refunded: 1,
+                ..eligible
+            },
+            4999,
+        ),
+        (
+            Gift {
+                dispute: Some("won"),
+                ..eligible
+            },
+            5000,
+        ),
+        (
+            Gift {
+                dispute: Some("warning_closed"),
+                ..eligible
+            },
+            5000,
+        ),
+        (
+            Gift {
+                refunded: 5000,
+                refund_status: "failed",
+                ..eligible
+            },
+            5000,
+        ),
+        (
+            Gift {
+                cover: 150,
+                refunded: 150,
+                ..eligible
+            },
+            5000,
+        ),
+    ];
+    let mut kept_amounts = Vec::new();
+    for (gift, amount) in kept {
+        expected.push(f.give(gift).await);
+        kept_amounts.push(amount);
+    }
     let left_out = [
         // Older than the 4 years the declaration reaches back.
         gift("eligible@example.org", 5000, declared - days(4 * 366)),
-        Gift {
-            refunded: 1,
-            ..eligible
-        },
+        // All of it given back.
         Gift {
             refunded: 5000,
             ..eligible
         },
         Gift {
-            dispute: Some("inquiry_closed"),
+            cover: 150,
+            refunded: 5150,
             ..eligible
         },
         Gift {
-            dispute: Some("won"),
+            dispute: Some("lost"),
+            ..eligible
+        },
+        // Not known yet: a refund pending, a dispute open.
+        Gift {
+            refunded: 100,
+            refund_status: "pending",
+            ..eligible
+        },
+        Gift {
+            dispute: Some("needs_response"),
+            ..eligible
+        },
+        Gift {
+            dispute: Some("warning_under_review"),
             ..eligible
         },
         Gift {
@@ -586,10 +713,11 @@ async fn only_eligible_gifts_are_on_the_schedule() {
         .iter()
         .map(|r| r["amount"].as_i64().unwrap())
         .collect();
+    let mut expected_amounts = vec![4000, 4100, 4200, 4300, 4400];
+    expected_amounts.extend(kept_amounts);
     assert_eq!(
-        amounts,
-        [4000, 4100, 4200, 4300, 4400],
-        "the gift, never the fee cover"
+        amounts, expected_amounts,
+        "the gift, never the fee cover, less what was given back"
     );
 
     // The range is [from, to): a gift at `to` waits for the next schedule.
@@ -657,19 +785,25 @@ async fn only_a_declaration_the_donor_made_counts_for_their_other_gifts() {
 }
 
 #[tokio::test]
-async fn gifts_under_30_pounds_are_aggregated_in_lines_of_at_most_1000_pounds() {
-    let f = finance_app().await;
+async fn small_gifts_are_aggregated_only_when_asked_in_lines_of_at_most_1000_pounds() {
+    let app = spawn_app_with(|s| {
+        s.apply_events = false;
+        s.gift_aid_claim_after_payout = false;
+        s.gift_aid_aggregate_up_to = Some(2000);
+    })
+    .await;
+    let f = finance_on(app).await;
     let day = |d: u8| at(&format!("2026-11-{d:02}T12:00:00Z"));
     f.declare(&declaration("small@example.org", day(1))).await;
-    // 40 gifts of £25 make exactly £1,000: one line...
+    // 50 gifts of £20 make exactly £1,000: one line...
     let mut first_line = Vec::new();
-    for _ in 0..40 {
-        first_line.push(f.give(gift("small@example.org", 2500, day(2))).await);
+    for _ in 0..50 {
+        first_line.push(f.give(gift("small@example.org", 2000, day(2))).await);
     }
-    // ...and the next small gift (£29.99, just under £30) starts another.
-    let just_under = f.give(gift("small@example.org", 2999, day(3))).await;
-    // £30 exactly is not aggregated.
-    let exactly_30 = f.give(gift("small@example.org", 3000, day(4))).await;
+    // ...and the next small gift starts another.
+    let small = f.give(gift("small@example.org", 1999, day(3))).await;
+    // £20.01 is more than GIFT_AID_AGGREGATE_UP_TO: a line of its own, with its donor.
+    let over = f.give(gift("small@example.org", 2001, day(4))).await;
 
     let schedule = f.schedule(day(1), day(30)).await;
     assert_eq!(
@@ -681,7 +815,7 @@ async fn gifts_under_30_pounds_are_aggregated_in_lines_of_at_most_1000_pounds() 
                 "",
                 "",
                 "",
-                "Gifts under £30 02/11/26",
+                "Small gifts 02/11/26",
                 "",
                 "02/11/26",
                 "1000.00"
@@ -692,13 +826,13 @@ async fn gifts_under_30_pounds_are_aggregated_in_lines_of_at_most_1000_pounds() 
                 "",
                 "",
                 "",
-                "Gifts under £30 03/11/26",
+                "Small gifts 03/11/26",
                 "",
                 "03/11/26",
-                "29.99"
+                "19.99"
             ]),
             row([
-                "Mr", "Tariq", "Shah", "7", "M1 1AE", "", "", "04/11/26", "30.00"
+                "Mr", "Tariq", "Shah", "7", "M1 1AE", "", "", "04/11/26", "20.01"
             ]),
         ]
     );
@@ -712,8 +846,29 @@ async fn gifts_under_30_pounds_are_aggregated_in_lines_of_at_most_1000_pounds() 
             .collect()
     };
     assert_eq!(ids(&rows[0]), first_line);
-    assert_eq!(ids(&rows[1]), [just_under]);
-    assert_eq!(ids(&rows[2]), [exactly_30]);
+    assert_eq!(ids(&rows[1]), [small]);
+    assert_eq!(ids(&rows[2]), [over]);
+    let workbook = f.get(&range(day(1), day(30), None), Some(ODS)).await;
+    let workbook = workbook.bytes().await.unwrap();
+    assert_eq!(crate::hmrc::check(&workbook, today()), Vec::<String>::new());
+    assert_eq!(crate::hmrc::cell(&workbook, "D13"), "02/11/26");
+
+    // Without the setting, the same gifts are lines of their own.
+    let plain = finance_app().await;
+    plain
+        .declare(&declaration("small@example.org", day(1)))
+        .await;
+    for amount in [2000, 1999, 500] {
+        plain.give(gift("small@example.org", amount, day(2))).await;
+    }
+    let schedule = plain.schedule(day(1), day(30)).await;
+    assert_eq!(schedule["rows"].as_array().unwrap().len(), 3);
+    assert!(
+        cells(&schedule)
+            .iter()
+            .all(|row| row[5].is_empty() && row[1] == "Tariq"),
+        "{schedule}"
+    );
 }
 
 #[tokio::test]
@@ -755,7 +910,8 @@ async fn more_than_1000_lines_come_in_parts_and_a_claim_takes_one() {
     assert_eq!(first["rows"].as_array().unwrap().len(), 1000);
     assert_eq!((&first["part"], &first["parts"]), (&json!(1), &json!(2)));
     assert_eq!(first["next_part"], 2);
-    assert_eq!(first["total_amount"], 3_000_000);
+    assert_eq!(first["total"], 3_000_000);
+    assert_eq!(first["gift_aid"], 750_000);
 
     let second = f.schedule_part(start, end, Some(2)).await;
     assert_eq!(donation_ids(&second), [latest], "the newest gift is last");
@@ -781,81 +937,155 @@ async fn more_than_1000_lines_come_in_parts_and_a_claim_takes_one() {
     assert_eq!(claim.status(), 201);
     let claim: Value = claim.json().await.unwrap();
     assert_eq!(claim["rows"].as_array().unwrap().len(), 1000);
-    assert_eq!(claim["rows"][999]["line"], 1000);
+    assert_eq!(claim["rows"][999]["item"], 1000);
     let rest = f.schedule(start, end).await;
     assert_eq!(donation_ids(&rest), [latest]);
     assert_eq!(rest["parts"], 1);
 }
 
 #[tokio::test]
-async fn a_refund_after_the_claim_is_an_adjustment_in_the_next_schedule_once() {
+async fn what_is_given_back_after_a_claim_repays_25_percent_of_it_once() {
     let f = finance_app().await;
     let now = OffsetDateTime::now_utc();
     let (from, to) = (now - days(1), now + days(1));
-    // Paid through Stripe, and another gift (written as paid) to be disputed.
+    // Paid through Stripe (the donor covered the fee), and three gifts written as paid.
     let paid = f.give_through_the_api(4000).await;
+    let cover = paid.total - 4000;
     f.declare(&declaration("disputed@example.org", now - days(2)))
         .await;
-    let disputed = f
-        .give(gift(
-            "disputed@example.org",
-            6000,
-            now - time::Duration::hours(1),
-        ))
-        .await;
+    let hour_ago = now - time::Duration::hours(1);
+    let disputed = f.give(gift("disputed@example.org", 6000, hour_ago)).await;
+    let won = f.give(gift("disputed@example.org", 2000, hour_ago)).await;
+    let refund_fails = f.give(gift("disputed@example.org", 3000, hour_ago)).await;
     let first = f.claimed(from, to).await;
     let mut claimed = donation_ids(&first);
     claimed.sort();
-    let mut both = vec![paid.donation, disputed];
-    both.sort();
-    assert_eq!(claimed, both);
+    let mut all = vec![paid.donation, disputed, won, refund_fails];
+    all.sort();
+    assert_eq!(claimed, all);
     assert_eq!(first["adjustments"], json!([]));
+    assert_eq!(first["overclaimed_tax"], 0);
 
-    // Claimed, then refunded in part, through Stripe's webhooks; and claimed, then disputed.
+    // Claimed, then refunded in part through Stripe's webhooks (the fee cover first); a
+    // chargeback opened, one opened and won, a refund pending: nothing is given back yet.
     f.refund(&paid, 1000).await;
-    sqlx::query("UPDATE donations SET dispute_status = 'needs_response' WHERE id = $1")
-        .bind(disputed)
+    let dispute = |id: Uuid, status: &'static str| {
+        let db = f.app.db.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO disputes (id, donation_id, amount, currency, status, status_rank)
+                 VALUES ($1, $2, (SELECT total_amount FROM donations WHERE id = $2), 'gbp', $3,
+                         1)
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status",
+            )
+            .bind(format!("dp_{id}"))
+            .bind(id)
+            .bind(status)
+            .execute(&db)
+            .await
+            .unwrap();
+        }
+    };
+    dispute(disputed, "needs_response").await;
+    dispute(won, "won").await;
+    let pending = f.refund_row(refund_fails, 3000, "pending").await;
+    let given_back = 1000 - cover;
+    let refund_adjustment = |schedule: &Value| -> Vec<(Value, Value, Value)> {
+        schedule["adjustments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["donation_id"].clone(),
+                    a["given_back"].clone(),
+                    a["tax"].clone(),
+                )
+            })
+            .collect()
+    };
+    let schedule = f.schedule(from, to).await;
+    assert_eq!(schedule["rows"], json!([]), "never claimed again");
+    assert_eq!(
+        refund_adjustment(&schedule),
+        [(
+            json!(paid.donation),
+            json!(given_back),
+            json!((given_back + 2) / 4)
+        )],
+        "the part of the gift refunded, never the fee cover; nothing for a dispute open or \
+         won, or a refund pending"
+    );
+    assert_eq!(schedule["adjustments"][0]["cause_kind"], "refund");
+    assert_eq!(schedule["adjustments"][0]["claim_id"], first["id"]);
+
+    // The pending refund fails; the chargeback is lost: all of that gift is given back.
+    sqlx::query("UPDATE refunds SET status = 'failed' WHERE id = $1")
+        .bind(&pending)
         .execute(&f.app.db)
         .await
         .unwrap();
-
+    dispute(disputed, "lost").await;
     let schedule = f.schedule(from, to).await;
-    assert_eq!(schedule["rows"], json!([]), "never claimed again");
-    let expected = json!([
-        {"donation_id": paid.donation, "claim_id": first["id"], "amount": 4000,
-         "currency": "gbp", "reason": "refunded"},
-        {"donation_id": disputed, "claim_id": first["id"], "amount": 6000,
-         "currency": "gbp", "reason": "disputed"},
-    ]);
-    let mut adjustments = schedule["adjustments"].as_array().unwrap().clone();
-    adjustments.sort_by_key(|a| a["amount"].as_i64());
-    assert_eq!(Value::from(adjustments), expected);
-    assert_eq!(schedule["adjustments_amount"], 10_000);
+    let mut adjustments = refund_adjustment(&schedule);
+    adjustments.sort_by_key(|a| a.1.as_i64());
+    assert_eq!(
+        adjustments,
+        [
+            (
+                json!(paid.donation),
+                json!(given_back),
+                json!((given_back + 2) / 4)
+            ),
+            (json!(disputed), json!(6000), json!(1500)),
+        ]
+    );
+    let tax = (given_back + 2) / 4 + 1500;
+    assert_eq!(schedule["overclaimed_tax"], tax);
 
-    // The next claim carries them; the schedule after it no longer shows them.
+    // The next claim carries them (it needs a line of its own), and the schedule after it no
+    // longer shows them.
+    let adjustments_wait = f.claim(&json!({"from": text(from), "to": text(to)})).await;
+    assert_problem(adjustments_wait, 409, "nothing-to-claim").await;
+    f.give(gift("disputed@example.org", 5000, now)).await;
     let next = f.claimed(from, to).await;
-    assert_eq!(next["rows"], json!([]));
+    assert_eq!(next["rows"].as_array().unwrap().len(), 1);
     assert_eq!(next["adjustments"].as_array().unwrap().len(), 2);
-    assert_eq!(next["adjustments_amount"], 10_000);
+    assert_eq!(next["overclaimed_tax"], tax);
     let after = f.schedule(from, to).await;
     assert_eq!(after["adjustments"], json!([]));
-    let again = f.claim(&json!({"from": text(from), "to": text(to)})).await;
-    assert_problem(again, 409, "nothing-to-claim").await;
+    assert_eq!(after["overclaimed_tax"], 0);
 
-    // The claim reads back as it was made.
-    let shown = f
-        .get(
-            &format!(
-                "/v1/finance/gift-aid/claims/{}",
-                next["id"].as_str().unwrap()
-            ),
-            None,
-        )
-        .await;
+    // Another refund of the same gift later is one more adjustment, for it alone: all of it
+    // gift, the fee cover having gone with the first.
+    f.refund(&paid, 2000).await;
+    let later = f.schedule(from, to).await;
+    assert_eq!(
+        refund_adjustment(&later),
+        [(json!(paid.donation), json!(2000), json!(500))]
+    );
+
+    // The claim reads back as it was made, its workbook's box 2 the tax.
+    let path = format!(
+        "/v1/finance/gift-aid/claims/{}",
+        next["id"].as_str().unwrap()
+    );
+    let shown = f.get(&path, None).await;
     assert_eq!(shown.status(), 200);
     let shown: Value = shown.json().await.unwrap();
     assert_eq!(shown, next);
-    assert_eq!(shown["created_by"], "treasurer");
+    assert_eq!(shown["created_by"], "trustee");
+    let workbook = f.get(&path, Some(ODS)).await;
+    assert_eq!(
+        workbook.headers()["overclaimed-tax"],
+        format!("{}.{:02}", tax / 100, tax % 100)
+    );
+    let workbook = workbook.bytes().await.unwrap();
+    assert_eq!(crate::hmrc::check(&workbook, today()), Vec::<String>::new());
+    assert_eq!(
+        crate::hmrc::cell(&workbook, "D17"),
+        format!("{}.{:02}", tax / 100, tax % 100)
+    );
 }
 
 #[tokio::test]
@@ -964,90 +1194,82 @@ async fn mixed_schedule(f: &Finance) -> (OffsetDateTime, OffsetDateTime, Uuid, U
         .execute(&f.app.db)
         .await
         .unwrap();
+    f.refund_row(refunded, 7500, "succeeded").await;
     let claim = Uuid::parse_str(september["id"].as_str().unwrap()).unwrap();
     (from, to, refunded, claim)
 }
 
+/// The mixed schedule's rows, item number first: every gift its own line, with its donor.
 fn expected_mixed_rows() -> Vec<Vec<String>> {
-    vec![
-        row([
-            "Dr",
-            "Siobhan",
-            "O'Neill Murphy",
-            "Rose Cottage",
-            "BT7 1NN",
-            "",
-            "",
-            "05/10/26",
-            "250.00",
-        ]),
-        row([
-            "",
-            "",
-            "",
-            "",
-            "",
-            "Gifts under £30 06/10/26-07/10/26",
-            "",
-            "07/10/26",
-            "20.00",
-        ]),
+    let donor = [
+        "Dr",
+        "Siobhan",
+        "O'Neill Murphy",
+        "Rose Cottage",
+        "BT7 1NN",
+        "",
+        "",
+    ];
+    [
+        ("1", "05/10/26", "250.00"),
+        ("2", "06/10/26", "5.00"),
+        ("3", "07/10/26", "15.00"),
     ]
+    .into_iter()
+    .map(|(item, date, amount)| {
+        let mut cells = vec![item.to_owned()];
+        cells.extend(donor.iter().map(|c| c.to_string()));
+        cells.extend([date.to_owned(), amount.to_owned()]);
+        cells
+    })
+    .collect()
 }
 
 #[tokio::test]
-async fn the_schedule_as_ods_reads_back_cell_by_cell() {
+async fn the_schedule_as_ods_is_hmrcs_own_workbook_and_passes_hmrcs_checks() {
     let f = finance_app().await;
     let (from, to, refunded, claim) = mixed_schedule(&f).await;
 
     let response = f.get(&range(from, to, None), Some(ODS)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], ODS);
+    assert_eq!(response.headers()["earliest-donation-date"], "05/10/26");
+    assert_eq!(response.headers()["overclaimed-tax"], "18.75");
     assert_download_name(&response, from, to, "ods");
     let bytes = response.bytes().await.unwrap();
-    let book = spreadsheet_ods::read_ods_buf(&bytes).expect("the workbook opens");
-    assert_eq!(book.num_sheets(), 2);
+    assert_eq!(crate::hmrc::check(&bytes, today()), Vec::<String>::new());
 
-    let sheet_cells = |n: usize| -> Vec<Vec<String>> {
-        let sheet = book.sheet(n);
-        let (rows, cols) = sheet.used_grid_size();
-        (0..rows)
-            .map(|r| {
-                (0..cols.max(9))
-                    .map(|c| sheet.value(r, c).as_str_or_default().to_owned())
-                    .collect()
-            })
-            .collect()
-    };
-    let schedule = book.sheet(0);
-    assert_eq!(schedule.name(), "Schedule");
-    let mut expected = vec![COLUMNS.iter().map(|c| c.to_string()).collect::<Vec<_>>()];
-    expected.extend(expected_mixed_rows());
-    assert_eq!(sheet_cells(0), expected);
+    // One sheet, HMRC's; box 1 the earliest gift; box 2 the tax on the refunded gift claimed
+    // in September (25% of 75.00); the rows from row 25.
+    let book: calamine::Ods<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    use calamine::Reader;
+    assert_eq!(book.sheet_names(), ["R68GAD_V1_00_0_EN"]);
+    assert_eq!(crate::hmrc::cell(&bytes, "D13"), "05/10/26");
+    assert_eq!(crate::hmrc::cell(&bytes, "D17"), "18.75");
+    assert_eq!(crate::hmrc::cell(&bytes, "B25"), "1");
+    let rows: Vec<Vec<String>> = crate::hmrc::rows(&bytes)
+        .into_iter()
+        .map(|row| row.to_vec())
+        .collect();
+    assert_eq!(rows, expected_mixed_rows());
 
-    let adjustments = book.sheet(1);
-    assert_eq!(adjustments.name(), "Adjustments");
-    let pad = |cells: Vec<String>| -> Vec<String> {
-        let mut cells = cells;
-        cells.resize(9, String::new());
-        cells
-    };
+    // The JSON says the same figures.
+    let schedule = f.schedule(from, to).await;
+    assert_eq!(schedule["earliest_donation_date"], "2026-10-05");
+    assert_eq!(schedule["overclaimed_tax"], 1875);
+    assert_eq!(schedule["total"], 27_000);
+    assert_eq!(schedule["gift_aid"], 6750);
     assert_eq!(
-        sheet_cells(1),
-        [
-            pad(ADJUSTMENT_COLUMNS.iter().map(|c| c.to_string()).collect()),
-            pad(vec![
-                refunded.to_string(),
-                claim.to_string(),
-                "75.00".into(),
-                "refunded".into()
-            ]),
-        ]
+        schedule["adjustments"],
+        json!([{"donation_id": refunded, "claim_id": claim, "cause_kind": "refund",
+                "cause": schedule["adjustments"][0]["cause"], "given_back": 7500, "tax": 1875,
+                "currency": "gbp"}])
     );
 }
 
 #[tokio::test]
-async fn the_schedule_as_csv_has_exactly_hmrcs_columns() {
+async fn the_schedule_as_csv_has_hmrcs_columns() {
     let f = finance_app().await;
     let (from, to, _, _) = mixed_schedule(&f).await;
 
@@ -1059,34 +1281,37 @@ async fn the_schedule_as_csv_has_exactly_hmrcs_columns() {
             .unwrap()
             .starts_with("text/csv"),
     );
+    assert_eq!(response.headers()["earliest-donation-date"], "05/10/26");
+    assert_eq!(response.headers()["overclaimed-tax"], "18.75");
     assert_download_name(&response, from, to, "csv");
     let bytes = response.bytes().await.unwrap();
     let mut reader = csv::Reader::from_reader(&bytes[..]);
     let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
-    assert_eq!(header, COLUMNS);
+    let mut expected_header = vec!["Item".to_owned()];
+    expected_header.extend(COLUMNS.iter().map(|c| c.to_string()));
+    assert_eq!(header, expected_header);
     let records: Vec<Vec<String>> = reader
         .records()
         .map(|r| r.unwrap().iter().map(String::from).collect())
         .collect();
     assert_eq!(records, expected_mixed_rows());
 
-    // A claim's own schedule comes the same ways.
+    // A claim's own schedule comes the same ways, its workbook passing HMRC's checks.
     let claim = f.claimed(from, to).await;
-    let response = f
-        .get(
-            &format!(
-                "/v1/finance/gift-aid/claims/{}",
-                claim["id"].as_str().unwrap()
-            ),
-            Some("text/csv"),
-        )
-        .await;
+    let path = format!(
+        "/v1/finance/gift-aid/claims/{}",
+        claim["id"].as_str().unwrap()
+    );
+    let response = f.get(&path, Some("text/csv")).await;
     let bytes = response.bytes().await.unwrap();
     let records: Vec<Vec<String>> = csv::Reader::from_reader(&bytes[..])
         .records()
         .map(|r| r.unwrap().iter().map(String::from).collect())
         .collect();
     assert_eq!(records, expected_mixed_rows());
+    let workbook = f.get(&path, Some(ODS)).await.bytes().await.unwrap();
+    assert_eq!(crate::hmrc::check(&workbook, today()), Vec::<String>::new());
+    assert_eq!(crate::hmrc::cell(&workbook, "D17"), "18.75");
 }
 
 #[tokio::test]
@@ -1144,7 +1369,7 @@ async fn bad_input_is_a_problem_that_names_the_field() {
         .app
         .http
         .post(format!("{}/v1/finance/gift-aid/claims", f.app.address))
-        .bearer_auth(&f.token)
+        .bearer_auth(&f.admin)
         .header("content-type", "application/json")
         .body("{\"from\":")
         .send()
@@ -1209,24 +1434,24 @@ async fn every_gift_aid_read_and_claim_is_audited() {
                 "finance".into(),
                 "GET /v1/finance/gift-aid/schedule".into(),
                 json!({"from": text(from), "to": text(to)}),
-                3
+                4
             ),
             (
-                "treasurer".into(),
-                "finance".into(),
+                "trustee".into(),
+                "admin".into(),
                 "POST /v1/finance/gift-aid/claims".into(),
                 json!({"from": text(from), "to": text(to), "part": 1, "claim": id}),
-                3
+                4
             ),
             (
                 "treasurer".into(),
                 "finance".into(),
                 "GET /v1/finance/gift-aid/claims/{id}".into(),
                 json!({"id": id}),
-                3
+                4
             ),
         ],
-        "2 lines and 1 adjustment each time"
+        "3 lines and 1 adjustment each time"
     );
 }
 
@@ -1269,7 +1494,11 @@ async fn declarations_made_before_this_release_become_records_of_their_own() {
         .unwrap();
         pool.close().await;
     }
-    let app = spawn_app_on(db_name, |s| s.apply_events = false).await;
+    let app = spawn_app_on(db_name, |s| {
+        s.apply_events = false;
+        s.gift_aid_claim_after_payout = false;
+    })
+    .await;
     let f = finance_on(app).await;
 
     let (email, first, last, covers_from, donation): (
@@ -1309,4 +1538,704 @@ async fn declarations_made_before_this_release_become_records_of_their_own() {
             "40.00"
         ])]
     );
+}
+
+impl Finance {
+    /// `PATCH`es claim `id` with `body`, as the admin.
+    async fn move_claim(&self, id: &Value, body: Value) -> Response {
+        self.app
+            .http
+            .patch(format!(
+                "{}/v1/finance/gift-aid/claims/{}",
+                self.app.address,
+                id.as_str().unwrap()
+            ))
+            .bearer_auth(&self.admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn claim_with_key(&self, body: &Value, key: &str) -> Response {
+        self.app
+            .http
+            .post(format!("{}/v1/finance/gift-aid/claims", self.app.address))
+            .bearer_auth(&self.admin)
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn only_an_admin_claims_and_a_retried_claim_request_answers_the_same_claim() {
+    let f = finance_app().await;
+    let now = OffsetDateTime::now_utc();
+    let (from, to) = (now - days(10), now);
+    f.declare(&declaration("retry@example.org", now - days(20)))
+        .await;
+    let gift_id = f.give(gift("retry@example.org", 5000, now - days(2))).await;
+    let body = json!({"from": text(from), "to": text(to)});
+
+    // A finance token reads, but may not claim.
+    let refused = f
+        .app
+        .http
+        .post(format!("{}/v1/finance/gift-aid/claims", f.app.address))
+        .bearer_auth(&f.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(refused, 403, "forbidden").await;
+
+    // The answer is lost; the same request with the same key answers the same claim.
+    let first = f.claim_with_key(&body, "claim-2026-12").await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["status"], "prepared");
+    assert_eq!(donation_ids(&first), [gift_id]);
+    assert_eq!(first["total"], 5000);
+    assert_eq!(first["gift_aid"], 1250);
+    let again = f.claim_with_key(&body, "claim-2026-12").await;
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again, first);
+    // The key with another request is refused, and nothing is claimed.
+    let other = json!({"from": text(from - days(1)), "to": text(to)});
+    let reused = f.claim_with_key(&other, "claim-2026-12").await;
+    assert_problem(reused, 422, "idempotency-key-reused").await;
+    let (claims,): (i64,) = sqlx::query_as("SELECT count(*) FROM gift_aid_claims")
+        .fetch_one(&f.app.db)
+        .await
+        .unwrap();
+    assert_eq!(claims, 1);
+
+    // The claims list shows it.
+    let list: Value = f
+        .get("/v1/finance/gift-aid/claims", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"][0]["id"], first["id"]);
+    assert_eq!(list["data"][0]["status"], "prepared");
+    assert_eq!(list["data"][0]["rows"], 1);
+}
+
+#[tokio::test]
+async fn a_claim_moves_through_its_life_and_a_rejected_one_releases_its_donations() {
+    let f = finance_app().await;
+    let now = OffsetDateTime::now_utc();
+    let (from, to) = (now - days(10), now);
+    f.declare(&declaration("life@example.org", now - days(20)))
+        .await;
+    let gift_id = f.give(gift("life@example.org", 8000, now - days(2))).await;
+    let claim = f.claimed(from, to).await;
+    let id = &claim["id"];
+
+    // Paid before it was submitted: refused, and nothing changes.
+    let paid = json!({"status": "paid", "amount_paid": 2000, "paid_on": "2026-01-15"});
+    let early = f.move_claim(id, paid.clone()).await;
+    let problem = assert_problem(early, 409, "claim-move-refused").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("prepared claim cannot become paid"),
+        "{problem}"
+    );
+    // A move missing what HMRC said names the field.
+    let bare = f.move_claim(id, json!({"status": "submitted"})).await;
+    let problem = assert_problem(bare, 422, "validation").await;
+    assert_eq!(problem_fields(&problem), ["hmrc_reference"]);
+
+    let submitted = f
+        .move_claim(
+            id,
+            json!({"status": "submitted", "hmrc_reference": "CH123456"}),
+        )
+        .await;
+    assert_eq!(submitted.status(), 200);
+    let submitted: Value = submitted.json().await.unwrap();
+    assert_eq!(submitted["status"], "submitted");
+    assert_eq!(submitted["hmrc_reference"], "CH123456");
+    // The same move again (a retried request) changes nothing.
+    let retried = f
+        .move_claim(
+            id,
+            json!({"status": "submitted", "hmrc_reference": "CH123456"}),
+        )
+        .await;
+    assert_eq!(retried.status(), 200);
+    // Void only before submission.
+    let void = f.move_claim(id, json!({"status": "void"})).await;
+    assert_problem(void, 409, "claim-move-refused").await;
+
+    // HMRC rejects it: the gift is free for the next claim, which takes it again.
+    let rejected = f
+        .move_claim(
+            id,
+            json!({"status": "rejected", "reason": "Postcode not found"}),
+        )
+        .await;
+    assert_eq!(rejected.status(), 200);
+    let rejected: Value = rejected.json().await.unwrap();
+    assert_eq!(rejected["status"], "rejected");
+    assert_eq!(rejected["rejection_reason"], "Postcode not found");
+    let schedule = f.schedule(from, to).await;
+    assert_eq!(donation_ids(&schedule), [gift_id]);
+    let second = f.claimed(from, to).await;
+    assert_eq!(donation_ids(&second), [gift_id]);
+    // Nothing moves after rejected.
+    let after = f
+        .move_claim(
+            id,
+            json!({"status": "submitted", "hmrc_reference": "CH999"}),
+        )
+        .await;
+    assert_problem(after, 409, "claim-move-refused").await;
+
+    // The second goes through to paid; nothing moves after paid.
+    let second_id = &second["id"];
+    let submitted = f
+        .move_claim(
+            second_id,
+            json!({"status": "submitted", "hmrc_reference": "CH777"}),
+        )
+        .await;
+    assert_eq!(submitted.status(), 200);
+    let paid = f.move_claim(second_id, paid).await;
+    assert_eq!(paid.status(), 200);
+    let paid: Value = paid.json().await.unwrap();
+    assert_eq!(
+        (&paid["status"], &paid["amount_paid"], &paid["paid_on"]),
+        (&json!("paid"), &json!(2000), &json!("2026-01-15"))
+    );
+    let late = f
+        .move_claim(second_id, json!({"status": "rejected", "reason": "late"}))
+        .await;
+    assert_problem(late, 409, "claim-move-refused").await;
+
+    // A prepared claim made void releases its gifts too.
+    let third_gift = f.give(gift("life@example.org", 3000, now - days(1))).await;
+    let third = f.claimed(from, to).await;
+    assert_eq!(donation_ids(&third), [third_gift]);
+    let void = f.move_claim(&third["id"], json!({"status": "void"})).await;
+    assert_eq!(void.status(), 200);
+    assert_eq!(donation_ids(&f.schedule(from, to).await), [third_gift]);
+
+    // Each move is audited, by the admin who made it.
+    let log = audit_rows(&f.app).await;
+    let moves: Vec<&(String, String, String, Value, i64)> = log
+        .iter()
+        .filter(|row| row.2 == "PATCH /v1/finance/gift-aid/claims/{id}")
+        .collect();
+    assert_eq!(moves.len(), 6, "{moves:?}");
+    assert!(moves.iter().all(|row| row.0 == "trustee"));
+    assert_eq!(
+        moves[0].3,
+        json!({"id": id, "from": "prepared", "status": "submitted"})
+    );
+}
+
+#[tokio::test]
+async fn gifts_past_hmrcs_4_year_limit_are_never_claimed_and_those_near_it_are_listed() {
+    let f = finance_app().await;
+    let today = today();
+    // The accounting year ends on 31 March. The next 31 March (today, or later) is the last
+    // day to claim the gifts of the period that ended 4 years before it.
+    let march_31 =
+        |year: i32| time::Date::from_calendar_date(year, time::Month::March, 31).unwrap();
+    let year = if today <= march_31(today.year()) {
+        today.year()
+    } else {
+        today.year() + 1
+    };
+    let last_period_end = march_31(year - 4);
+    let noon = |date: time::Date| date.with_hms(12, 0, 0).unwrap().assume_utc();
+    f.declare(&Declaration {
+        declared_at: noon(last_period_end) - days(400),
+        ..declaration("old@example.org", noon(last_period_end) - days(400))
+    })
+    .await;
+    sqlx::query("UPDATE gift_aid_declarations SET covers_from = '2000-01-01'")
+        .execute(&f.app.db)
+        .await
+        .unwrap();
+    // In the period ended `last_period_end` (4 years or less ago): claimable until its 4th
+    // anniversary.
+    let in_time = f
+        .give(gift("old@example.org", 4000, noon(last_period_end)))
+        .await;
+    // A period earlier: past the limit.
+    let too_old = f
+        .give(gift(
+            "old@example.org",
+            5000,
+            noon(last_period_end - days(366)),
+        ))
+        .await;
+    let (from, to) = (noon(last_period_end) - days(800), OffsetDateTime::now_utc());
+    let schedule = f.schedule(from, to).await;
+    let deadline = march_31(year);
+    assert!(deadline >= today);
+    assert_eq!(donation_ids(&schedule), [in_time], "{schedule}");
+    assert_eq!(schedule["expired"], 1);
+
+    let expiring: Value = f
+        .get("/v1/finance/gift-aid/expiring?within=400d", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(expiring["expiring"][0]["donation_id"], json!(in_time));
+    assert_eq!(expiring["expiring"][0]["claim_by"], deadline.to_string());
+    assert_eq!(expiring["expired"][0]["donation_id"], json!(too_old));
+    // A window that ends before the deadline lists nothing as expiring.
+    let days_left = (deadline - today).whole_days();
+    let narrow: Value = f
+        .get(
+            &format!(
+                "/v1/finance/gift-aid/expiring?within={}d",
+                days_left.max(1) - 1
+            ),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    if days_left >= 1 {
+        assert_eq!(narrow["expiring"], json!([]), "{narrow}");
+    }
+    let claim = f.claimed(from, to).await;
+    assert_eq!(donation_ids(&claim), [in_time]);
+}
+
+#[tokio::test]
+async fn every_donor_the_form_accepts_is_a_row_hmrc_accepts() {
+    let f = finance_app().await;
+    let start = OffsetDateTime::now_utc() - days(1);
+    // (title, first name, last name, house, postcode, country) as the donor typed them, and
+    // the row HMRC gets.
+    let donors: [([Option<&str>; 6], [&str; 9]); 8] = [
+        (
+            [
+                Some("Lieutenant Colonel"),
+                Some("Zoë"),
+                Some("Smith-Jones"),
+                Some("10"),
+                Some("sw1a1aa"),
+                None,
+            ],
+            [
+                "",
+                "Zoë",
+                "Smith Jones",
+                "10",
+                "SW1A 1AA",
+                "",
+                "",
+                "",
+                "50.00",
+            ],
+        ),
+        (
+            [
+                Some("Dr."),
+                Some("Łukasz"),
+                Some("Nowak"),
+                Some("Flat 2"),
+                Some("m1 1ae"),
+                None,
+            ],
+            [
+                "Dr", "Lukasz", "Nowak", "Flat 2", "M1 1AE", "", "", "", "50.00",
+            ],
+        ),
+        (
+            [
+                Some("M."),
+                Some("Renée"),
+                Some("O’Brien"),
+                Some("Rose Cottage"),
+                Some("BT71NN"),
+                None,
+            ],
+            [
+                "",
+                "Renée",
+                "O'Brien",
+                "Rose Cottage",
+                "BT7 1NN",
+                "",
+                "",
+                "",
+                "50.00",
+            ],
+        ),
+        (
+            [
+                Some("Rt Hon"),
+                Some(&"A".repeat(35)),
+                Some("Khan"),
+                Some("3"),
+                Some("E1 6AN"),
+                None,
+            ],
+            [
+                "",
+                &"A".repeat(35),
+                "Khan",
+                "3",
+                "E1 6AN",
+                "",
+                "",
+                "",
+                "50.00",
+            ],
+        ),
+        (
+            [
+                None,
+                Some("Amina"),
+                Some(&"B".repeat(36)),
+                Some("3"),
+                Some("E1 6AN"),
+                None,
+            ],
+            [
+                "",
+                "Amina",
+                &"B".repeat(35),
+                "3",
+                "E1 6AN",
+                "",
+                "",
+                "",
+                "50.00",
+            ],
+        ),
+        (
+            [
+                Some("Mme"),
+                Some("Claire"),
+                Some("Dubois"),
+                Some("12 Rue de Rivoli"),
+                Some("75001"),
+                Some("France"),
+            ],
+            [
+                "Mme",
+                "Claire",
+                "Dubois",
+                "12 Rue de Rivoli, 75001, France",
+                "X",
+                "",
+                "",
+                "",
+                "50.00",
+            ],
+        ),
+        (
+            [
+                Some("Prof"),
+                Some("Fatima"),
+                Some("Al-Sayed"),
+                Some("Apartment 4, Al Wasl Road, Dubai"),
+                None,
+                Some("United Arab Emirates"),
+            ],
+            [
+                "Prof",
+                "Fatima",
+                "Al Sayed",
+                "Apartment 4, Al Wasl Road, Dubai",
+                "X",
+                "",
+                "",
+                "",
+                "50.00",
+            ],
+        ),
+        (
+            [
+                Some("Mrs"),
+                Some("Mary-Jane"),
+                Some("Watson"),
+                Some("  221b  "),
+                Some("nw16xe"),
+                None,
+            ],
+            [
+                "Mrs",
+                "Mary-Jane",
+                "Watson",
+                "221b",
+                "NW1 6XE",
+                "",
+                "",
+                "",
+                "50.00",
+            ],
+        ),
+    ];
+    let mut expected = Vec::new();
+    for (i, ([title, first, last, house, postcode, country], row)) in donors.iter().enumerate() {
+        let mut gift_aid = json!({"declared": true, "house_name_or_number": house});
+        if let Some(title) = title {
+            gift_aid["title"] = json!(title);
+        }
+        if let Some(postcode) = postcode {
+            gift_aid["postcode"] = json!(postcode);
+        }
+        if let Some(country) = country {
+            gift_aid["country"] = json!(country);
+        }
+        let body = json!({
+            "amount": 5000,
+            "frequency": "one_off",
+            "donor": {"email": format!("donor{i}@example.org"), "first_name": first,
+                      "last_name": last},
+            "gift_aid": gift_aid,
+        });
+        f.give_on_the_form(body).await;
+        expected.push(row.map(String::from).to_vec());
+    }
+    let now = OffsetDateTime::now_utc();
+    let schedule = f.schedule(start, now + days(1)).await;
+    let date = quickdonate::gift_aid::schedule::date(today());
+    let mut got = cells(&schedule);
+    for row in &mut got {
+        assert_eq!(row[7], date);
+        row[7] = String::new();
+    }
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
+    let workbook = f.get(&range(start, now + days(1), None), Some(ODS)).await;
+    let workbook = workbook.bytes().await.unwrap();
+    assert_eq!(crate::hmrc::check(&workbook, today()), Vec::<String>::new());
+    assert_eq!(crate::hmrc::rows(&workbook).len(), donors.len());
+
+    // What HMRC could not read is refused at the form, the field named, nothing made.
+    for (first, last, postcode, fields) in [
+        ("محمد", "Khan", "E1 6AN", vec!["donor.first_name"]),
+        ("Amina", "خان", "E1 6AN", vec!["donor.last_name"]),
+        (
+            "Алексей",
+            "Иванов",
+            "E1 6AN",
+            vec!["donor.first_name", "donor.last_name"],
+        ),
+        ("Amina", "Khan", "AI1 1AA", vec!["gift_aid.postcode"]),
+        ("Amina", "Khan", "12345", vec!["gift_aid.postcode"]),
+    ] {
+        let body = json!({
+            "amount": 5000,
+            "frequency": "one_off",
+            "donor": {"email": "refused@example.org", "first_name": first, "last_name": last},
+            "gift_aid": {"declared": true, "house_name_or_number": "3", "postcode": postcode},
+        });
+        let response = f.app.post_donation("kashmir", &body, None).await;
+        let problem = assert_problem(response, 422, "validation").await;
+        assert_eq!(
+            problem_fields(&problem),
+            fields,
+            "{first} {last} {postcode}"
+        );
+        if fields[0].starts_with("donor.") {
+            assert!(
+                problem["errors"][0]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("as on your tax records"),
+                "{problem}"
+            );
+        }
+    }
+    // Without Gift Aid, a name in any script is a donor's name.
+    let mut body = donation_body();
+    body["donor"]["first_name"] = json!("محمد");
+    body["donor"]["email"] = json!("script@example.org");
+    let response = f.app.post_donation("kashmir", &body, None).await;
+    assert_eq!(response.status(), 201);
+    let (declared,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM gift_aid_declarations WHERE donor_email = 'refused@example.org'",
+    )
+    .fetch_one(&f.app.db)
+    .await
+    .unwrap();
+    assert_eq!(declared, 0);
+}
+
+#[tokio::test]
+async fn by_default_only_gifts_paid_out_to_the_bank_are_claimed() {
+    let app = spawn_app_with(|s| s.apply_events = false).await;
+    let f = finance_on(app).await;
+    let now = OffsetDateTime::now_utc();
+    let (from, to) = (now - days(10), now);
+    f.declare(&declaration("bank@example.org", now - days(20)))
+        .await;
+    let paid_out = f.give(gift("bank@example.org", 4000, now - days(5))).await;
+    let waiting = f.give(gift("bank@example.org", 4500, now - days(4))).await;
+    let in_failed_payout = f.give(gift("bank@example.org", 4600, now - days(3))).await;
+    assert_eq!(
+        donation_ids(&f.schedule(from, to).await),
+        Vec::<Uuid>::new()
+    );
+
+    // Stripe pays out the first to the bank; the third's payout fails.
+    for (donation, payout, status) in [
+        (paid_out, "po_paid", "paid"),
+        (in_failed_payout, "po_failed", "failed"),
+    ] {
+        let txn = format!("txn_{donation}");
+        sqlx::query("UPDATE donations SET balance_transaction_id = $2 WHERE id = $1")
+            .bind(donation)
+            .bind(&txn)
+            .execute(&f.app.db)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO payouts (id, amount, currency, status, status_rank, status_at, created)
+             VALUES ($1, 4000, 'gbp', $2, 3, now(), now())",
+        )
+        .bind(payout)
+        .bind(status)
+        .execute(&f.app.db)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO payout_transactions (payout_id, balance_transaction_id, type, amount,
+                                              fee, net, currency)
+             VALUES ($1, $2, 'charge', 4000, 0, 4000, 'gbp')",
+        )
+        .bind(payout)
+        .bind(&txn)
+        .execute(&f.app.db)
+        .await
+        .unwrap();
+    }
+    let schedule = f.schedule(from, to).await;
+    assert_eq!(donation_ids(&schedule), [paid_out]);
+    assert!(!donation_ids(&schedule).contains(&waiting));
+}
+
+#[tokio::test]
+async fn a_declaration_keeps_its_words_ends_when_cancelled_and_a_donor_can_see_their_year() {
+    let f = finance_app().await;
+    let paid = f.give_through_the_api(5000).await;
+    // The words the donor agreed to, with the charity's name, and where they were made.
+    let (id, version, wording, source): (Uuid, String, String, String) = sqlx::query_as(
+        "SELECT id, wording_version, wording, source FROM gift_aid_declarations
+         WHERE donation_id = $1",
+    )
+    .bind(paid.donation)
+    .fetch_one(&f.app.db)
+    .await
+    .unwrap();
+    assert_eq!(version, quickdonate::gift_aid::DECLARATION_VERSION);
+    assert_eq!(
+        wording,
+        quickdonate::gift_aid::declaration("Example Charity")
+    );
+    assert_eq!(source, "donation_form");
+
+    // The donor cancels from tomorrow: a gift after it is not claimed; this one still is.
+    let now = OffsetDateTime::now_utc();
+    let tomorrow = now + days(1);
+    let cancel = |token: String, body: Value| {
+        let f = &f;
+        async move {
+            f.app
+                .http
+                .post(format!(
+                    "{}/v1/finance/gift-aid/declarations/{id}/cancel",
+                    f.app.address
+                ))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let refused = cancel(f.token.clone(), json!({"from": text(tomorrow)})).await;
+    assert_problem(refused, 403, "forbidden").await;
+    let too_early = cancel(f.admin.clone(), json!({"from": text(now - days(30))})).await;
+    let problem = assert_problem(too_early, 422, "validation").await;
+    assert_eq!(problem_fields(&problem), ["from"]);
+    let cancelled = cancel(f.admin.clone(), json!({"from": text(tomorrow)})).await;
+    assert_eq!(cancelled.status(), 200);
+    let cancelled: Value = cancelled.json().await.unwrap();
+    assert_eq!(cancelled["id"], json!(id));
+    assert_eq!(cancelled["wording_version"], json!(version));
+    let at: OffsetDateTime =
+        OffsetDateTime::parse(cancelled["cancelled_at"].as_str().unwrap(), &Rfc3339).unwrap();
+    assert_eq!(at.unix_timestamp(), tomorrow.unix_timestamp());
+    let after = f
+        .give(Gift {
+            donor: Some(("Amina", "Khan")),
+            ..gift("amina@example.org", 3000, tomorrow + days(1))
+        })
+        .await;
+    let schedule = f.schedule(now - days(1), now + days(5)).await;
+    assert_eq!(donation_ids(&schedule), [paid.donation]);
+    assert!(!donation_ids(&schedule).contains(&after));
+    let log = audit_rows(&f.app).await;
+    assert!(log.iter().any(
+        |row| row.2 == "POST /v1/finance/gift-aid/declarations/{id}/cancel" && row.0 == "trustee"
+    ));
+
+    // The donor asks what was claimed on their gifts this tax year.
+    let claim = f.claimed(now - days(1), now + days(1)).await;
+    let year = quickdonate::gift_aid::periods::tax_year(today());
+    let tax_year = format!("{year}-{:02}", (year + 1) % 100);
+    let donors: Value = f
+        .get(
+            &format!("/v1/finance/gift-aid/donors?tax_year={tax_year}"),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(donors["tax_year"], tax_year);
+    let amina = &donors["donors"][0];
+    assert_eq!(amina["email"], "amina@example.org");
+    assert_eq!(amina["gifts"][0]["donation_id"], json!(paid.donation));
+    assert_eq!(
+        amina["gifts"][0]["amount"], 5000,
+        "the gift, never the fee cover"
+    );
+    assert_eq!(amina["gifts"][0]["claim_id"], claim["id"]);
+    assert_eq!(amina["gifts"][0]["claim_status"], "prepared");
+    assert_eq!(amina["total"], 5000);
+    assert_eq!(amina["gift_aid"], 1250);
+    assert_eq!(donors["donors"].as_array().unwrap().len(), 1, "{donors}");
+    let csv = f
+        .get(
+            &format!("/v1/finance/gift-aid/donors?tax_year={tax_year}"),
+            Some("text/csv"),
+        )
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let records: Vec<csv::StringRecord> = csv::Reader::from_reader(&csv[..])
+        .records()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!(&records[0][3], paid.donation.to_string());
+    assert_eq!(&records[0][5], "50.00");
+    let bad = f
+        .get("/v1/finance/gift-aid/donors?tax_year=2026", None)
+        .await;
+    assert_problem(bad, 400, "bad-parameter").await;
 }

@@ -23,6 +23,7 @@ mod gift_aid;
 mod group_commit;
 mod health;
 mod helpers;
+mod hmrc;
 mod idempotency;
 mod instances;
 mod ledger;
