@@ -1,6 +1,6 @@
 //! Money as people read it. Amounts are integers of minor units beside a lower-case ISO 4217
 //! code everywhere in the service; these are the only places they become text, for donors
-//! (receipts, the donation page).
+//! (receipts, the donation page) and for accountants (`decimal`).
 
 /// How many decimal places `currency`'s minor units make, as Stripe counts them: 0 for its
 /// zero-decimal currencies (the yen), else 2.
@@ -33,9 +33,28 @@ pub fn format(amount: i64, currency: &str) -> String {
     }
 }
 
+/// `amount` minor units of `currency` as a spreadsheet takes it, beside its currency: the
+/// major unit with its decimals and no symbol (`25.59`, `-0.05`; `1000` for the yen).
+pub fn decimal(amount: i64, currency: &str) -> String {
+    if exponent(currency) == 0 {
+        return amount.to_string();
+    }
+    let sign = if amount < 0 { "-" } else { "" };
+    let units = amount.unsigned_abs();
+    format!("{sign}{}.{:02}", units / 100, units % 100)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_read_as_decimals_for_a_spreadsheet() {
+        assert_eq!(decimal(2559, "gbp"), "25.59");
+        assert_eq!(decimal(-5, "gbp"), "-0.05");
+        assert_eq!(decimal(0, "gbp"), "0.00");
+        assert_eq!(decimal(1000, "jpy"), "1000");
+    }
 
     #[test]
     fn amounts_read_as_money() {

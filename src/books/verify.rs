@@ -318,7 +318,7 @@ async fn payouts(tx: &mut PgConnection) -> sqlx::Result<Vec<Difference>> {
                            FILTER (WHERE l.net IS DISTINCT FROM l.ledger
                                    AND (l.ledger IS NOT NULL OR l.ours)), '{}') AS "lines!"
            FROM payouts p LEFT JOIN lines l ON l.payout_id = p.id
-           WHERE p.status = 'paid'
+           WHERE p.status = 'paid' AND p.automatic IS NOT FALSE
            GROUP BY p.id
            HAVING p.amount - coalesce(sum(l.ledger), 0)
                   <> coalesce(sum(l.net) FILTER (WHERE l.ledger IS NULL AND NOT l.ours), 0)

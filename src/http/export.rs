@@ -5,7 +5,7 @@
 //! **CSV**: RFC 4180 (the `csv` crate quotes commas, quotes and line breaks; records end in
 //! CRLF), served as `text/csv; charset=utf-8` with `Content-Disposition: attachment`. Every
 //! text cell goes through [`safe_cell`] against formula injection. Amounts and counts are
-//! written as numbers ([`Cell::Int`]), never through `safe_cell`: `-500` is a refund or a
+//! written as numbers ([`Cell::Int`], [`Cell::Money`]), never through `safe_cell`: `-500` is a refund or a
 //! loss, and a spreadsheet must read it as the number it is. A number cannot carry a formula.
 
 use std::borrow::Cow;
@@ -166,6 +166,9 @@ pub fn safe_cell(value: &str) -> Cow<'_, str> {
 pub enum Cell<'a> {
     Text(&'a str),
     Int(i64),
+    /// Minor units of a currency written in its major unit with its decimals (`-7.00`), a
+    /// number as a spreadsheet reads it: for accountants' files.
+    Money(i64, &'a str),
     Bool(bool),
     Empty,
 }
@@ -236,6 +239,7 @@ impl CsvChunks {
             .map(|cell| match *cell {
                 Cell::Text(text) => safe_cell(text),
                 Cell::Int(n) => Cow::Owned(n.to_string()),
+                Cell::Money(n, currency) => Cow::Owned(crate::money::decimal(n, currency)),
                 Cell::Bool(b) => Cow::Borrowed(if b { "true" } else { "false" }),
                 Cell::Empty => Cow::Borrowed(""),
             })
@@ -567,12 +571,20 @@ mod tests {
             Cell::Text("=1+1"),
         ])
         .unwrap();
+        csv.row(&[
+            Cell::Money(-700, "gbp"),
+            Cell::Money(2505, "gbp"),
+            Cell::Money(1000, "jpy"),
+            Cell::Empty,
+        ])
+        .unwrap();
         let bytes = csv.take().unwrap();
         assert_eq!(
             std::str::from_utf8(&bytes).unwrap(),
             "name,amount,gift_aid,note\r\n\
              \"Khan, \"\"Amina\"\"\nline 2\",-500,true,\r\n\
-             '-2,2500,false,'=1+1\r\n"
+             '-2,2500,false,'=1+1\r\n\
+             -7.00,25.05,1000,\r\n"
         );
         assert!(csv.is_empty(), "taken");
     }

@@ -303,6 +303,11 @@ impl Payments {
         .await
     }
 
+    /// One balance transaction (a manual payout's own, with its fee).
+    pub async fn retrieve_balance_transaction(&self, id: &str) -> Result<Value, PaymentError> {
+        self.get(&format!("/balance_transactions/{id}"), &[]).await
+    }
+
     /// Every balance transaction paid out in an automatic payout, page by page: the gifts,
     /// fees, refunds and disputes it took to the bank.
     pub async fn list_payout_transactions(&self, payout: &str) -> Result<Vec<Value>, PaymentError> {
@@ -451,11 +456,13 @@ impl Operation {
 
     /// A read of `path`, named by the kind of object it reads.
     fn read(path: &str) -> Self {
-        let label = match path.trim_start_matches('/').split('/').next() {
-            Some("payment_intents") => "retrieve_payment_intent",
-            Some("refunds") => "list_refunds",
-            Some("balance_transactions") => "list_balance_transactions",
-            Some("events") => "list_events",
+        let mut parts = path.trim_start_matches('/').split('/');
+        let label = match (parts.next(), parts.next()) {
+            (Some("payment_intents"), _) => "retrieve_payment_intent",
+            (Some("refunds"), _) => "list_refunds",
+            (Some("balance_transactions"), Some(_)) => "retrieve_balance_transaction",
+            (Some("balance_transactions"), None) => "list_balance_transactions",
+            (Some("events"), _) => "list_events",
             _ => "read_other",
         };
         Self {

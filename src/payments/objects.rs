@@ -143,6 +143,14 @@ pub struct PayoutFacts {
     pub reconciliation_status: Option<String>,
     /// Made by Stripe's payout schedule. Stripe lists the transactions of these only.
     pub automatic: bool,
+    /// What the bank can find it by (`trace_id.value`), once Stripe has it, and its status
+    /// (`supported`, `pending`, `unsupported`, `not_applicable`).
+    pub trace_id: Option<String>,
+    pub trace_status: Option<String>,
+    /// What the charity's bank statement shows.
+    pub statement_descriptor: Option<String>,
+    /// `standard` or `instant` (an instant payout's fee is on its own balance transaction).
+    pub method: Option<String>,
 }
 
 impl PayoutFacts {
@@ -164,6 +172,10 @@ pub fn payout(v: &Value) -> Result<PayoutFacts, String> {
         failure_balance_transaction: balance_transaction_of(v, "failure_balance_transaction")?,
         reconciliation_status: str_of(v, "reconciliation_status"),
         automatic: v["automatic"].as_bool().unwrap_or(true),
+        trace_id: str_of(&v["trace_id"], "value"),
+        trace_status: str_of(&v["trace_id"], "status"),
+        statement_descriptor: str_of(v, "statement_descriptor"),
+        method: str_of(v, "method"),
     })
 }
 

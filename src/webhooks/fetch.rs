@@ -37,8 +37,9 @@ impl Fetcher {
         }
     }
 
-    /// Lists, for each payout whose money has moved, its balance transactions, unless a
-    /// complete list is held already.
+    /// Lists, for each automatic payout whose money has moved, its balance transactions,
+    /// unless a complete list is held already; fetches, for a manual payout, its own balance
+    /// transaction, once (its fee).
     pub async fn payouts(
         &self,
         db: &PgPool,
@@ -47,10 +48,10 @@ impl Fetcher {
         let deadline = tokio::time::Instant::now() + FETCH_BUDGET;
         let mut calls = tokio::task::JoinSet::new();
         for (id, payout) in &plan.payouts {
-            let complete = payouts::listed_complete(db, id).await?;
-            if !payouts::wants_listing(&payout.facts, complete) {
+            let held = payouts::apply::held(db, id).await?;
+            let Some(call) = payouts::apply::call(&payout.facts, held) else {
                 continue;
-            }
+            };
             let (id, payments, fetches) =
                 (id.clone(), self.payments.clone(), self.in_flight.clone());
             calls.spawn(async move {
@@ -59,7 +60,12 @@ impl Fetcher {
                 else {
                     return (id, Fetch::Deferred);
                 };
-                let listed = list_payout(&payments, &id).await;
+                let listed = match call {
+                    payouts::Call::List => list_payout(&payments, &id).await,
+                    payouts::Call::OwnTransaction(txn) => {
+                        own_transaction(&payments, &id, &txn).await.map(|t| vec![t])
+                    }
+                };
                 (id, Fetch::Done(listed))
             });
         }
@@ -175,6 +181,21 @@ async fn list_payout(
                 "Stripe's transactions of {payout} are unreadable: {error}"
             ))
         })
+}
+
+/// A manual payout's own balance transaction, from Stripe.
+async fn own_transaction(
+    payments: &Payments,
+    payout: &str,
+    txn: &str,
+) -> Result<BalanceTransactionFacts, FetchError> {
+    let value = payments
+        .retrieve_balance_transaction(txn)
+        .await
+        .map_err(|error| FetchError::stripe(error, &format!("fetching {txn} of {payout}")))?;
+    objects::balance_transaction(&value).map_err(|error| {
+        FetchError::unreadable(format!("Stripe's {txn} of {payout} is unreadable: {error}"))
+    })
 }
 
 async fn fetch_payment(payments: &Payments, intent: &str) -> Result<Fetched, FetchError> {

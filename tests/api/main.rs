@@ -34,6 +34,7 @@ mod operators;
 mod out_of_the_box;
 mod payments_mode;
 mod payouts;
+mod payouts_books;
 mod poison;
 mod readme;
 mod receipts;

@@ -14,7 +14,7 @@ use crate::helpers::{
     stripe_creates_payment_intents,
 };
 
-async fn payouts_app() -> (TestApp, StripeObjects) {
+pub async fn payouts_app() -> (TestApp, StripeObjects) {
     let app = spawn_app_with(|s| s.apply_events = false).await;
     stripe_creates_payment_intents(&app).await;
     let stripe = StripeObjects::default();
@@ -23,7 +23,7 @@ async fn payouts_app() -> (TestApp, StripeObjects) {
 }
 
 /// GET a finance path as a finance token, expecting 200 and JSON.
-async fn read(app: &TestApp, path: &str) -> Value {
+pub async fn read(app: &TestApp, path: &str) -> Value {
     let finance = token(app, &format!("finance-{}", Uuid::new_v4()), Role::Finance).await;
     let response = get_as(app, Some(&finance), path).await;
     assert_eq!(response.status(), 200, "{path}");
@@ -31,7 +31,7 @@ async fn read(app: &TestApp, path: &str) -> Value {
 }
 
 /// A balance transaction that payout `payout` (if any) contains, as the fake lists it.
-fn transaction(
+pub fn transaction(
     id: &str,
     kind: &str,
     amount: i64,
@@ -49,7 +49,7 @@ fn transaction(
 
 /// A paid donation of `amount` with a fee of `fee`, its gift in `payout`; returns its id and
 /// its balance transaction's net.
-async fn paid(
+pub async fn paid(
     app: &TestApp,
     stripe: &StripeObjects,
     amount: i64,
@@ -78,7 +78,7 @@ async fn paid(
 }
 
 /// A payout of `amount` in `status`, with its own balance transaction, as Stripe sends it.
-fn payout(id: &str, amount: i64, status: &str, reconciliation: &str) -> Value {
+pub fn payout(id: &str, amount: i64, status: &str, reconciliation: &str) -> Value {
     json!({
         "id": id, "object": "payout", "amount": amount, "currency": "gbp", "status": status,
         "automatic": true, "arrival_date": 1_790_000_000, "created": 1_789_900_000,
@@ -88,7 +88,7 @@ fn payout(id: &str, amount: i64, status: &str, reconciliation: &str) -> Value {
     })
 }
 
-async fn reconciliation(app: &TestApp, id: &str) -> Value {
+pub async fn reconciliation(app: &TestApp, id: &str) -> Value {
     read(app, &format!("/v1/finance/payouts/{id}")).await
 }
 
@@ -490,7 +490,7 @@ async fn payouts_are_listed_newest_first_page_by_page_with_the_gifts_each_contai
         .unwrap();
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 3);
-    assert!(rows.iter().all(|r| &r[difference] == "0"));
+    assert!(rows.iter().all(|r| &r[difference] == "0.00"));
     assert!(
         read(&app, "/v1/finance/payouts?status=failed").await["data"]
             .as_array()

@@ -36,20 +36,49 @@ impl PayoutWork {
     }
 }
 
-/// What we hold of a payout, read before listing: whether its list is complete already.
-pub async fn listed_complete(db: &sqlx::PgPool, id: &str) -> sqlx::Result<bool> {
-    Ok(
-        sqlx::query_scalar!("SELECT listed_complete FROM payouts WHERE id = $1", id)
-            .fetch_optional(db)
-            .await?
-            .unwrap_or(false),
-    )
+/// What we hold of a payout, read before calling Stripe: whether its transactions were listed
+/// (for a manual payout, its own transaction fetched), and whether the list is complete.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Held {
+    pub listed: bool,
+    pub complete: bool,
 }
 
-/// Whether the payout's transactions should be listed now: the money has moved, Stripe lists
-/// the transactions of automatic payouts only, and a complete list never changes.
-pub fn wants_listing(facts: &PayoutFacts, complete: bool) -> bool {
-    facts.automatic && facts.settled() && !complete
+pub async fn held(db: &sqlx::PgPool, id: &str) -> sqlx::Result<Held> {
+    Ok(sqlx::query!(
+        "SELECT listed_at IS NOT NULL AS \"listed!\", listed_complete FROM payouts WHERE id = $1",
+        id
+    )
+    .fetch_optional(db)
+    .await?
+    .map(|row| Held {
+        listed: row.listed,
+        complete: row.listed_complete,
+    })
+    .unwrap_or_default())
+}
+
+/// What to ask Stripe of a payout, if anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// List the balance transactions it paid out: once its money has moved, for an automatic
+    /// payout (Stripe lists those of automatic payouts only), until the list is complete.
+    List,
+    /// Fetch its own balance transaction, once: a manual payout contains no list, but its own
+    /// transaction carries its fee (an instant payout's), which the ledger records.
+    OwnTransaction(String),
+}
+
+pub fn call(facts: &PayoutFacts, held: Held) -> Option<Call> {
+    if facts.automatic {
+        return (facts.settled() && !held.complete).then_some(Call::List);
+    }
+    match &facts.balance_transaction {
+        Some(BalanceTransactionRef::Id(id)) if !held.listed => {
+            Some(Call::OwnTransaction(id.clone()))
+        }
+        _ => None,
+    }
 }
 
 /// Records each payout's status, its listed transactions and its own balance transactions in
@@ -90,10 +119,19 @@ async fn apply_one(tx: &mut PgConnection, work: &PayoutWork) -> sqlx::Result<()>
     sqlx::query!(
         r#"INSERT INTO payouts (id, amount, currency, status, status_rank, status_at, arrival_date,
                                 created, balance_transaction_id, failure_balance_transaction_id,
-                                reconciliation_status, listed_at, listed_complete)
+                                reconciliation_status, listed_at, listed_complete, trace_id,
+                                trace_status, statement_descriptor, method, automatic)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                   CASE WHEN $12 THEN now() END, $13)
+                   CASE WHEN $12 THEN now() END, $13, $15, $16, $17, $18, $19)
            ON CONFLICT (id) DO UPDATE SET
+               trace_id = coalesce(EXCLUDED.trace_id, payouts.trace_id),
+               trace_status = CASE WHEN EXCLUDED.trace_id IS NOT NULL OR payouts.trace_id IS NULL
+                                   THEN coalesce(EXCLUDED.trace_status, payouts.trace_status)
+                                   ELSE payouts.trace_status END,
+               statement_descriptor = coalesce(EXCLUDED.statement_descriptor,
+                                               payouts.statement_descriptor),
+               method = coalesce(EXCLUDED.method, payouts.method),
+               automatic = coalesce(EXCLUDED.automatic, payouts.automatic),
                status = CASE WHEN $14 THEN EXCLUDED.status ELSE payouts.status END,
                status_rank = CASE WHEN $14 THEN EXCLUDED.status_rank ELSE payouts.status_rank END,
                status_at = CASE WHEN $14 THEN EXCLUDED.status_at ELSE payouts.status_at END,
@@ -120,6 +158,11 @@ async fn apply_one(tx: &mut PgConnection, work: &PayoutWork) -> sqlx::Result<()>
         work.listing.is_some(),
         complete,
         further,
+        p.trace_id,
+        p.trace_status,
+        p.statement_descriptor,
+        p.method,
+        p.automatic,
     )
     .execute(&mut *tx)
     .await?;

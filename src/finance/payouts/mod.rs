@@ -14,4 +14,4 @@ pub mod apply;
 pub mod reconcile;
 pub mod routes;
 
-pub use apply::{PayoutWork, listed_complete, wants_listing};
+pub use apply::{Call, PayoutWork};

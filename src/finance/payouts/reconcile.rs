@@ -18,6 +18,19 @@ pub struct Unmatched {
     pub source: Option<String>,
 }
 
+/// What a payout contains, by Stripe's reporting category (`charge`, `refund`, `dispute`,
+/// `fee`, `other_adjustment`, ...): gross, fee and net, the nets summing to the payout's amount
+/// once its list is complete. For the journal.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = PayoutSplit)]
+pub struct Split {
+    pub category: String,
+    pub count: i64,
+    pub gross: i64,
+    pub fee: i64,
+    pub net: i64,
+}
+
 /// A payout, reconciled against the ledger.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[schema(as = Payout)]
@@ -26,10 +39,28 @@ pub struct Reconciliation {
     pub status: String,
     pub amount: i64,
     pub currency: String,
+    /// When the bank should have it: what to match on the bank statement.
     #[serde(with = "time::serde::rfc3339::option")]
     pub arrival_date: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
+    /// What the bank can find it by, once Stripe has it.
+    pub trace_id: Option<String>,
+    /// `supported`, `pending`, `unsupported` or `not_applicable`.
+    pub trace_status: Option<String>,
+    /// What the bank statement shows.
+    pub statement_descriptor: Option<String>,
+    /// `standard` or `instant`.
+    pub method: Option<String>,
+    /// Made by Stripe's payout schedule; a manual payout lists no transactions.
+    pub automatic: Option<bool>,
+    /// Stripe's fee for the payout itself (an instant payout's), from its own transaction;
+    /// null while that is not known.
+    pub payout_fee: Option<i64>,
+    /// `listed` (Stripe's list of what it paid out is held, complete or not: see
+    /// `listing_complete`), `not_listed` yet, or `unknown`: a manual payout, of which Stripe
+    /// lists nothing, so nothing can be said to be missing.
+    pub contents: &'static str,
     pub reconciliation_status: Option<String>,
     /// Whether its transactions were listed from Stripe, and whether Stripe had finished
     /// reconciling the payout when they were (only then is the list final).
@@ -40,8 +71,11 @@ pub struct Reconciliation {
     pub transactions_total: i64,
     /// What the ledger holds for those transactions.
     pub ledger_total: i64,
-    /// `amount` less `ledger_total`: 0 when the ledger accounts for every penny.
-    pub difference: i64,
+    /// `amount` less `ledger_total`: 0 when the ledger accounts for every penny; null when
+    /// `contents` is `unknown`.
+    pub difference: Option<i64>,
+    /// What it contains by reporting category, for the journal.
+    pub split: Vec<Split>,
     /// Transactions the ledger does not hold, or holds for a different amount.
     pub unmatched: Vec<Unmatched>,
     /// Donations whose gift the payout contains.
@@ -63,6 +97,10 @@ pub async fn reconcile(db: &sqlx::PgPool, ids: &[String]) -> sqlx::Result<Vec<Re
                  AND t.balance_transaction_id IS DISTINCT FROM p.balance_transaction_id
                  AND t.balance_transaction_id IS DISTINCT FROM p.failure_balance_transaction_id)
            SELECT p.id, p.status, p.amount, p.currency, p.arrival_date, p.created,
+                  p.trace_id, p.trace_status, p.statement_descriptor, p.method, p.automatic,
+                  (SELECT own.fee FROM payout_transactions own
+                   WHERE own.payout_id = p.id
+                     AND own.balance_transaction_id = p.balance_transaction_id) AS payout_fee,
                   p.reconciliation_status, p.listed_at IS NOT NULL AS "listed!",
                   p.listed_complete,
                   count(c.balance_transaction_id) AS "transaction_count!",
@@ -93,17 +131,46 @@ pub async fn reconcile(db: &sqlx::PgPool, ids: &[String]) -> sqlx::Result<Vec<Re
     )
     .fetch_all(db)
     .await?;
+    let splits = sqlx::query!(
+        r#"SELECT t.payout_id, coalesce(t.reporting_category, t.type) AS "category!",
+                  count(*) AS "count!", sum(t.amount)::bigint AS "gross!",
+                  sum(t.fee)::bigint AS "fee!", sum(t.net)::bigint AS "net!"
+           FROM payout_transactions t JOIN payouts p ON p.id = t.payout_id
+           WHERE t.payout_id = ANY($1)
+             AND t.balance_transaction_id IS DISTINCT FROM p.balance_transaction_id
+             AND t.balance_transaction_id IS DISTINCT FROM p.failure_balance_transaction_id
+           GROUP BY t.payout_id, coalesce(t.reporting_category, t.type)
+           ORDER BY t.payout_id, 2"#,
+        ids
+    )
+    .fetch_all(db)
+    .await?;
     let mut by_id: std::collections::HashMap<String, Reconciliation> = payouts
         .into_iter()
         .map(|p| {
+            let manual = p.automatic == Some(false);
             let reconciliation = Reconciliation {
-                difference: p.amount - p.ledger_total,
+                difference: (!manual).then_some(p.amount - p.ledger_total),
+                contents: if manual {
+                    "unknown"
+                } else if p.listed {
+                    "listed"
+                } else {
+                    "not_listed"
+                },
+                split: Vec::new(),
                 id: p.id.clone(),
                 status: p.status,
                 amount: p.amount,
                 currency: p.currency,
                 arrival_date: p.arrival_date,
                 created: p.created,
+                trace_id: p.trace_id,
+                trace_status: p.trace_status,
+                statement_descriptor: p.statement_descriptor,
+                method: p.method,
+                automatic: p.automatic,
+                payout_fee: p.payout_fee,
                 reconciliation_status: p.reconciliation_status,
                 transactions_listed: p.listed,
                 listing_complete: p.listed_complete,
@@ -125,6 +192,17 @@ pub async fn reconcile(db: &sqlx::PgPool, ids: &[String]) -> sqlx::Result<Vec<Re
                 ledger: u.ledger,
                 currency: u.currency,
                 source: u.source,
+            });
+        }
+    }
+    for row in splits {
+        if let Some(payout) = by_id.get_mut(&row.payout_id) {
+            payout.split.push(Split {
+                category: row.category,
+                count: row.count,
+                gross: row.gross,
+                fee: row.fee,
+                net: row.net,
             });
         }
     }

@@ -62,14 +62,21 @@ pub(crate) struct Overdue {
     tag = "finance",
     summary = "Payouts, reconciled",
     description = "Payouts newest first (by when Stripe made them), each reconciled against \
-                   the ledger (`difference` 0: every penny accounted for). JSON pages, or \
-                   the whole selection as CSV (`Accept: text/csv`). Any finance token; \
-                   audited.",
+                   the ledger (`difference` 0: every penny accounted for; null for a manual \
+                   payout, whose contents Stripe does not list) with its split by reporting \
+                   category. JSON pages, or the whole selection as the accountant's CSV \
+                   (`Accept: text/csv`: one line per payout, amounts with two decimals beside \
+                   the currency, the arrival day, the trace id, the split). Any finance \
+                   token; audited.",
     security(("bearerAuth" = [])),
     params(
         ("status" = Option<String>, Query,
          description = "Only in this status: `pending`, `in_transit`, `paid`, `failed` or \
                         `canceled`."),
+        ("arrival_from" = Option<String>, Query,
+         description = "Only those arriving at the bank on or after this day, `YYYY-MM-DD`."),
+        ("arrival_to" = Option<String>, Query,
+         description = "Only those arriving on or before this day, `YYYY-MM-DD`."),
         RangeParams,
         PageParams,
     ),
@@ -91,10 +98,21 @@ pub async fn list(
 ) -> ApiResult<Response> {
     let params = Params::parse(
         query.as_deref(),
-        &["from", "to", "status", "cursor", "limit"],
+        &[
+            "from",
+            "to",
+            "status",
+            "cursor",
+            "limit",
+            "arrival_from",
+            "arrival_to",
+        ],
     )?;
     let format = export::negotiate(&headers, &[Format::Json, Format::Csv])?;
     let (from, to) = params.range()?;
+    let arrival_from = day(&params, "arrival_from")?.map(|d| d.midnight().assume_utc());
+    let arrival_to =
+        day(&params, "arrival_to")?.map(|d| d.midnight().assume_utc() + time::Duration::days(1));
     let status = params.text("status");
     if let Some(status) = status
         && !PayoutStatus::DOCUMENTED.contains(&status)
@@ -118,6 +136,8 @@ pub async fn list(
                  AND ($2::timestamptz IS NULL OR created < $2)
                  AND ($3::text IS NULL OR status = $3)
                  AND ($4::timestamptz IS NULL OR (created, id) < ($4, $5))
+                 AND ($7::timestamptz IS NULL OR arrival_date >= $7)
+                 AND ($8::timestamptz IS NULL OR arrival_date < $8)
                ORDER BY created DESC, id DESC
                LIMIT $6"#,
         from,
@@ -125,7 +145,9 @@ pub async fn list(
         status,
         cursor.as_ref().map(|c| c.at),
         cursor.as_ref().map(|c| c.id.clone()),
-        limit + 1
+        limit + 1,
+        arrival_from,
+        arrival_to
     )
     .fetch_all(&mut *crate::db::reading(&state.reads).await?)
     .await?;
@@ -287,44 +309,120 @@ fn csv<T: CsvRow>(stem: &str, rows: &[T]) -> ApiResult<Response> {
     Ok(export::csv_response(stem, Body::from(bytes)))
 }
 
+/// A day given as `YYYY-MM-DD`, named if it is not one.
+fn day(params: &Params, name: &str) -> Result<Option<time::Date>, Problem> {
+    params
+        .text(name)
+        .map(|raw| {
+            time::Date::parse(
+                raw,
+                time::macros::format_description!("[year]-[month]-[day]"),
+            )
+            .map_err(|_| bad_parameter(name, "must be a day, YYYY-MM-DD"))
+        })
+        .transpose()
+}
+
 fn time(at: Option<OffsetDateTime>) -> String {
     at.map(crate::timestamps::rfc3339).unwrap_or_default()
 }
 
+/// The journal's columns of a payout's split: Stripe's reporting categories as an accountant
+/// posts them; every other category is `other`.
+const SPLIT_COLUMNS: [&str; 5] = ["charge", "refund", "dispute", "fee", "other"];
+
+fn split_column(category: &str) -> &'static str {
+    match category {
+        "charge" => "charge",
+        "refund" | "refund_failure" => "refund",
+        "dispute" | "dispute_reversal" => "dispute",
+        "fee" => "fee",
+        _ => "other",
+    }
+}
+
+/// The accountant's file: one line per payout, amounts in pounds (or the currency's major
+/// unit) with two decimals beside the currency, the arrival day, the trace id, and the split.
 impl CsvRow for Reconciliation {
     const HEADER: &'static [&'static str] = &[
         "id",
         "status",
-        "amount",
-        "currency",
         "arrival_date",
-        "created",
+        "currency",
+        "amount",
+        "method",
+        "automatic",
+        "trace_id",
+        "statement_descriptor",
+        "payout_fee",
+        "charge_gross",
+        "charge_fee",
+        "charge_net",
+        "refund_gross",
+        "refund_fee",
+        "refund_net",
+        "dispute_gross",
+        "dispute_fee",
+        "dispute_net",
+        "fee_gross",
+        "fee_fee",
+        "fee_net",
+        "other_gross",
+        "other_fee",
+        "other_net",
+        "contents",
         "listing_complete",
-        "transaction_count",
-        "transactions_total",
-        "ledger_total",
         "difference",
         "unmatched",
         "donation_count",
+        "created",
     ];
 
     fn write(&self, csv: &mut CsvChunks) -> std::io::Result<()> {
+        let currency = self.currency.as_str();
+        let money = |minor: i64| Cell::Money(minor, currency);
+        let mut split = [(0i64, 0i64, 0i64); SPLIT_COLUMNS.len()];
+        for part in &self.split {
+            let at = SPLIT_COLUMNS
+                .iter()
+                .position(|c| *c == split_column(&part.category))
+                .expect("every category has a column");
+            split[at].0 += part.gross;
+            split[at].1 += part.fee;
+            split[at].2 += part.net;
+        }
+        let arrival = self
+            .arrival_date
+            .map(|at| at.date().to_string())
+            .unwrap_or_default();
+        let automatic = self.automatic.map(|a| a.to_string());
         let unmatched: Vec<&str> = self.unmatched.iter().map(|u| u.id.as_str()).collect();
-        csv.row(&[
+        let unmatched = unmatched.join(" ");
+        let created = crate::timestamps::rfc3339(self.created);
+        let mut cells = vec![
             Cell::Text(&self.id),
             Cell::Text(&self.status),
-            Cell::Int(self.amount),
-            Cell::Text(&self.currency),
-            Cell::Text(&time(self.arrival_date)),
-            Cell::Text(&crate::timestamps::rfc3339(self.created)),
+            Cell::Text(&arrival),
+            Cell::Text(currency),
+            money(self.amount),
+            self.method.as_deref().into(),
+            automatic.as_deref().into(),
+            self.trace_id.as_deref().into(),
+            self.statement_descriptor.as_deref().into(),
+            self.payout_fee.map_or(Cell::Empty, money),
+        ];
+        for (gross, fee, net) in split {
+            cells.extend([money(gross), money(fee), money(net)]);
+        }
+        cells.extend([
+            Cell::Text(self.contents),
             Cell::Bool(self.listing_complete),
-            Cell::Int(self.transaction_count),
-            Cell::Int(self.transactions_total),
-            Cell::Int(self.ledger_total),
-            Cell::Int(self.difference),
-            Cell::Text(&unmatched.join(" ")),
+            self.difference.map_or(Cell::Empty, money),
+            Cell::Text(&unmatched),
             Cell::Int(self.donation_count),
-        ])
+            Cell::Text(&created),
+        ]);
+        csv.row(&cells)
     }
 }
 
