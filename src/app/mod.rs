@@ -163,7 +163,8 @@ impl Application {
             config.event_max_attempts,
         )
         .with_metrics(metrics.clone())
-        .giving_up_declined(abandoned.clone(), config.card_testing.declines_per_payment);
+        .giving_up_declined(abandoned.clone(), config.card_testing.declines_per_payment)
+        .looking_up_fees_after(config.fee_lookup_after);
         let attempts_kept = Limits::new(&config.card_testing).longest_window();
         let scrape = Scrape {
             metrics: metrics.clone(),

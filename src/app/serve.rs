@@ -48,6 +48,7 @@ impl Application {
             }
             tracing::info!(loops = WORKERS, "the event worker started");
             workers.spawn(self.abandoned.clone().run(stopped.clone()));
+            workers.spawn(self.worker.clone().run_fee_lookups(stopped.clone()));
             workers.spawn(self.receipts.clone().run(stopped.clone()));
         }
         let housekeeping = tokio::spawn(housekeeping(

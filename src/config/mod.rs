@@ -77,6 +77,7 @@ const ENV_KEYS: &[&str] = &[
     "GIFT_AID_AGGREGATE_UP_TO",
     "GIFT_AID_YEAR_END",
     "GIFT_AID_CLAIM_AFTER_PAYOUT",
+    "FEE_LOOKUP_AFTER",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -155,6 +156,7 @@ pub struct Settings {
     pub gift_aid_aggregate_up_to: Option<i64>,
     pub gift_aid_year_end: String,
     pub gift_aid_claim_after_payout: bool,
+    pub fee_lookup_after: String,
 }
 
 impl Settings {
@@ -211,6 +213,8 @@ pub struct Config {
     pub fees: Fees,
     pub receipts: Receipts,
     pub gift_aid: GiftAid,
+    /// `FEE_LOOKUP_AFTER`: when a succeeded donation whose fee no event brought is looked up.
+    pub fee_lookup_after: Duration,
 }
 
 impl Config {

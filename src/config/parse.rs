@@ -74,6 +74,11 @@ impl Config {
             "DECLINES_PER_PAYMENT: must be from 1 to 100"
         );
         let gift_aid = gift_aid(s)?;
+        let fee_lookup_after = duration("FEE_LOOKUP_AFTER", &s.fee_lookup_after)?;
+        ensure!(
+            fee_lookup_after >= Duration::from_secs(60),
+            "FEE_LOOKUP_AFTER: must be at least 1m: the charge's own events come first"
+        );
         let instance_lease = duration("INSTANCE_LEASE", &s.instance_lease)?;
         let read_url = s
             .database_read_url
@@ -228,6 +233,7 @@ impl Config {
                 charity_number,
             },
             gift_aid,
+            fee_lookup_after,
         })
     }
 }

@@ -110,6 +110,8 @@ fn a_bad_value_names_its_key() {
         (time::Month::December, 31, Some(2000))
     );
     assert!(with("").unwrap().gift_aid.claim_after_payout);
+    assert!(error_of(r#"fee_lookup_after = "30s""#).starts_with("FEE_LOOKUP_AFTER:"));
+    assert_eq!(with("").unwrap().fee_lookup_after, Duration::from_secs(600));
     assert!(error_of("finance_max_connections = 0").starts_with("FINANCE_MAX_CONNECTIONS:"));
     assert!(error_of(r#"database_read_url = "mysql://replica""#).starts_with("DATABASE_READ_URL:"));
     assert!(error_of(r#"finance_export_stall = "10ms""#).starts_with("FINANCE_EXPORT_STALL:"));

@@ -78,6 +78,17 @@ impl Fetcher {
         Ok(results)
     }
 
+    /// One payment as Stripe has it now (see [`Fetcher::payments`]), waiting its turn among the
+    /// calls in flight.
+    pub async fn payment(&self, intent: &str) -> Result<Fetched, FetchError> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        fetch_payment(&self.payments, intent).await
+    }
+
     /// Fetches, for each payment that needs it, the payment as Stripe has it now: the
     /// PaymentIntent with its latest charge, that charge's balance transaction and its
     /// refunds, in one call.

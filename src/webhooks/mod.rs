@@ -23,6 +23,7 @@
 pub mod admin;
 pub mod apply;
 mod batch;
+mod fees;
 mod fetch;
 pub mod ingest;
 mod intake;

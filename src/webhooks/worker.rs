@@ -66,10 +66,10 @@ type HeldClaim = (Uuid, Vec<String>);
 
 #[derive(Clone)]
 pub struct Worker {
-    db: PgPool,
+    pub(super) db: PgPool,
     /// The instance its claims name.
     instance: Instance,
-    fetcher: Fetcher,
+    pub(super) fetcher: Fetcher,
     wake: Arc<Notify>,
     campaigns: Arc<CampaignCache>,
     max_attempts: i32,
@@ -79,6 +79,8 @@ pub struct Worker {
     /// Claims on batches that failed while the database was away, so could not be released
     /// then: released as soon as it answers again, not when their lease runs out minutes later.
     unreleased: Arc<Mutex<Vec<HeldClaim>>>,
+    /// `FEE_LOOKUP_AFTER`: when a succeeded donation's unknown fee is looked up (`fees.rs`).
+    pub(super) fee_lookup_after: Duration,
 }
 
 /// Each claimed event's type, by id: what the metrics count outcomes by.
@@ -104,6 +106,7 @@ impl Worker {
             metrics: Metrics::disabled(),
             declines: (5, None),
             unreleased: Arc::default(),
+            fee_lookup_after: Duration::from_secs(600),
         }
     }
 
@@ -394,7 +397,7 @@ impl Worker {
 
     /// Applies `payments` and `payouts` inside `tx`, records the events' `outcomes` (ending
     /// claim `token`, or on events `tx` holds locked) and moves the campaigns' totals last.
-    async fn apply_in(
+    pub(super) async fn apply_in(
         &self,
         tx: &mut sqlx::PgConnection,
         token: Option<Uuid>,
@@ -424,7 +427,7 @@ impl Worker {
     }
 
     /// What follows a batch's commit: the campaigns' cached totals dropped, flags logged.
-    fn committed(&self, applied: &Applied) {
+    pub(super) fn committed(&self, applied: &Applied) {
         if !applied.declined_out.is_empty() {
             tracing::warn!(
                 donations = applied.declined_out.len(),

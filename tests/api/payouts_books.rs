@@ -311,3 +311,111 @@ async fn a_gift_in_a_chain_of_failed_payouts_is_paid_out_by_the_one_that_paid() 
     assert_eq!(payout_id, third);
     assert_eq!(reconciliation(&app, third).await["difference"], 0);
 }
+
+#[tokio::test]
+async fn a_fee_no_event_brought_is_looked_up_once_and_the_payout_reconciles() {
+    let (app, stripe) = payouts_app().await;
+    // An endpoint that receives payment_intent.* events only: the gift succeeds, its charge
+    // and balance transaction never arrive in an event.
+    let (donation, pi) = app.create_donation(4000).await;
+    let charge = format!("ch_{}", &pi[3..]);
+    let txn = format!("txn_{charge}");
+    let po = "po_after_lookup";
+    let mut intent = objects::payment_intent(&pi, Some(donation), "succeeded", 4000);
+    intent["latest_charge"] = json!(charge);
+    stripe.put(intent.clone());
+    stripe.put(objects::charge(&charge, &pi, 4000, 0, Some(&txn)));
+    stripe.put(transaction(&txn, "charge", 4000, 80, &charge, Some(po)));
+    app.deliver(&event(
+        "payment_intent.succeeded",
+        intent,
+        OffsetDateTime::now_utc().unix_timestamp() - 30,
+    ))
+    .await;
+    app.apply_events().await;
+    let fee = || {
+        let app = &app;
+        async move {
+            sqlx::query_as::<_, (Option<i64>, Option<i64>)>(
+                "SELECT fee, net FROM donations WHERE id = $1",
+            )
+            .bind(donation)
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+        }
+    };
+    let lookups = || {
+        let app = &app;
+        let path = format!("/v1/payment_intents/{pi}");
+        async move { app.stripe_requests(&path).await.len() }
+    };
+    assert_eq!(fee().await, (None, None), "no event said the fee");
+    let before = lookups().await;
+
+    // Not before FEE_LOOKUP_AFTER (10 minutes): the charge's own events may still come.
+    assert_eq!(app.worker.look_up_fees().await.unwrap(), 0);
+    assert_eq!(lookups().await, before);
+    sqlx::query(
+        "UPDATE donations SET payment_status_at = payment_status_at - interval '11 minutes'
+         WHERE id = $1",
+    )
+    .bind(donation)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(app.worker.look_up_fees().await.unwrap(), 1);
+    assert_eq!(lookups().await, before + 1, "one call");
+    assert_eq!(fee().await, (Some(80), Some(3920)));
+    // Once only.
+    assert_eq!(app.worker.look_up_fees().await.unwrap(), 0);
+    assert_eq!(lookups().await, before + 1);
+
+    // Its payout reconciles to the penny.
+    stripe.put(transaction(
+        &format!("txn_{po}"),
+        "payout",
+        -3920,
+        0,
+        po,
+        Some(po),
+    ));
+    app.deliver(&event(
+        "payout.paid",
+        payout(po, 3920, "paid", "completed"),
+        1_790_000_000,
+    ))
+    .await;
+    app.apply_events().await;
+    let shown = reconciliation(&app, po).await;
+    assert_eq!(shown["difference"], 0, "{shown}");
+    app.assert_books_hold().await;
+
+    // Once, even when Stripe had no fee to give: a charge with no balance transaction yet.
+    let (bare, bare_pi) = app.create_donation(1500).await;
+    let bare_charge = format!("ch_{}", &bare_pi[3..]);
+    let mut bare_intent = objects::payment_intent(&bare_pi, Some(bare), "succeeded", 1500);
+    bare_intent["latest_charge"] = json!(bare_charge);
+    stripe.put(bare_intent.clone());
+    stripe.put(objects::charge(&bare_charge, &bare_pi, 1500, 0, None));
+    app.deliver(&event(
+        "payment_intent.succeeded",
+        bare_intent,
+        OffsetDateTime::now_utc().unix_timestamp() - 30,
+    ))
+    .await;
+    app.apply_events().await;
+    sqlx::query(
+        "UPDATE donations SET payment_status_at = payment_status_at - interval '11 minutes'
+         WHERE id = $1",
+    )
+    .bind(bare)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let bare_path = format!("/v1/payment_intents/{bare_pi}");
+    let bare_before = app.stripe_requests(&bare_path).await.len();
+    assert_eq!(app.worker.look_up_fees().await.unwrap(), 1);
+    assert_eq!(app.worker.look_up_fees().await.unwrap(), 0);
+    assert_eq!(app.stripe_requests(&bare_path).await.len(), bare_before + 1);
+}
