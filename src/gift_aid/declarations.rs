@@ -34,6 +34,65 @@ pub struct Declaration {
     pub cancelled_at: Option<OffsetDateTime>,
 }
 
+/// A declaration made on a later form (a thank-you page, a paper form, a phone call written
+/// down), as finance records it: the donor's name and address as HMRC's schedule takes them,
+/// the words the donor agreed to, and from when it covers their gifts.
+#[derive(Clone)]
+pub struct Later {
+    pub email: String,
+    pub donor: super::donor::Declared,
+    pub wording_version: String,
+    pub wording: String,
+    pub declared_at: OffsetDateTime,
+    pub covers_from: OffsetDateTime,
+}
+
+/// Donor data stays out of logs.
+impl std::fmt::Debug for Later {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Later { .. }")
+    }
+}
+
+/// Records `later`, audited in the same transaction.
+pub async fn record(db: &PgPool, later: &Later, by: &Caller) -> sqlx::Result<Declaration> {
+    let mut tx = db.begin().await?;
+    let id = Uuid::now_v7();
+    sqlx::query!(
+        r#"INSERT INTO gift_aid_declarations
+               (id, donor_email, title, first_name, last_name, house_name_or_number, postcode,
+                country, declared_at, covers_from, wording_version, wording, source)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'later_form')"#,
+        id,
+        later.email,
+        later.donor.title,
+        later.donor.first_name,
+        later.donor.last_name,
+        later.donor.house_name_or_number,
+        later.donor.postcode,
+        later.donor.country,
+        later.declared_at,
+        later.covers_from,
+        later.wording_version,
+        later.wording
+    )
+    .execute(&mut *tx)
+    .await?;
+    let mut filters = Map::new();
+    filters.insert("id".into(), id.to_string().into());
+    audit::record(
+        &mut *tx,
+        by,
+        "POST /v1/finance/gift-aid/declarations",
+        &Value::Object(filters),
+        1,
+    )
+    .await?;
+    let declaration = find(&mut *tx, id).await?.expect("it was just written");
+    tx.commit().await?;
+    Ok(declaration)
+}
+
 /// Why a declaration was not cancelled.
 #[derive(Debug, thiserror::Error)]
 pub enum CancelError {

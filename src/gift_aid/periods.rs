@@ -50,6 +50,12 @@ impl YearEnd {
         self.on(self.period_end(date).year() + CLAIM_WITHIN_YEARS)
     }
 
+    /// Whether a gift received on `date` can still be claimed on `today`: until its deadline,
+    /// that day included.
+    pub fn claimable_on(self, date: Date, today: Date) -> bool {
+        today <= self.claim_deadline(date)
+    }
+
     fn on(self, year: i32) -> Date {
         Date::from_calendar_date(year, self.month, self.day).expect("checked when parsed")
     }
@@ -123,6 +129,11 @@ mod tests {
             march.claim_deadline(date!(2022 - 03 - 31)),
             date!(2026 - 03 - 31)
         );
+        // At the edge: the deadline day itself still claims; the day after does not.
+        let gift = date!(2022 - 04 - 01);
+        assert!(march.claimable_on(gift, date!(2027 - 03 - 31)));
+        assert!(!march.claimable_on(gift, date!(2027 - 04 - 01)));
+        assert!(!march.claimable_on(date!(2022 - 03 - 31), date!(2026 - 04 - 01)));
         let december = YearEnd::parse("12-31").unwrap();
         assert_eq!(
             december.period_end(date!(2026 - 01 - 01)),

@@ -98,7 +98,7 @@ pub async fn gifts(
                 country: row.country,
             },
         };
-        if rules.making.year_end.claim_deadline(gift.date) < today {
+        if !rules.making.year_end.claimable_on(gift.date, today) {
             eligible.expired.push(gift);
         } else {
             eligible.gifts.push(gift);

@@ -564,6 +564,17 @@ async fn every_cell_is_written_as_hmrc_asks() {
             ]),
         ]
     );
+    let workbook = f
+        .get(
+            &range(at("2026-06-01T00:00:00Z"), at("2026-08-01T00:00:00Z"), None),
+            Some(ODS),
+        )
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(crate::hmrc::check(&workbook, today()), Vec::<String>::new());
+    assert_eq!(crate::hmrc::cell(&workbook, "D13"), "01/07/26");
 }
 
 #[tokio::test]
@@ -929,6 +940,23 @@ async fn more_than_1000_lines_come_in_parts_and_a_claim_takes_one() {
     );
     let csv = csv.bytes().await.unwrap();
     assert_eq!(csv::Reader::from_reader(&csv[..]).records().count(), 1000);
+
+    // Each part is a workbook valid alone: its own items from 1, its own box 1.
+    for (part, rows, first_item, earliest) in [(1, 1000, "1", "01/11/26"), (2, 1, "1", "01/11/26")]
+    {
+        let workbook = f.get(&range(start, end, Some(part)), Some(ODS)).await;
+        let workbook = workbook.bytes().await.unwrap();
+        assert_eq!(
+            crate::hmrc::check(&workbook, today()),
+            Vec::<String>::new(),
+            "part {part}"
+        );
+        let read = crate::hmrc::rows(&workbook);
+        assert_eq!(read.len(), rows, "part {part}");
+        assert_eq!(read[0][0], first_item);
+        assert_eq!(read[rows - 1][0], rows.to_string());
+        assert_eq!(crate::hmrc::cell(&workbook, "D13"), earliest);
+    }
 
     // A claim takes one part; what is left is a schedule of its own.
     let claim = f
@@ -2238,4 +2266,76 @@ async fn a_declaration_keeps_its_words_ends_when_cancelled_and_a_donor_can_see_t
         .get("/v1/finance/gift-aid/donors?tax_year=2026", None)
         .await;
     assert_problem(bad, 400, "bad-parameter").await;
+}
+
+#[tokio::test]
+async fn a_declaration_made_on_a_later_form_is_recorded_by_hmrcs_rules_and_covers_the_gifts() {
+    let f = finance_app().await;
+    let now = OffsetDateTime::now_utc();
+    // A gift made without Gift Aid; the donor fills in a form a week later.
+    let gift_id = f
+        .give(Gift {
+            donor: Some(("Łukasz", "Nowak-Kowalski")),
+            ..gift("lukasz@example.org", 6000, now - days(7))
+        })
+        .await;
+    let post = |token: String, body: Value| {
+        let f = &f;
+        async move {
+            f.app
+                .http
+                .post(format!(
+                    "{}/v1/finance/gift-aid/declarations",
+                    f.app.address
+                ))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let form = json!({
+        "email": "lukasz@example.org", "title": "Dr.", "first_name": "Łukasz",
+        "last_name": "Nowak-Kowalski", "house_name_or_number": "4", "postcode": "ec1a1bb",
+        "wording_version": "paper-2026-1",
+        "wording": quickdonate::gift_aid::declaration("Example Charity"),
+    });
+    assert_problem(post(f.token.clone(), form.clone()).await, 403, "forbidden").await;
+    // What HMRC could not read is refused, each field named.
+    let mut bad = form.clone();
+    bad["first_name"] = json!("Лукаш");
+    bad["postcode"] = json!("nowhere");
+    bad["wording"] = json!("");
+    let problem = assert_problem(post(f.admin.clone(), bad).await, 422, "validation").await;
+    assert_eq!(
+        problem_fields(&problem),
+        ["first_name", "postcode", "wording"]
+    );
+
+    let made = post(f.admin.clone(), form).await;
+    assert_eq!(made.status(), 201);
+    let made: Value = made.json().await.unwrap();
+    assert_eq!(made["source"], "later_form");
+    assert_eq!(made["wording_version"], "paper-2026-1");
+    assert_eq!(made["donation_id"], Value::Null);
+    // It covers the gift of a week ago (4 years back), written as HMRC reads it.
+    let schedule = f.schedule(now - days(10), now).await;
+    assert_eq!(donation_ids(&schedule), [gift_id]);
+    assert_eq!(
+        cells(&schedule)[0][..5],
+        ["Dr", "Lukasz", "Nowak Kowalski", "4", "EC1A 1BB"].map(String::from)
+    );
+    let workbook = f
+        .get(&range(now - days(10), now, None), Some(ODS))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(crate::hmrc::check(&workbook, today()), Vec::<String>::new());
+    let log = audit_rows(&f.app).await;
+    assert!(
+        log.iter()
+            .any(|row| row.2 == "POST /v1/finance/gift-aid/declarations" && row.0 == "trustee")
+    );
 }

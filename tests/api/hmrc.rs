@@ -484,6 +484,32 @@ fn parse_decimal(s: &str) -> Option<Decimal> {
     })
 }
 
+/// Not a test but the checker as a tool, for a workbook of your own (one downloaded from a
+/// running service, say): `HMRC_WORKBOOK=claim.ods cargo test --test api hmrc::check_a_workbook
+/// -- --ignored --nocapture` prints what HMRC's checks would say of it, and fails if anything.
+#[test]
+#[ignore = "a tool, run by hand on the workbook named by HMRC_WORKBOOK"]
+fn check_a_workbook() {
+    let path = std::env::var("HMRC_WORKBOOK").expect("HMRC_WORKBOOK names a workbook");
+    let ods = std::fs::read(&path).expect("the workbook reads");
+    let today = quickdonate::timestamps::uk_date(time::OffsetDateTime::now_utc());
+    let problems = check(&ods, today);
+    println!(
+        "{path}: sheet {:?}, D13 {:?}, D17 {:?}, {} donation row(s)",
+        calamine::open_workbook_from_rs::<Ods<_>, _>(Cursor::new(ods.clone()))
+            .map(|book| book.sheet_names())
+            .unwrap_or_default(),
+        cell(&ods, "D13"),
+        cell(&ods, "D17"),
+        rows(&ods).len()
+    );
+    for problem in &problems {
+        println!("  {problem}");
+    }
+    println!("{} problem(s)", problems.len());
+    assert!(problems.is_empty());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

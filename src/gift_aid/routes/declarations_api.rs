@@ -2,7 +2,217 @@
 //! donor's Gift Aid gifts in a tax year (`GET .../donors?tax_year=2026-27`, JSON or CSV).
 
 use super::*;
-use crate::gift_aid::declarations::{self, CancelError, Declaration, Donor};
+use crate::gift_aid::declarations::{self, CancelError, Declaration, Donor, Later};
+use crate::gift_aid::donor::{self, Declared};
+
+/// The body of `POST /v1/finance/gift-aid/declarations`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = GiftAidLaterDeclaration)]
+#[allow(dead_code)]
+struct LaterBody {
+    email: String,
+    title: Option<String>,
+    /// As on the donor's tax records, in Latin letters.
+    first_name: String,
+    last_name: String,
+    house_name_or_number: String,
+    /// Required in the UK (HMRC's pattern); outside it, any.
+    postcode: Option<String>,
+    /// Default `GB`.
+    country: Option<String>,
+    /// The words the donor agreed to, and their version.
+    wording_version: String,
+    wording: String,
+    /// RFC 3339: when the donor declared; default now.
+    declared_at: Option<String>,
+    /// RFC 3339: the earliest gift it covers; default 4 years before `declared_at`.
+    covers_from: Option<String>,
+}
+
+/// `POST /v1/finance/gift-aid/declarations`: a declaration made on a later form.
+#[utoipa::path(
+    post,
+    path = "/v1/finance/gift-aid/declarations",
+    operation_id = "recordGiftAidDeclaration",
+    tag = "finance",
+    summary = "Record a Gift Aid declaration made on a later form",
+    description = "A declaration the donor made after giving (a thank-you page, a paper \
+                   form), with the words they agreed to: its name and address checked by the \
+                   rules HMRC's schedule applies, as the donation form checks them. Admin \
+                   tokens only; audited.",
+    security(("bearerAuth" = [])),
+    request_body(content = LaterBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The declaration.", body = Declaration),
+        (status = 422, description = "`/problems/validation`: each field at fault named.",
+         body = Problem, content_type = "application/problem+json"),
+        Refusals,
+    ),
+)]
+pub(super) async fn record_declaration(
+    State(db): State<PgPool>,
+    Admin(caller): Admin,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let later = parse_later(&body)?;
+    let declaration = declarations::record(&db, &later, &caller).await?;
+    tracing::info!(declaration_id = %declaration.id, "a Gift Aid declaration made on a later form recorded");
+    Ok((StatusCode::CREATED, Json(declaration)).into_response())
+}
+
+/// A later form's declaration, every field at fault named at once.
+fn parse_later(body: &Value) -> Result<Later, Problem> {
+    const FIELDS: [&str; 11] = [
+        "email",
+        "title",
+        "first_name",
+        "last_name",
+        "house_name_or_number",
+        "postcode",
+        "country",
+        "wording_version",
+        "wording",
+        "declared_at",
+        "covers_from",
+    ];
+    let Some(object) = body.as_object() else {
+        return Err(Problem::invalid(vec![FieldError::new(
+            "",
+            "must be a JSON object",
+        )]));
+    };
+    let mut errors: Vec<FieldError> = object
+        .keys()
+        .filter(|key| !FIELDS.contains(&key.as_str()))
+        .map(|key| FieldError::new(key.clone(), "is not a known field"))
+        .collect();
+    let mut text = |name: &str, required: bool, max: usize| -> Option<String> {
+        match object.get(name) {
+            None | Some(Value::Null) if !required => None,
+            Some(Value::String(raw))
+                if !raw.trim().is_empty()
+                    && raw.chars().count() <= max
+                    && !raw.chars().any(char::is_control) =>
+            {
+                Some(raw.trim().to_owned())
+            }
+            _ => {
+                errors.push(FieldError::new(
+                    name,
+                    format!(
+                        "{}: 1 to {max} characters",
+                        if required {
+                            "is required"
+                        } else {
+                            "must be text"
+                        }
+                    ),
+                ));
+                None
+            }
+        }
+    };
+    let email = text("email", true, 254);
+    let title = text("title", false, 20);
+    let first = text("first_name", true, 100);
+    let last = text("last_name", true, 100);
+    let house = text("house_name_or_number", true, donor::HOUSE_MAX);
+    let postcode = text("postcode", false, 16);
+    let country = text("country", false, 56).unwrap_or_else(|| "GB".to_owned());
+    let wording_version = text("wording_version", true, 64);
+    let wording = text("wording", true, 2000);
+    let mut time = |name: &str| match object.get(name) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(raw)) => match parse_time(raw) {
+            Ok(at) => Some(at),
+            Err(message) => {
+                errors.push(FieldError::new(name, message));
+                None
+            }
+        },
+        Some(_) => {
+            errors.push(FieldError::new(
+                name,
+                "must be an RFC 3339 time with an offset",
+            ));
+            None
+        }
+    };
+    let declared_at = time("declared_at").unwrap_or_else(OffsetDateTime::now_utc);
+    let covers_from = time("covers_from").unwrap_or_else(|| {
+        declared_at
+            .replace_year(declared_at.year() - 4)
+            .unwrap_or(declared_at - time::Duration::days(4 * 365))
+    });
+    if covers_from > declared_at {
+        errors.push(FieldError::new("covers_from", "is after declared_at"));
+    }
+    if declared_at > OffsetDateTime::now_utc() + time::Duration::minutes(5) {
+        errors.push(FieldError::new("declared_at", "is in the future"));
+    }
+    // HMRC's rules, as the donation form applies them.
+    for (name, value, rule) in [
+        ("first_name", &first, donor::first_name as fn(&str) -> _),
+        ("last_name", &last, donor::last_name),
+    ] {
+        if let Some(Err(unwritable)) = value.as_deref().map(rule) {
+            errors.push(FieldError::new(name, unwritable.name_message()));
+        }
+    }
+    let declared = Declared {
+        title,
+        first_name: first.clone().unwrap_or_default(),
+        last_name: last.clone().unwrap_or_default(),
+        house_name_or_number: house.clone().unwrap_or_default(),
+        postcode: postcode.clone(),
+        country: country.clone(),
+    };
+    if house.is_some()
+        && let Err(unwritable) = donor::house(&declared)
+    {
+        errors.push(FieldError::new(
+            "house_name_or_number",
+            unwritable.address_message(),
+        ));
+    }
+    let postcode = if donor::is_uk(&country) {
+        match postcode.as_deref().map(donor::uk_postcode) {
+            Some(Some(postcode)) => Some(postcode),
+            _ => {
+                errors.push(FieldError::new(
+                    "postcode",
+                    "is required in the UK: a postcode like SW1A 1AA, as HMRC writes them",
+                ));
+                None
+            }
+        }
+    } else {
+        postcode
+    };
+    let options = email_address::Options::default()
+        .with_required_tld()
+        .without_display_text()
+        .without_domain_literal();
+    if let Some(email) = &email
+        && email_address::EmailAddress::parse_with_options(email, options).is_err()
+    {
+        errors.push(FieldError::new("email", "must be an email address"));
+    }
+    match (email, wording_version, wording) {
+        (Some(email), Some(wording_version), Some(wording)) if errors.is_empty() => Ok(Later {
+            email,
+            donor: Declared {
+                postcode,
+                ..declared
+            },
+            wording_version,
+            wording,
+            declared_at,
+            covers_from,
+        }),
+        _ => Err(Problem::invalid(errors)),
+    }
+}
 
 /// The body of `POST /v1/finance/gift-aid/declarations/{id}/cancel`.
 #[derive(serde::Deserialize, utoipa::ToSchema)]

@@ -63,6 +63,7 @@ where
         .routes(routes!(schedule_api::show_expiring))
         .routes(routes!(claims_api::create_claim, claims_api::list_claims))
         .routes(routes!(claims_api::show_claim, claims_api::move_claim))
+        .routes(routes!(declarations_api::record_declaration))
         .routes(routes!(declarations_api::cancel_declaration))
         .routes(routes!(declarations_api::show_donors))
 }
