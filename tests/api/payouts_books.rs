@@ -78,6 +78,20 @@ async fn a_payout_for_the_books_has_its_trace_its_split_and_its_line_in_the_acco
     let shown = reconciliation(&app, po).await;
     assert_eq!(shown["trace_id"], "TRC-0001-2026");
     assert_eq!(shown["trace_status"], "supported");
+    // An older snapshot, from before the bank gave the trace id (with the arrival day then
+    // expected), changes nothing.
+    let mut older = payout(po, total, "in_transit", "in_progress");
+    older["trace_id"] = json!({"status": "pending", "value": null});
+    older["arrival_date"] = json!(ARRIVAL - 86_400);
+    app.deliver(&event("payout.updated", older, ARRIVAL - 2 * 86_400))
+        .await;
+    app.apply_events().await;
+    let again = reconciliation(&app, po).await;
+    assert_eq!(
+        (&again["status"], &again["trace_id"], &again["trace_status"]),
+        (&json!("paid"), &json!("TRC-0001-2026"), &json!("supported"))
+    );
+    assert_eq!(again["arrival_date"], shown["arrival_date"]);
     assert_eq!(shown["statement_descriptor"], "KASHMIR APPEAL");
     assert_eq!(shown["method"], "standard");
     assert_eq!(shown["automatic"], true);

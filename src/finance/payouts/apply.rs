@@ -125,17 +125,26 @@ async fn apply_one(tx: &mut PgConnection, work: &PayoutWork) -> sqlx::Result<()>
                    CASE WHEN $12 THEN now() END, $13, $15, $16, $17, $18, $19)
            ON CONFLICT (id) DO UPDATE SET
                trace_id = coalesce(EXCLUDED.trace_id, payouts.trace_id),
-               trace_status = CASE WHEN EXCLUDED.trace_id IS NOT NULL OR payouts.trace_id IS NULL
-                                   THEN coalesce(EXCLUDED.trace_status, payouts.trace_status)
-                                   ELSE payouts.trace_status END,
-               statement_descriptor = coalesce(EXCLUDED.statement_descriptor,
-                                               payouts.statement_descriptor),
+               trace_status = CASE WHEN EXCLUDED.trace_id IS NOT NULL THEN EXCLUDED.trace_status
+                                   WHEN payouts.trace_id IS NOT NULL THEN payouts.trace_status
+                                   WHEN $14 THEN coalesce(EXCLUDED.trace_status,
+                                                          payouts.trace_status)
+                                   ELSE coalesce(payouts.trace_status, EXCLUDED.trace_status)
+                              END,
+               statement_descriptor = CASE WHEN $14 THEN coalesce(EXCLUDED.statement_descriptor,
+                                                                  payouts.statement_descriptor)
+                                           ELSE coalesce(payouts.statement_descriptor,
+                                                         EXCLUDED.statement_descriptor)
+                                      END,
                method = coalesce(EXCLUDED.method, payouts.method),
                automatic = coalesce(EXCLUDED.automatic, payouts.automatic),
                status = CASE WHEN $14 THEN EXCLUDED.status ELSE payouts.status END,
                status_rank = CASE WHEN $14 THEN EXCLUDED.status_rank ELSE payouts.status_rank END,
                status_at = CASE WHEN $14 THEN EXCLUDED.status_at ELSE payouts.status_at END,
-               arrival_date = coalesce(EXCLUDED.arrival_date, payouts.arrival_date),
+               arrival_date = CASE WHEN $14 THEN coalesce(EXCLUDED.arrival_date,
+                                                          payouts.arrival_date)
+                                   ELSE coalesce(payouts.arrival_date, EXCLUDED.arrival_date)
+                              END,
                balance_transaction_id = coalesce(payouts.balance_transaction_id,
                                                  EXCLUDED.balance_transaction_id),
                failure_balance_transaction_id = coalesce(payouts.failure_balance_transaction_id,

@@ -1,5 +1,7 @@
-//! `GET /v1/finance/gift-aid/schedule`, `.../expiring`, `.../claims` and `.../claims/{id}`: any
-//! finance token; `POST .../claims` and `PATCH .../claims/{id}`: admins only. Every one audited.
+//! Gift Aid's routes: the schedule and the gifts near the 4-year limit (`schedule_api.rs`),
+//! claims and their life (`claims_api.rs`), declarations recorded, cancelled, and each donor's
+//! tax year (`declarations_api.rs`). Reads take any finance token; `POST .../claims`,
+//! `PATCH .../claims/{id}` and the declarations' `POST`s take an admin's. Every one audited.
 //!
 //! The schedule and a claim answer as JSON, as CSV with HMRC's columns (item number first), or
 //! as HMRC's own workbook (`R68GAD_V1_00_0_EN`), by `Accept`. Box 1 (the earliest donation
