@@ -1449,8 +1449,13 @@ async fn every_gift_aid_read_and_claim_is_audited() {
     f.get(&schedule_path, None).await;
     let claim = f.claimed(from, to).await;
     let id = claim["id"].as_str().unwrap();
-    f.get(&format!("/v1/finance/gift-aid/claims/{id}"), Some(ODS))
-        .await;
+    let workbook = f
+        .get(&format!("/v1/finance/gift-aid/claims/{id}"), Some(ODS))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(crate::hmrc::check(&workbook, today()), Vec::<String>::new());
 
     let log = audit_rows(&f.app).await;
     let new: Vec<(String, String, String, Value, i64)> = log[before..].to_vec();
