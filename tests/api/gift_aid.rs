@@ -2344,3 +2344,117 @@ async fn a_declaration_made_on_a_later_form_is_recorded_by_hmrcs_rules_and_cover
             .any(|row| row.2 == "POST /v1/finance/gift-aid/declarations" && row.0 == "trustee")
     );
 }
+
+#[tokio::test]
+async fn claims_and_adjustments_made_before_this_release_keep_their_meaning() {
+    // A database as the release before claims had a life left it: two claims, the second
+    // carrying an adjustment of the whole gift the first claimed (as adjustments were then).
+    let (db_name, url) = fresh_database_url().await;
+    let ours = 20261207000006;
+    let before = quickdonate::db::MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| *v < ours)
+        .max()
+        .unwrap();
+    {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        quickdonate::db::MIGRATOR
+            .run_to(before, &pool)
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            r#"INSERT INTO campaigns (slug, title, currency, min_amount, max_amount)
+                   VALUES ('kashmir', 'Kashmir Campaign', 'gbp', 200, 1000000);
+               INSERT INTO donations (id, campaign, frequency, amount, cover_fees_amount,
+                                      total_amount, currency, donor_email, donor_first_name,
+                                      donor_last_name, status, payment_status,
+                                      payment_status_at, amount_received, received_currency,
+                                      refunded_amount, created_at)
+                   VALUES ('0194a2c0-0000-7000-8000-000000000002', 'kashmir', 'one_off', 6000,
+                           0, 6000, 'gbp', 'old@example.org', 'Olive', 'Hale', 'refunded',
+                           'succeeded', '2026-10-10T10:00:00Z', 6000, 'gbp', 6000,
+                           '2026-10-10T10:00:00Z'),
+                          ('0194a2c0-0000-7000-8000-000000000003', 'kashmir', 'one_off', 4000,
+                           0, 4000, 'gbp', 'old@example.org', 'Olive', 'Hale', 'succeeded',
+                           'succeeded', '2026-10-20T10:00:00Z', 4000, 'gbp', 0,
+                           '2026-10-20T10:00:00Z');
+               INSERT INTO gift_aid_claims (id, created_by, range_from, range_to, part)
+                   VALUES ('0194a2c0-0000-7000-8000-0000000000c1', 'treasurer',
+                           '2026-10-01T00:00:00Z', '2026-10-15T00:00:00Z', 1),
+                          ('0194a2c0-0000-7000-8000-0000000000c2', 'treasurer',
+                           '2026-10-15T00:00:00Z', '2026-11-01T00:00:00Z', 1);
+               INSERT INTO gift_aid_claim_lines (claim_id, line, title, first_name, last_name,
+                                                 house_name_or_number, postcode,
+                                                 aggregated_donations, sponsored_event,
+                                                 donation_date, amount)
+                   VALUES ('0194a2c0-0000-7000-8000-0000000000c1', 1, 'Mrs', 'Olive', 'Hale',
+                           '3', 'E1 6AN', '', '', '2026-10-10', 6000),
+                          ('0194a2c0-0000-7000-8000-0000000000c2', 1, 'Mrs', 'Olive', 'Hale',
+                           '3', 'E1 6AN', '', '', '2026-10-20', 4000);
+               INSERT INTO gift_aid_claimed_donations (donation_id, claim_id, line, amount)
+                   VALUES ('0194a2c0-0000-7000-8000-000000000002',
+                           '0194a2c0-0000-7000-8000-0000000000c1', 1, 6000),
+                          ('0194a2c0-0000-7000-8000-000000000003',
+                           '0194a2c0-0000-7000-8000-0000000000c2', 1, 4000);
+               INSERT INTO gift_aid_adjustments (donation_id, claim_id, amount, reason)
+                   VALUES ('0194a2c0-0000-7000-8000-000000000002',
+                           '0194a2c0-0000-7000-8000-0000000000c2', 6000, 'refunded');"#,
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+    let app = spawn_app_on(db_name, |s| {
+        s.apply_events = false;
+        s.gift_aid_claim_after_payout = false;
+    })
+    .await;
+    let f = finance_on(app).await;
+
+    // Both claims stand, prepared; the adjustment is the tax on what it repaid, its cause kept.
+    let second: Value = f
+        .get(
+            "/v1/finance/gift-aid/claims/0194a2c0-0000-7000-8000-0000000000c2",
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["status"], "prepared");
+    assert_eq!(second["earliest_donation_date"], "2026-10-20");
+    assert_eq!(second["overclaimed_tax"], 1500, "{second}");
+    assert_eq!(
+        second["adjustments"],
+        json!([{"donation_id": "0194a2c0-0000-7000-8000-000000000002",
+                "claim_id": "0194a2c0-0000-7000-8000-0000000000c1",
+                "cause": "before:0194a2c0-0000-7000-8000-000000000002", "cause_kind": "before",
+                "given_back": 6000, "tax": 1500, "currency": "gbp"}])
+    );
+    let list: Value = f
+        .get("/v1/finance/gift-aid/claims", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+    // Neither gift is claimed again; the adjustment is not made twice.
+    let schedule = f
+        .schedule(at("2026-10-01T00:00:00Z"), at("2026-11-01T00:00:00Z"))
+        .await;
+    assert_eq!(schedule["rows"], json!([]));
+    assert_eq!(schedule["adjustments"], json!([]));
+    let workbook = f
+        .get(
+            "/v1/finance/gift-aid/claims/0194a2c0-0000-7000-8000-0000000000c2",
+            Some(ODS),
+        )
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(crate::hmrc::check(&workbook, today()), Vec::<String>::new());
+    assert_eq!(crate::hmrc::cell(&workbook, "D17"), "15.00");
+}
