@@ -204,9 +204,10 @@ pub async fn donors(db: impl PgExecutor<'_>, year: i32) -> sqlx::Result<Vec<Dono
         r#"SELECT d.id, lower(d.donor_email) AS "email!", g.first_name, g.last_name,
                   (coalesce(d.payment_status_at, d.created_at) AT TIME ZONE 'Europe/London')::date
                       AS "date!",
-                  d.amount - gift_given_back(d.id) AS "amount!", g.id AS declaration_id,
+                  d.amount - back.given AS "amount!", g.id AS declaration_id,
                   c.claim_id AS "claim_id?", k.status AS "claim_status?"
            FROM donations d
+           CROSS JOIN LATERAL (SELECT gift_given_back(d.id) AS given) back
            CROSS JOIN LATERAL (
                SELECT g.id, g.first_name, g.last_name FROM gift_aid_declarations g
                WHERE lower(g.donor_email) = lower(d.donor_email)
@@ -223,7 +224,7 @@ pub async fn donors(db: impl PgExecutor<'_>, year: i32) -> sqlx::Result<Vec<Dono
            WHERE d.currency = 'gbp' AND d.payment_status = 'succeeded'
              AND (coalesce(d.payment_status_at, d.created_at) AT TIME ZONE 'Europe/London')::date
                  BETWEEN $1 AND $2
-             AND d.amount - gift_given_back(d.id) > 0
+             AND d.amount - back.given > 0
            ORDER BY lower(d.donor_email), coalesce(d.payment_status_at, d.created_at), d.id"#,
         first,
         last

@@ -436,6 +436,26 @@ fn today() -> time::Date {
     quickdonate::timestamps::uk_date(OffsetDateTime::now_utc())
 }
 
+/// A fresh database as the release before migration `ours` left it, holding what `sql` writes;
+/// its name, for an app to open (and migrate the rest of the way).
+async fn database_as_left_before(ours: i64, sql: &'static str) -> String {
+    let (db_name, url) = fresh_database_url().await;
+    let before = quickdonate::db::MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| *v < ours)
+        .max()
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    quickdonate::db::MIGRATOR
+        .run_to(before, &pool)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+    pool.close().await;
+    db_name
+}
+
 fn days(n: i64) -> time::Duration {
     time::Duration::days(n)
 }
@@ -1491,22 +1511,9 @@ async fn every_gift_aid_read_and_claim_is_audited() {
 #[tokio::test]
 async fn declarations_made_before_this_release_become_records_of_their_own() {
     // A database as the release before this one left it: a declaration keyed by its donation.
-    let (db_name, url) = fresh_database_url().await;
-    let ours = 20261129000003;
-    let before = quickdonate::db::MIGRATOR
-        .iter()
-        .map(|m| m.version)
-        .filter(|v| *v < ours)
-        .max()
-        .unwrap();
-    {
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        quickdonate::db::MIGRATOR
-            .run_to(before, &pool)
-            .await
-            .unwrap();
-        sqlx::raw_sql(
-            r#"INSERT INTO campaigns (slug, title, currency, min_amount, max_amount)
+    let db_name = database_as_left_before(
+        20261129000003,
+        r#"INSERT INTO campaigns (slug, title, currency, min_amount, max_amount)
                    VALUES ('kashmir', 'Kashmir Campaign', 'gbp', 200, 1000000);
                INSERT INTO donations (id, campaign, frequency, amount, cover_fees_amount,
                                       total_amount, currency, donor_email, donor_first_name,
@@ -1521,12 +1528,8 @@ async fn declarations_made_before_this_release_become_records_of_their_own() {
                                                   postcode, country, declared_at)
                    VALUES ('0194a2c0-0000-7000-8000-000000000001', 'Mrs', '3', 'E1 6AN', 'GB',
                            '2026-10-10T10:00:00Z');"#,
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
-        pool.close().await;
-    }
+    )
+    .await;
     let app = spawn_app_on(db_name, |s| {
         s.apply_events = false;
         s.gift_aid_claim_after_payout = false;
@@ -1684,6 +1687,9 @@ async fn a_claim_moves_through_its_life_and_a_rejected_one_releases_its_donation
     // A move missing what HMRC said names the field.
     let bare = f.move_claim(id, json!({"status": "submitted"})).await;
     let problem = assert_problem(bare, 422, "validation").await;
+    assert_eq!(problem_fields(&problem), ["hmrc_reference"]);
+    let long = json!({"status": "submitted", "hmrc_reference": "C".repeat(65)});
+    let problem = assert_problem(f.move_claim(id, long).await, 422, "validation").await;
     assert_eq!(problem_fields(&problem), ["hmrc_reference"]);
 
     let submitted = f
@@ -2349,22 +2355,9 @@ async fn a_declaration_made_on_a_later_form_is_recorded_by_hmrcs_rules_and_cover
 async fn claims_and_adjustments_made_before_this_release_keep_their_meaning() {
     // A database as the release before claims had a life left it: two claims, the second
     // carrying an adjustment of the whole gift the first claimed (as adjustments were then).
-    let (db_name, url) = fresh_database_url().await;
-    let ours = 20261207000006;
-    let before = quickdonate::db::MIGRATOR
-        .iter()
-        .map(|m| m.version)
-        .filter(|v| *v < ours)
-        .max()
-        .unwrap();
-    {
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        quickdonate::db::MIGRATOR
-            .run_to(before, &pool)
-            .await
-            .unwrap();
-        sqlx::raw_sql(
-            r#"INSERT INTO campaigns (slug, title, currency, min_amount, max_amount)
+    let db_name = database_as_left_before(
+        20261207000006,
+        r#"INSERT INTO campaigns (slug, title, currency, min_amount, max_amount)
                    VALUES ('kashmir', 'Kashmir Campaign', 'gbp', 200, 1000000);
                INSERT INTO donations (id, campaign, frequency, amount, cover_fees_amount,
                                       total_amount, currency, donor_email, donor_first_name,
@@ -2400,12 +2393,8 @@ async fn claims_and_adjustments_made_before_this_release_keep_their_meaning() {
                INSERT INTO gift_aid_adjustments (donation_id, claim_id, amount, reason)
                    VALUES ('0194a2c0-0000-7000-8000-000000000002',
                            '0194a2c0-0000-7000-8000-0000000000c2', 6000, 'refunded');"#,
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
-        pool.close().await;
-    }
+    )
+    .await;
     let app = spawn_app_on(db_name, |s| {
         s.apply_events = false;
         s.gift_aid_claim_after_payout = false;

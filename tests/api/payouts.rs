@@ -88,6 +88,35 @@ pub fn payout(id: &str, amount: i64, status: &str, reconciliation: &str) -> Valu
     })
 }
 
+/// A refund of `amount` of a paid gift of `charged` (PaymentIntent `pi`), succeeded at once,
+/// its balance transaction in `payout`, delivered and applied.
+pub async fn refund_in(
+    app: &TestApp,
+    stripe: &StripeObjects,
+    pi: &str,
+    charged: i64,
+    id: &str,
+    amount: i64,
+    payout: &str,
+) {
+    let charge = format!("ch_{}", &pi[3..]);
+    let txn = format!("txn_{id}");
+    let mut refund = objects::refund(id, &charge, pi, amount, "succeeded");
+    refund["balance_transaction"] = json!(txn);
+    stripe.put(refund.clone());
+    stripe.put(transaction(&txn, "refund", -amount, 0, id, Some(payout)));
+    stripe.put(objects::charge(
+        &charge,
+        pi,
+        charged,
+        amount,
+        Some(&format!("txn_{charge}")),
+    ));
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    app.deliver(&event("refund.created", refund, now)).await;
+    app.apply_events().await;
+}
+
 pub async fn reconciliation(app: &TestApp, id: &str) -> Value {
     read(app, &format!("/v1/finance/payouts/{id}")).await
 }
@@ -110,32 +139,7 @@ async fn a_payout_over_several_pages_reconciles_to_the_penny() {
     // A refund of the second gift, taken from the same payout.
     let (refunded, pi, net) = paid(&app, &stripe, 2000, 50, Some(po)).await;
     total += net;
-    let charge = format!("ch_{}", &pi[3..]);
-    let mut refund = objects::refund("re_payout_1", &charge, &pi, 700, "succeeded");
-    refund["balance_transaction"] = json!("txn_re_payout_1");
-    stripe.put(refund.clone());
-    stripe.put(transaction(
-        "txn_re_payout_1",
-        "refund",
-        -700,
-        0,
-        "re_payout_1",
-        Some(po),
-    ));
-    stripe.put(objects::charge(
-        &charge,
-        &pi,
-        2000,
-        700,
-        Some(&format!("txn_{charge}")),
-    ));
-    app.deliver(&event(
-        "refund.created",
-        refund,
-        OffsetDateTime::now_utc().unix_timestamp(),
-    ))
-    .await;
-    app.apply_events().await;
+    refund_in(&app, &stripe, &pi, 2000, "re_payout_1", 700, po).await;
     total -= 700;
 
     stripe.put(transaction(

@@ -11,7 +11,7 @@ use quickdonate::operators::access::Role;
 
 use crate::finance_access::{get_with, token};
 use crate::helpers::{event, objects};
-use crate::payouts::{paid, payout, payouts_app, read, reconciliation, transaction};
+use crate::payouts::{paid, payout, payouts_app, read, reconciliation, refund_in, transaction};
 
 /// 2026-12-01 12:00 UTC, as Stripe writes an arrival date.
 const ARRIVAL: i64 = 1_796_126_400;
@@ -27,32 +27,7 @@ async fn a_payout_for_the_books_has_its_trace_its_split_and_its_line_in_the_acco
     // A refund taken from the payout, and an adjustment that is not ours (Stripe's).
     let (_, pi, net) = paid(&app, &stripe, 2000, 50, Some(po)).await;
     total += net;
-    let charge = format!("ch_{}", &pi[3..]);
-    let mut refund = objects::refund("re_books", &charge, &pi, 700, "succeeded");
-    refund["balance_transaction"] = json!("txn_re_books");
-    stripe.put(refund.clone());
-    stripe.put(transaction(
-        "txn_re_books",
-        "refund",
-        -700,
-        0,
-        "re_books",
-        Some(po),
-    ));
-    stripe.put(objects::charge(
-        &charge,
-        &pi,
-        2000,
-        700,
-        Some(&format!("txn_{charge}")),
-    ));
-    app.deliver(&event(
-        "refund.created",
-        refund,
-        OffsetDateTime::now_utc().unix_timestamp(),
-    ))
-    .await;
-    app.apply_events().await;
+    refund_in(&app, &stripe, &pi, 2000, "re_books", 700, po).await;
     total -= 700;
     let mut adjustment = transaction("txn_adj_books", "adjustment", -100, 0, "adj_1", Some(po));
     adjustment["reporting_category"] = json!("other_adjustment");

@@ -364,22 +364,7 @@ fn parse_move(body: &Value) -> Result<Move, Problem> {
             errors.push(FieldError::new(key.clone(), "is not a field of this move"));
         }
     }
-    let mut text = |name: &str, max: usize| match object.get(name).and_then(Value::as_str) {
-        Some(raw)
-            if !raw.trim().is_empty()
-                && raw.chars().count() <= max
-                && !raw.chars().any(char::is_control) =>
-        {
-            Some(raw.trim().to_owned())
-        }
-        _ => {
-            errors.push(FieldError::new(
-                name,
-                format!("is required: 1 to {max} characters"),
-            ));
-            None
-        }
-    };
+    let mut text = |name: &str, max: usize| text_field(object, name, true, max, &mut errors);
     let change = match object.get("status").and_then(Value::as_str) {
         Some("submitted") => {
             text("hmrc_reference", 64).map(|hmrc_reference| Move::Submitted { hmrc_reference })

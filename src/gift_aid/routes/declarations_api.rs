@@ -86,31 +86,8 @@ fn parse_later(body: &Value) -> Result<Later, Problem> {
         .filter(|key| !FIELDS.contains(&key.as_str()))
         .map(|key| FieldError::new(key.clone(), "is not a known field"))
         .collect();
-    let mut text = |name: &str, required: bool, max: usize| -> Option<String> {
-        match object.get(name) {
-            None | Some(Value::Null) if !required => None,
-            Some(Value::String(raw))
-                if !raw.trim().is_empty()
-                    && raw.chars().count() <= max
-                    && !raw.chars().any(char::is_control) =>
-            {
-                Some(raw.trim().to_owned())
-            }
-            _ => {
-                errors.push(FieldError::new(
-                    name,
-                    format!(
-                        "{}: 1 to {max} characters",
-                        if required {
-                            "is required"
-                        } else {
-                            "must be text"
-                        }
-                    ),
-                ));
-                None
-            }
-        }
+    let mut text = |name: &str, required: bool, max: usize| {
+        text_field(object, name, required, max, &mut errors)
     };
     let email = text("email", true, 254);
     let title = text("title", false, 20);

@@ -110,6 +110,39 @@ fn today() -> time::Date {
     crate::timestamps::uk_date(OffsetDateTime::now_utc())
 }
 
+/// A text field of a body: trimmed, 1 to `max` characters, no control characters. Missing, it
+/// is `None`, with an error naming it if `required`; given badly, an error naming it.
+fn text_field(
+    object: &serde_json::Map<String, Value>,
+    name: &str,
+    required: bool,
+    max: usize,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    match object.get(name) {
+        None | Some(Value::Null) if !required => None,
+        Some(Value::String(raw))
+            if !raw.trim().is_empty()
+                && raw.chars().count() <= max
+                && !raw.chars().any(char::is_control) =>
+        {
+            Some(raw.trim().to_owned())
+        }
+        _ => {
+            let what = if required {
+                "is required"
+            } else {
+                "must be text"
+            };
+            errors.push(FieldError::new(
+                name,
+                format!("{what}: 1 to {max} characters"),
+            ));
+            None
+        }
+    }
+}
+
 /// `from` and `to`, both required; `from` not after `to`.
 fn required_range(params: &Params) -> Result<(OffsetDateTime, OffsetDateTime), Problem> {
     let (from, to) = params.range()?;
