@@ -27,6 +27,7 @@ pub mod payments;
 pub mod privacy;
 pub mod receipts;
 pub mod simulator;
+pub mod staff;
 pub mod telemetry;
 pub mod timestamps;
 pub mod webhooks;

@@ -44,6 +44,26 @@ pub fn decimal(amount: i64, currency: &str) -> String {
     format!("{sign}{}.{:02}", units / 100, units % 100)
 }
 
+/// [`format`] with its thousands grouped, as the donation page's script and the staff console
+/// write money: `£1,234.50`.
+pub fn grouped(amount: i64, currency: &str) -> String {
+    let full = format(amount, currency);
+    let start = full.find(|c: char| c.is_ascii_digit()).unwrap_or(0);
+    let digits = full[start..]
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(full.len(), |end| start + end);
+    let mut grouped = String::with_capacity(full.len() + 4);
+    grouped.push_str(&full[..start]);
+    for (i, digit) in full[start..digits].chars().enumerate() {
+        if i > 0 && (digits - start - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped.push_str(&full[digits..]);
+    grouped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,6 +141,7 @@ impl Application {
                 simulator.is_some(),
             ),
             gift_aid: crate::gift_aid::Rules::from_config(&config.gift_aid),
+            staff: crate::staff::StaffState::new(db.clone(), &config)?,
         };
         let abandoned = Abandoned::new(
             db.clone(),

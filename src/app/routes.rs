@@ -42,6 +42,16 @@ pub fn router(state: AppState, served: Served) -> Router {
     )
     .layer(browser::public_cors(served.allowed_origins));
 
+    // The finance API as the staff console calls it, in-process (see `staff::api`).
+    let (api, _) = OpenApiRouter::<AppState>::new()
+        .merge(crate::campaigns::router())
+        .merge(crate::finance::router())
+        .merge(crate::books::router())
+        .merge(crate::operators::router())
+        .merge(crate::gift_aid::routes::router())
+        .split_for_parts();
+    let api = crate::staff::api::Api::new(api.with_state(state.clone()));
+
     // Never called from a page: no CORS, so a browser refuses any cross-origin call.
     let mut private = OpenApiRouter::<AppState>::new()
         .merge(crate::operations::health::router())
@@ -52,7 +62,9 @@ pub fn router(state: AppState, served: Served) -> Router {
         .merge(crate::gift_aid::routes::router())
         .merge(crate::webhooks::router())
         // Same-origin with the API it calls, so it needs no CORS; framed by ALLOWED_ORIGINS.
-        .merge(crate::donate_page::router());
+        .merge(crate::donate_page::router())
+        // Same-origin pages for finance staff, never framed.
+        .merge(crate::staff::router().layer(Extension(api)));
     // The simulator's controls exist only when payments are simulated.
     if let Some(simulator) = served.simulator {
         private = private.merge(crate::simulator::routes::router(simulator));

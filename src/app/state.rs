@@ -9,6 +9,7 @@ use crate::campaigns::CampaignsState;
 use crate::donate_page::PageState;
 use crate::donations::DonationsState;
 use crate::finance::FinanceState;
+use crate::staff::StaffState;
 use crate::webhooks::IntakeState;
 
 #[derive(Clone, FromRef)]
@@ -24,4 +25,5 @@ pub struct AppState {
     pub finance: FinanceState,
     pub page: PageState,
     pub gift_aid: crate::gift_aid::Rules,
+    pub staff: StaffState,
 }

@@ -1,7 +1,8 @@
 //! The command line: `quickdonate` serves; `quickdonate migrate` only migrates; `events`,
-//! `receipts`, `tokens`, `export` and `donors` are for operators, and answer on stdout alone (their log goes to
+//! `receipts`, `tokens`, `staff`, `export` and `donors` are for operators, and answer on stdout alone (their log goes to
 //! stderr).
 
+mod staff;
 mod table;
 
 use std::io::IsTerminal;
@@ -59,6 +60,11 @@ enum Command {
     Tokens {
         #[command(subcommand)]
         command: TokensCommand,
+    },
+    /// The staff console's accounts: invite (a one-time passkey enrolment link), list, revoke.
+    Staff {
+        #[command(subcommand)]
+        command: staff::StaffCommand,
     },
     /// Donors' personal data.
     Donors {
@@ -195,6 +201,7 @@ impl Cli {
             Command::Events { .. }
             | Command::Receipts { .. }
             | Command::Tokens { .. }
+            | Command::Staff { .. }
             | Command::Export { .. }
             | Command::Donors { .. }
             | Command::Verify { .. } => crate::telemetry::Output::Stderr,
@@ -254,6 +261,17 @@ impl Cli {
                 let database = Database::open(&settings.database).await?;
                 let result = match database.migrate().await {
                     Ok(()) => tokens(&database.pool, command).await,
+                    Err(error) => Err(error),
+                };
+                database.close().await;
+                result
+            }
+            Command::Staff { command } => {
+                let database = Database::open(&settings.database).await?;
+                let result = match database.migrate().await {
+                    Ok(()) => {
+                        staff::run(&settings, &database.pool, command, &cli_caller().name).await
+                    }
                     Err(error) => Err(error),
                 };
                 database.close().await;

@@ -65,6 +65,41 @@ pub fn tokens(tokens: &[TokenInfo]) -> String {
     format!("{table}{} token(s)", tokens.len())
 }
 
+/// The console's accounts, as `staff list` shows them.
+pub fn staff(accounts: &[crate::staff::accounts::Account]) -> String {
+    let mut rows = vec![
+        [
+            "name",
+            "role",
+            "passkeys",
+            "sessions",
+            "last sign-in",
+            "created",
+            "revoked",
+        ]
+        .map(str::to_owned),
+    ];
+    rows.extend(accounts.iter().map(|account| {
+        [
+            account.name.clone(),
+            account.role.to_string(),
+            account.passkeys.to_string(),
+            account.live_sessions.to_string(),
+            account
+                .last_sign_in
+                .map(time)
+                .unwrap_or_else(|| "-".to_owned()),
+            time(account.created_at),
+            account
+                .revoked_at
+                .map(time)
+                .unwrap_or_else(|| "-".to_owned()),
+        ]
+    }));
+    let table = columns(&rows, &[false, false, true, true, false, false, false]);
+    format!("{table}{} account(s)", accounts.len())
+}
+
 /// The events `events list` found, as a table, and how many.
 pub fn events(events: &[EventSummary]) -> String {
     let mut rows = vec![

@@ -78,6 +78,9 @@ const ENV_KEYS: &[&str] = &[
     "GIFT_AID_YEAR_END",
     "GIFT_AID_CLAIM_AFTER_PAYOUT",
     "FEE_LOOKUP_AFTER",
+    "STAFF_ORIGIN",
+    "STAFF_SESSION_IDLE",
+    "STAFF_SESSION_MAX",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -157,6 +160,9 @@ pub struct Settings {
     pub gift_aid_year_end: String,
     pub gift_aid_claim_after_payout: bool,
     pub fee_lookup_after: String,
+    pub staff_origin: String,
+    pub staff_session_idle: String,
+    pub staff_session_max: String,
 }
 
 impl Settings {
@@ -215,6 +221,7 @@ pub struct Config {
     pub gift_aid: GiftAid,
     /// `FEE_LOOKUP_AFTER`: when a succeeded donation whose fee no event brought is looked up.
     pub fee_lookup_after: Duration,
+    pub staff: Staff,
 }
 
 impl Config {
@@ -364,6 +371,21 @@ pub struct Receipts {
 /// Whether only this machine can reach `address` (127.0.0.0/8, ::1, or ::ffff:127.x.x.x).
 pub fn is_loopback(address: SocketAddr) -> bool {
     address.ip().to_canonical().is_loopback()
+}
+
+/// The staff console: where it is served and how long its sessions last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staff {
+    /// `STAFF_ORIGIN`, without a trailing `/`: `http://localhost:8080`.
+    pub origin: String,
+    /// Its host: the relying party id passkeys are bound to.
+    pub host: String,
+    /// Whether it is https: the session cookie is then `Secure`.
+    pub secure: bool,
+    /// `STAFF_SESSION_IDLE`.
+    pub idle: Duration,
+    /// `STAFF_SESSION_MAX`.
+    pub max: Duration,
 }
 
 /// How Gift Aid is claimed.

@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::budget::{REQUEST_TIMEOUT, STRIPE_ATTEMPTS, max_stripe_timeout_secs, stripe_backoff};
 use super::{
     AppEnv, Captcha, CardTesting, Config, Database, Fees, FinanceReads, GiftAid, Limit,
-    PaymentsChoice, PaymentsMode, Receipts, Settings, Stripe, charity, is_loopback,
+    PaymentsChoice, PaymentsMode, Receipts, Settings, Staff, Stripe, charity, is_loopback,
 };
 
 impl Config {
@@ -79,6 +79,7 @@ impl Config {
             fee_lookup_after >= Duration::from_secs(60),
             "FEE_LOOKUP_AFTER: must be at least 1m: the charge's own events come first"
         );
+        let staff = staff(s)?;
         let instance_lease = duration("INSTANCE_LEASE", &s.instance_lease)?;
         let read_url = s
             .database_read_url
@@ -234,8 +235,55 @@ impl Config {
             },
             gift_aid,
             fee_lookup_after,
+            staff,
         })
     }
+}
+
+/// `STAFF_ORIGIN` and the console's session lengths.
+fn staff(s: &Settings) -> anyhow::Result<Staff> {
+    let raw = s.staff_origin.trim().trim_end_matches('/');
+    let uri: Uri = raw
+        .parse()
+        .ok()
+        .with_context(|| format!("STAFF_ORIGIN: {raw:?} is not an origin"))?;
+    let host = uri.host().unwrap_or_default().to_ascii_lowercase();
+    ensure!(
+        matches!(uri.scheme_str(), Some("http" | "https"))
+            && !host.is_empty()
+            && uri.path_and_query().is_none_or(|p| p.as_str() == "/"),
+        "STAFF_ORIGIN: {raw:?} is not an origin like https://finance.example.org"
+    );
+    ensure!(
+        host.trim_matches(['[', ']']).parse::<IpAddr>().is_err(),
+        "STAFF_ORIGIN: {raw:?} names an IP address, and passkeys are bound to a name: use \
+         http://localhost:PORT on this machine, or the console's https name"
+    );
+    let secure = uri.scheme_str() == Some("https");
+    ensure!(
+        secure || host == "localhost",
+        "STAFF_ORIGIN: {raw:?} must be https (a browser takes only http://localhost as secure)"
+    );
+    let idle = duration("STAFF_SESSION_IDLE", &s.staff_session_idle)?;
+    let max = duration("STAFF_SESSION_MAX", &s.staff_session_max)?;
+    ensure!(
+        idle <= max,
+        "STAFF_SESSION_IDLE: must be no longer than STAFF_SESSION_MAX"
+    );
+    // As a browser sends it in `Origin`: the host in lower case, no default port.
+    let scheme = uri.scheme_str().unwrap_or("https");
+    let port = uri
+        .port_u16()
+        .filter(|&port| port != if secure { 443 } else { 80 })
+        .map(|port| format!(":{port}"))
+        .unwrap_or_default();
+    Ok(Staff {
+        origin: format!("{scheme}://{host}{port}"),
+        host,
+        secure,
+        idle,
+        max,
+    })
 }
 
 /// The Gift Aid settings: aggregation within HMRC's limit, a year end every year has.

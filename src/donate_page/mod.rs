@@ -180,7 +180,7 @@ async fn page(State(state): State<PageState>, Path(slug): Path<String>) -> ApiRe
     };
     let currency = campaign.currency.as_str();
     let page = Page {
-        raised: page_money(campaign.raised_amount, currency),
+        raised: money::grouped(campaign.raised_amount, currency),
         goal: campaign.goal_amount.map(|goal| short_money(goal, currency)),
         presets: campaign
             .suggested_amounts
@@ -275,39 +275,12 @@ async fn asset(Path(file): Path<String>) -> Result<Response, Problem> {
 /// A digest of the script and style (FNV-1a, 64 bits, in hex): it changes whenever they do.
 fn asset_version() -> &'static str {
     static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    VERSION.get_or_init(|| {
-        let digest = SCRIPT
-            .bytes()
-            .chain(STYLE.bytes())
-            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-                (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-            });
-        format!("{digest:016x}")
-    })
+    VERSION.get_or_init(|| crate::http::browser::asset_version(&[SCRIPT, STYLE]))
 }
 
-/// [`money::format`] with its thousands grouped, as the page's script writes money: `£1,234.50`.
-fn page_money(amount: i64, currency: &str) -> String {
-    let full = money::format(amount, currency);
-    let start = full.find(|c: char| c.is_ascii_digit()).unwrap_or(0);
-    let digits = full[start..]
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or(full.len(), |end| start + end);
-    let mut grouped = String::with_capacity(full.len() + 4);
-    grouped.push_str(&full[..start]);
-    for (i, digit) in full[start..digits].chars().enumerate() {
-        if i > 0 && (digits - start - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(digit);
-    }
-    grouped.push_str(&full[digits..]);
-    grouped
-}
-
-/// [`page_money`] without a whole amount's `.00`: `£25`, `£12.50`, `£50,000`.
+/// [`money::grouped`] without a whole amount's `.00`: `£25`, `£12.50`, `£50,000`.
 fn short_money(amount: i64, currency: &str) -> String {
-    let full = page_money(amount, currency);
+    let full = money::grouped(amount, currency);
     match full.strip_suffix(".00") {
         Some(whole) => whole.to_owned(),
         None => full.replacen(".00 ", " ", 1),
@@ -331,9 +304,9 @@ mod tests {
     fn amounts_on_buttons_drop_a_whole_amounts_pence() {
         assert_eq!(short_money(2500, "gbp"), "£25");
         assert_eq!(short_money(5_000_000, "gbp"), "£50,000");
-        assert_eq!(page_money(123_456_789, "gbp"), "£1,234,567.89");
-        assert_eq!(page_money(-100_000, "eur"), "-€1,000.00");
-        assert_eq!(page_money(99, "usd"), "$0.99");
+        assert_eq!(money::grouped(123_456_789, "gbp"), "£1,234,567.89");
+        assert_eq!(money::grouped(-100_000, "eur"), "-€1,000.00");
+        assert_eq!(money::grouped(99, "usd"), "$0.99");
         assert_eq!(short_money(1_000_000, "jpy"), "1,000,000 JPY");
         assert_eq!(short_money(1250, "gbp"), "£12.50");
         assert_eq!(short_money(2500, "sek"), "25 SEK");

@@ -7,16 +7,16 @@
 //! any cap is refused with one and the same problem whichever cap it was, after a short random
 //! pause, so that a bot learns nothing from the answer about which cap it hit.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 
 use crate::config::{self, Limit};
+use crate::http::client::Proxies;
 use crate::http::problem::{Problem, ProblemType};
 
 /// The caps, and whose `X-Forwarded-For` to believe.
@@ -25,7 +25,8 @@ pub struct Limits {
     pub per_ip: Option<Limit>,
     pub per_email: Option<Limit>,
     pub per_campaign: Option<Limit>,
-    pub trusted_proxies: Vec<IpNet>,
+    /// Whose `X-Forwarded-For` to believe.
+    pub proxies: Proxies,
 }
 
 impl Limits {
@@ -35,7 +36,7 @@ impl Limits {
             per_ip: config.per_ip,
             per_email: config.per_email,
             per_campaign: config.per_campaign,
-            trusted_proxies: config.trusted_proxies.clone(),
+            proxies: Proxies::new(config.trusted_proxies.clone()),
         }
     }
 }
@@ -115,36 +116,6 @@ impl Scope {
 }
 
 impl Limits {
-    /// The client's address: the peer's, unless the peer is a trusted proxy; then the
-    /// right-most address of `X-Forwarded-For` that is not a trusted proxy (each proxy appends
-    /// the address it heard from, so everything left of the first untrusted one is the
-    /// client's to make up).
-    pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-        let peer = canonical(peer.ip());
-        if !self.trusts(peer) {
-            return peer;
-        }
-        let forwarded: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
-            .map(canonical)
-            .collect();
-        forwarded
-            .iter()
-            .rev()
-            .find(|ip| !self.trusts(**ip))
-            .or(forwarded.first())
-            .copied()
-            .unwrap_or(peer)
-    }
-
-    fn trusts(&self, ip: IpAddr) -> bool {
-        self.trusted_proxies.iter().any(|net| net.contains(&ip))
-    }
-
     /// Counts an attempt to create a donation, or says how long until it may be made. Within
     /// `tx`: a refused attempt leaves no trace, and concurrent attempts on one key queue on a
     /// lock held to the end of `tx`, so no two can both take the last place.
@@ -340,13 +311,6 @@ pub fn captcha_required() -> Response {
 }
 
 /// An IPv4 address the socket reports as IPv6 (`::ffff:a.b.c.d`) is that IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// The one answer to every refused attempt, whichever cap refused it: 429 and when to retry.
 pub fn refused(retry_after: Duration) -> Response {
     let mut response = Problem::new(
@@ -366,50 +330,4 @@ pub fn refused(retry_after: Duration) -> Response {
 pub fn pause() -> Duration {
     let random = uuid::Uuid::new_v4().as_u128();
     Duration::from_millis(100 + (random % 301) as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn limits(trusted: &[&str]) -> Limits {
-        Limits {
-            trusted_proxies: trusted.iter().map(|n| n.parse().unwrap()).collect(),
-            ..Limits::default()
-        }
-    }
-
-    fn forwarded(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", value.parse().unwrap());
-        headers
-    }
-
-    #[test]
-    fn the_client_is_the_peer_unless_the_peer_is_a_trusted_proxy() {
-        let peer: SocketAddr = "203.0.113.9:5000".parse().unwrap();
-        let untrusted = limits(&[]);
-        assert_eq!(
-            untrusted.client_ip(peer, &forwarded("198.51.100.1")),
-            "203.0.113.9".parse::<IpAddr>().unwrap(),
-            "a header from anyone is ignored"
-        );
-        let proxy: SocketAddr = "10.0.0.2:5000".parse().unwrap();
-        let behind = limits(&["10.0.0.0/8"]);
-        assert_eq!(
-            behind.client_ip(proxy, &forwarded("6.6.6.6, 198.51.100.1, 10.0.0.7")),
-            "198.51.100.1".parse::<IpAddr>().unwrap(),
-            "the right-most untrusted entry: what the client wrote itself is left of it"
-        );
-        assert_eq!(
-            behind.client_ip(proxy, &HeaderMap::new()),
-            "10.0.0.2".parse::<IpAddr>().unwrap()
-        );
-        let mapped: SocketAddr = "[::ffff:10.0.0.2]:5000".parse().unwrap();
-        assert_eq!(
-            behind.client_ip(mapped, &forwarded("198.51.100.1")),
-            "198.51.100.1".parse::<IpAddr>().unwrap(),
-            "an IPv4 peer seen through IPv6 is still the proxy"
-        );
-    }
 }

@@ -84,6 +84,16 @@ impl DonationStatus {
         Self::Refunded,
     ];
 
+    /// Every status's word, in the same order.
+    pub const NAMES: [&'static str; 6] = [
+        "pending",
+        "processing",
+        "succeeded",
+        "failed",
+        "canceled",
+        "refunded",
+    ];
+
     /// The word the API and the database say.
     pub fn as_str(self) -> &'static str {
         match self {

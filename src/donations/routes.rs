@@ -154,7 +154,7 @@ async fn create(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let key = IdempotencyKey::from_headers(&headers)?;
-    let client = state.limits.client_ip(peer, &headers);
+    let client = state.limits.proxies.client_ip(peer, &headers);
     let captcha = headers
         .get("captcha-token")
         .and_then(|value| value.to_str().ok());

@@ -23,15 +23,89 @@ use crate::operators::access::Caller;
 use crate::operators::audit;
 
 /// The query parameters `GET /v1/finance/donations` takes.
-pub const PARAMETERS: &[&str] = &["campaign", "status", "from", "to", "cursor", "limit"];
+pub const PARAMETERS: &[&str] = &["campaign", "status", "from", "to", "q", "cursor", "limit"];
 
-/// Which donations: a campaign, a status, created in [from, to).
+/// Which donations: a campaign, a status, created in [from, to), and what was searched for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filters {
     pub campaign: Option<String>,
     pub status: Option<String>,
     pub from: Option<OffsetDateTime>,
     pub to: Option<OffsetDateTime>,
+    pub search: Option<Search>,
+}
+
+/// A search (`q=`), read by its shape: a donation id, a PaymentIntent (`pi_...`), a charge
+/// (`ch_...`, `py_...`), an email (it has an `@`; any case), or else a name: a surname, or a
+/// first name and surname (any case). Each is an exact match on an index of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Search {
+    Id(Uuid),
+    PaymentIntent(String),
+    Charge(String),
+    Email(String),
+    Name(String),
+}
+
+impl Search {
+    pub fn parse(raw: &str) -> Option<Search> {
+        let text = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.is_empty() {
+            return None;
+        }
+        Some(if let Ok(id) = Uuid::parse_str(&text) {
+            Search::Id(id)
+        } else if text.starts_with("pi_") {
+            Search::PaymentIntent(text)
+        } else if text.starts_with("ch_") || text.starts_with("py_") {
+            Search::Charge(text)
+        } else if text.contains('@') {
+            Search::Email(text.to_lowercase())
+        } else {
+            Search::Name(text.to_lowercase())
+        })
+    }
+
+    /// What kind of search it is: what the audit log keeps of it (never the email or name).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Search::Id(_) => "(donation id)",
+            Search::PaymentIntent(_) => "(payment intent)",
+            Search::Charge(_) => "(charge)",
+            Search::Email(_) => "(email)",
+            Search::Name(_) => "(name)",
+        }
+    }
+
+    fn id(&self) -> Option<Uuid> {
+        match self {
+            Search::Id(id) => Some(*id),
+            _ => None,
+        }
+    }
+
+    fn text(&self, which: fn(&Search) -> bool) -> Option<&str> {
+        match self {
+            Search::PaymentIntent(t) | Search::Charge(t) | Search::Email(t) | Search::Name(t)
+                if which(self) =>
+            {
+                Some(t)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The query's parameters as the audit log keeps them: a search only by its kind, since an
+/// email or a name is a donor's personal data.
+pub fn audited(params: &Params) -> Value {
+    let mut filters = params.filters();
+    if let Some(search) = params.text("q").and_then(Search::parse) {
+        filters["q"] = json!(search.kind());
+    } else if let Some(map) = filters.as_object_mut() {
+        map.remove("q");
+    }
+    filters
 }
 
 impl Filters {
@@ -59,6 +133,7 @@ impl Filters {
             status,
             from,
             to,
+            search: params.text("q").and_then(Search::parse),
         })
     }
 }
@@ -211,6 +286,12 @@ macro_rules! rows {
                  AND ($3::timestamptz IS NULL OR d.created_at >= $3)
                  AND ($4::timestamptz IS NULL OR d.created_at < $4)
                  AND ($5::timestamptz IS NULL OR (d.created_at, d.id) > ($5, $6::uuid))
+                 AND ($8::uuid IS NULL OR d.id = $8)
+                 AND ($9::text IS NULL OR d.payment_intent_id = $9)
+                 AND ($10::text IS NULL OR d.charge_id = $10)
+                 AND ($11::text IS NULL OR lower(d.donor_email) = $11)
+                 AND ($12::text IS NULL OR lower(d.donor_last_name) = $12
+                      OR lower(d.donor_first_name || ' ' || d.donor_last_name) = $12)
                ORDER BY d.created_at, d.id
                LIMIT $7"#,
             filters.campaign.as_deref(),
@@ -219,7 +300,24 @@ macro_rules! rows {
             filters.to,
             cursor.map(|c| c.at),
             cursor.map(|c| c.id),
-            $limit
+            $limit,
+            filters.search.as_ref().and_then(Search::id),
+            filters
+                .search
+                .as_ref()
+                .and_then(|s| s.text(|s| matches!(s, Search::PaymentIntent(_)))),
+            filters
+                .search
+                .as_ref()
+                .and_then(|s| s.text(|s| matches!(s, Search::Charge(_)))),
+            filters
+                .search
+                .as_ref()
+                .and_then(|s| s.text(|s| matches!(s, Search::Email(_)))),
+            filters
+                .search
+                .as_ref()
+                .and_then(|s| s.text(|s| matches!(s, Search::Name(_))))
         )
     }};
 }
@@ -300,6 +398,11 @@ struct DonorDoc {
         ("status" = Option<String>, Query,
          description = "Only in this status: `pending`, `processing`, `succeeded`, `failed`, \
                         `canceled` or `refunded`."),
+        ("q" = Option<String>, Query,
+         description = "Search, by its shape: a donation id, a PaymentIntent (`pi_...`), a \
+                        charge (`ch_...`, `py_...`), an email (any case), or a surname or \
+                        first name and surname (any case); exact matches. The audit log keeps \
+                        only which kind it was."),
         crate::http::query::RangeParams,
         crate::http::query::PageParams,
     ),
@@ -332,7 +435,7 @@ pub(super) async fn list(
             &state.reads,
             &caller,
             &what,
-            &params.filters(),
+            &audited(&params),
             "donations",
             move |conn| rows!(&filters, None, None::<i64>).fetch(conn),
         )
@@ -348,7 +451,7 @@ pub(super) async fn list(
         &state.db,
         &caller,
         WHAT,
-        &params.filters(),
+        &audited(&params),
         rows.len() as i64,
     )
     .await?;
@@ -376,7 +479,7 @@ pub async fn export(
             },
             other => anyhow::Error::new(other),
         })?;
-    let mut filters_given = params.filters();
+    let mut filters_given = audited(params);
     filters_given["format"] = format.extension().into();
     let audit = audit::begin(db, caller, CLI_WHAT, &filters_given).await?;
     let mut tx = crate::db::reading(&crate::db::Reads::on(db.clone())).await?;

@@ -81,6 +81,19 @@ fn html_content_security_policy(response: &Response<Body>) -> Option<HeaderValue
     html.then(|| HeaderValue::from_static(HTML_CONTENT_SECURITY_POLICY))
 }
 
+/// A digest of a page's script and style (FNV-1a, 64 bits, in hex), to name them in the page's
+/// links: it changes whenever they do, so a browser may keep them for a day and never runs a
+/// cached older script with a newer page.
+pub fn asset_version(files: &[&str]) -> String {
+    let digest = files
+        .iter()
+        .flat_map(|file| file.bytes())
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("{digest:016x}")
+}
+
 #[cfg(test)]
 #[expect(
     clippy::disallowed_methods,

@@ -5,11 +5,13 @@
 //! - [`json`]: a JSON body whose every refusal is a problem;
 //! - [`query`]: strict query parameters, times, ranges, cursors and limits;
 //! - [`export`]: content negotiation, CSV safe for spreadsheets, streamed bodies;
+//! - [`client`]: who is asking (the client's address behind trusted proxies);
 //! - [`browser`]: CORS for the public routes, and the security headers of every answer;
 //! - [`middleware`]: the limits, request ids, panics and tracing every route shares;
 //! - [`openapi`]: the OpenAPI document's base and `GET /openapi.json`.
 
 pub mod browser;
+pub mod client;
 pub mod export;
 pub mod json;
 pub mod middleware;

@@ -120,6 +120,8 @@ catalogue! {
         "no valid bearer token";
     Forbidden = FORBIDDEN, "forbidden", "Forbidden",
         "the token's role may not do this";
+    SignInRefused = UNAUTHORIZED, "sign-in-refused", "Sign-in refused",
+        "a staff passkey, enrolment link or sign-in was not accepted; nothing changed";
     NothingToClaim = CONFLICT, "nothing-to-claim", "Nothing to claim",
         "a Gift Aid claim would have no lines";
     ClaimConflict = CONFLICT, "claim-conflict", "Claimed at the same time",

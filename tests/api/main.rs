@@ -8,6 +8,7 @@ mod books;
 mod browser;
 mod campaigns;
 mod card_testing;
+mod console;
 mod deploy;
 mod disputes;
 mod donate_page;

@@ -425,10 +425,85 @@ impl Tab {
         path
     }
 
+    /// The browser's virtual authenticator (WebDriver's WebAuthn extension), added on first use
+    /// and kept for the whole run (Chromium allows one of its kind): a platform authenticator
+    /// with resident keys, which verifies its user and consents every time, as a phone or a
+    /// laptop's screen lock does once its owner has unlocked it. Every test app's console is
+    /// on `localhost`, so its passkeys pile up here; a sign-in names its account, whose
+    /// passkeys alone the server allows. Its id.
+    pub async fn authenticator(&self) -> String {
+        static ID: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+        ID.get_or_init(|| async {
+            let added = self
+                .client
+                .issue_cmd(WebAuthn::Add)
+                .await
+                .expect("ChromeDriver adds a virtual authenticator");
+            added.as_str().expect("an authenticator's id").to_owned()
+        })
+        .await
+        .clone()
+    }
+
+    /// The passkeys the virtual authenticator `id` holds.
+    pub async fn credentials(&self, id: &str) -> Vec<serde_json::Value> {
+        let held = self
+            .client
+            .issue_cmd(WebAuthn::Credentials(id.to_owned()))
+            .await
+            .expect("ChromeDriver lists the authenticator's credentials");
+        held.as_array().cloned().unwrap_or_default()
+    }
+
     pub async fn script(&self, script: &str) -> serde_json::Value {
         self.client
             .execute(script, vec![])
             .await
             .unwrap_or_else(|error| panic!("the script runs: {error}"))
+    }
+}
+
+/// The commands of WebDriver's WebAuthn extension that the console's tests use
+/// (https://www.w3.org/TR/webauthn-2/#sctn-automation).
+#[derive(Debug)]
+enum WebAuthn {
+    Add,
+    Credentials(String),
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for WebAuthn {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        let session = session_id.unwrap_or_default();
+        let path = match self {
+            WebAuthn::Add => format!("session/{session}/webauthn/authenticator"),
+            WebAuthn::Credentials(id) => {
+                format!("session/{session}/webauthn/authenticator/{id}/credentials")
+            }
+        };
+        base_url.join(&path)
+    }
+
+    fn method_and_body(&self, _url: &url::Url) -> (axum::http::Method, Option<String>) {
+        match self {
+            WebAuthn::Add => (
+                axum::http::Method::POST,
+                Some(
+                    json!({
+                        "protocol": "ctap2",
+                        "transport": "internal",
+                        "hasResidentKey": true,
+                        "hasUserVerification": true,
+                        "isUserConsenting": true,
+                        "isUserVerified": true,
+                    })
+                    .to_string(),
+                ),
+            ),
+            WebAuthn::Credentials(_) => (axum::http::Method::GET, None),
+        }
     }
 }
