@@ -49,6 +49,7 @@ pub fn router(state: AppState, served: Served) -> Router {
         .merge(crate::books::router())
         .merge(crate::operators::router())
         .merge(crate::gift_aid::routes::router())
+        .merge(crate::webhooks::events_api::router())
         .split_for_parts();
     let api = crate::staff::api::Api::new(api.with_state(state.clone()));
 

@@ -504,18 +504,38 @@ fn the_staff_origin_is_a_name_served_securely() {
         (Duration::from_secs(1800), Duration::from_secs(12 * 3600))
     );
     // As a browser sends it in `Origin`.
-    let https = with(r#"staff_origin = "https://Finance.Example.org:443/""#).unwrap().staff;
+    let https = with(r#"staff_origin = "https://Finance.Example.org:443/""#)
+        .unwrap()
+        .staff;
     assert_eq!(
         (https.origin.as_str(), https.host.as_str(), https.secure),
         ("https://finance.example.org", "finance.example.org", true)
     );
     for (bad, says) in [
-        (r#"staff_origin = "http://127.0.0.1:8080""#, "names an IP address"),
-        (r#"staff_origin = "https://[::1]:8080""#, "names an IP address"),
-        (r#"staff_origin = "http://finance.example.org""#, "must be https"),
-        (r#"staff_origin = "https://finance.example.org/staff""#, "is not an origin"),
-        (r#"staff_origin = "finance.example.org""#, "is not an origin"),
-        (r#"staff_session_idle = "13h""#, "no longer than STAFF_SESSION_MAX"),
+        (
+            r#"staff_origin = "http://127.0.0.1:8080""#,
+            "names an IP address",
+        ),
+        (
+            r#"staff_origin = "https://[::1]:8080""#,
+            "names an IP address",
+        ),
+        (
+            r#"staff_origin = "http://finance.example.org""#,
+            "must be https",
+        ),
+        (
+            r#"staff_origin = "https://finance.example.org/staff""#,
+            "is not an origin",
+        ),
+        (
+            r#"staff_origin = "finance.example.org""#,
+            "is not an origin",
+        ),
+        (
+            r#"staff_session_idle = "13h""#,
+            "no longer than STAFF_SESSION_MAX",
+        ),
     ] {
         let error = error_of(bad);
         assert!(

@@ -8,6 +8,7 @@
 //! - [`donations`]: `GET /v1/finance/donations` and `quickdonate export donations`;
 //! - [`summary`]: a campaign's figures over a period, from the ledger.
 
+pub mod donation;
 pub mod donations;
 pub mod ledger;
 pub mod payouts;
@@ -39,6 +40,7 @@ where
 {
     OpenApiRouter::new()
         .routes(routes!(donations::list))
+        .routes(routes!(donation::show))
         .routes(routes!(payouts::routes::list))
         .routes(routes!(payouts::routes::overdue))
         .routes(routes!(payouts::routes::show))

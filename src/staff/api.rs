@@ -50,6 +50,30 @@ impl Api {
         self.read(self.send(signed, request).await).await
     }
 
+    /// `GET path` in the format `accept` names: the API's answer as it is (an export streams
+    /// from the first row), or what it refused.
+    pub async fn download(
+        &self,
+        signed: &Signed,
+        path: &str,
+        accept: &str,
+    ) -> Result<Response, Failed> {
+        let request = Request::get(path)
+            .header(header::ACCEPT, accept)
+            .body(Body::empty())
+            .expect("a path the console made");
+        let response = self.send(signed, request).await;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(self.read::<Value>(response).await.err().unwrap_or(Failed {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                title: "Internal error".into(),
+                detail: "the API refused without a problem".into(),
+            }))
+        }
+    }
+
     /// `method path` with a JSON `body` (and an `Idempotency-Key`, if given), read into `T`.
     pub async fn call<T: DeserializeOwned>(
         &self,

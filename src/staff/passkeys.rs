@@ -181,9 +181,11 @@ pub async fn begin_enrolment(
     })
 }
 
-/// The state of ceremony `id` of `kind`, taken once, if it is not too late.
+/// The state of ceremony `id` of `kind`, taken once and for good (in a statement of its own,
+/// before the answer is checked: a challenge answered wrongly cannot be answered again), if it
+/// is not too late.
 async fn take(
-    tx: &mut sqlx::PgConnection,
+    db: &PgPool,
     id: Uuid,
     kind: &str,
 ) -> sqlx::Result<Option<(Option<Uuid>, Option<Vec<u8>>, Value)>> {
@@ -200,7 +202,7 @@ async fn take(
         kind,
         CEREMONY_VALID.as_secs_f64()
     )
-    .fetch_optional(&mut *tx)
+    .fetch_optional(db)
     .await?;
     Ok(row.map(|row| (row.staff_id, row.enrolment, row.state)))
 }
@@ -215,10 +217,8 @@ pub async fn finish_enrolment(
     credential: &RegisterPublicKeyCredential,
     client: IpAddr,
 ) -> Result<String, Refused> {
-    let mut tx = db.begin().await?;
-    let taken = take(&mut tx, ceremony, "enrol").await?;
+    let taken = take(db, ceremony, "enrol").await?;
     let Some((Some(staff_id), Some(link), state)) = taken else {
-        drop(tx);
         log::write(
             db,
             "(enrolment link)",
@@ -230,7 +230,6 @@ pub async fn finish_enrolment(
         return Err(Refused::Answer);
     };
     if link != hash(secret) {
-        drop(tx);
         log::write(
             db,
             "(enrolment link)",
@@ -243,7 +242,9 @@ pub async fn finish_enrolment(
     }
     let state: PasskeyRegistration =
         serde_json::from_value(state).map_err(|error| Refused::Other(error.into()))?;
-    // The link is used up whatever the answer: taking it again needs a new link.
+    // The link is used up with the passkey it registers; an answer that does not verify
+    // leaves it for another try (a new challenge), within its 24 hours.
+    let mut tx = db.begin().await?;
     let used = sqlx::query_scalar!(
         r#"UPDATE staff_enrolments e SET used_at = now()
            FROM staff s
@@ -384,9 +385,7 @@ pub async fn finish_sign_in(
     credential: &PublicKeyCredential,
     client: IpAddr,
 ) -> Result<String, Refused> {
-    let mut tx = db.begin().await?;
-    let Some((Some(staff_id), _, state)) = take(&mut tx, ceremony, "sign-in").await? else {
-        drop(tx);
+    let Some((Some(staff_id), _, state)) = take(db, ceremony, "sign-in").await? else {
         log::write(
             db,
             "(unknown)",
@@ -397,6 +396,7 @@ pub async fn finish_sign_in(
         .await?;
         return Err(Refused::Answer);
     };
+    let mut tx = db.begin().await?;
     let account = sqlx::query!(
         "SELECT name FROM staff WHERE id = $1 AND revoked_at IS NULL FOR SHARE",
         staff_id

@@ -18,14 +18,16 @@ use crate::timestamps::rfc3339;
 /// How far back Stripe's events API reaches.
 const STRIPE_KEEPS: Duration = Duration::from_secs(30 * 86_400);
 
-/// An event as `events list` shows it.
-#[derive(Debug, Clone)]
+/// An event as `events list` shows it (and `GET /v1/finance/events`: never its payload).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct EventSummary {
     pub id: String,
+    #[serde(rename = "type")]
     pub kind: String,
     pub state: String,
     pub attempts: i32,
     pub delivery_count: i32,
+    #[serde(with = "time::serde::rfc3339")]
     pub first_received_at: OffsetDateTime,
     pub last_error: Option<String>,
 }

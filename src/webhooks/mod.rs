@@ -18,11 +18,13 @@
 //! - `batch`: a batch sorted into what to apply by what Stripe answered;
 //! - [`apply`]: the merge into donations, refunds, disputes and the ledger, in one transaction.
 //!
-//! And [`admin`]: what operators do with the log from the command line.
+//! And [`admin`]: what operators do with the log from the command line; [`events_api`]: its
+//! failures listed and replayed by finance admins (`/v1/finance/events`).
 
 pub mod admin;
 pub mod apply;
 mod batch;
+pub mod events_api;
 mod fees;
 mod fetch;
 pub mod ingest;
@@ -35,4 +37,20 @@ pub mod queue;
 pub mod signature;
 pub mod worker;
 
-pub use intake::{IntakeState, router};
+use axum::extract::FromRef;
+use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
+
+pub use intake::IntakeState;
+
+/// The feature's routes: Stripe's webhook endpoint, and the event log's failures for finance
+/// admins.
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    PgPool: FromRef<S>,
+    crate::db::Reads: FromRef<S>,
+    IntakeState: FromRef<S>,
+{
+    intake::router().merge(events_api::router())
+}

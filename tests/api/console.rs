@@ -4,6 +4,7 @@
 //! first and is opened as `http://localhost:PORT`, its `STAFF_ORIGIN`. Each page is saved as a
 //! screenshot under `target/screenshots/console-*.png`.
 
+use fantoccini::key::Key;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, ORIGIN};
 use serde_json::Value;
@@ -44,6 +45,7 @@ async fn enrol(name: &'static str, link: &str) -> Option<Tab> {
     tab.client.delete_all_cookies().await.unwrap();
     tab.authenticator().await;
     tab.wait_for_text("h1", "Register a passkey").await;
+    tab.screenshot(&format!("{name}-link")).await;
     tab.click("#enrol-button").await;
     tab.wait_for_text("h1", "Overview").await;
     Some(tab)
@@ -141,7 +143,7 @@ async fn staff_register_a_passkey_from_a_link_then_sign_out_and_in_with_it() {
         .await
         .unwrap();
     assert_eq!(stored, 1);
-    tab.screenshot("console-overview").await;
+    tab.screenshot("console-first-overview").await;
 
     // The link worked once.
     tab.client.goto(&link).await.unwrap();
@@ -157,7 +159,34 @@ async fn staff_register_a_passkey_from_a_link_then_sign_out_and_in_with_it() {
         (status, location.as_str()),
         (StatusCode::SEE_OTHER, "/staff/login?next=%2Fstaff")
     );
-    sign_in(&tab, &origin, "amina").await;
+    // From the keyboard alone: the skip link, the name, the button.
+    tab.press(Key::Tab).await;
+    assert_eq!(tab.text(":focus").await, "Skip to the page");
+    tab.press(Key::Tab).await;
+    assert_eq!(tab.focused().await, "name");
+    tab.type_text("amina").await;
+    tab.press(Key::Tab).await;
+    assert_eq!(tab.focused().await, "sign-in-button");
+    tab.press(Key::Enter).await;
+    tab.wait_for_text("h1", "Overview").await;
+    // A bookmarked page opens after signing in.
+    tab.click(".who button").await;
+    tab.client
+        .goto(&format!("{origin}/staff/donations?status=succeeded"))
+        .await
+        .unwrap();
+    tab.wait_for_text("h1", "Sign in").await;
+    tab.type_into("#name", "amina").await;
+    tab.click("#sign-in-button").await;
+    tab.wait_for_text("h1", "Donations").await;
+    assert!(
+        tab.client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .ends_with("/staff/donations?status=succeeded")
+    );
 
     // A name with no account is refused, and says what to do.
     tab.click(".who button").await;
@@ -174,6 +203,8 @@ async fn staff_register_a_passkey_from_a_link_then_sign_out_and_in_with_it() {
         [
             "invited",
             "enrolled",
+            "signed in",
+            "signed out",
             "signed in",
             "signed out",
             "signed in",
@@ -274,6 +305,20 @@ async fn a_finance_account_is_refused_the_admin_pages_and_a_revoked_one_is_signe
     let cookie = session_cookie(&tab).await;
     let (status, _, _) = get_with(&app, "/staff/admin", &cookie).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = get_with(&app, "/staff/donations", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Every lookup checks the account: one revoked is refused even if its session were left.
+    sqlx::query("UPDATE staff SET revoked_at = now()")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let (status, _, _) = get_with(&app, "/staff/donations", &cookie).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    sqlx::query("UPDATE staff SET revoked_at = NULL")
+        .execute(&app.db)
+        .await
+        .unwrap();
     let (status, _, _) = get_with(&app, "/staff/donations", &cookie).await;
     assert_eq!(status, StatusCode::OK);
 
@@ -394,7 +439,7 @@ async fn finance_finds_a_donation_by_email_and_by_its_payment_intent() {
     tab.click("nav a[href='/staff/donations']").await;
     tab.wait_for_text("#donations caption", "3 donation(s)")
         .await;
-    tab.type_into("#q", "zainab.ali@example.org").await;
+    tab.type_into("#q", "ZAINAB.ali@example.ORG ").await;
     tab.click(".filters button").await;
     tab.wait_for_text("#donations caption", "1 donation(s)")
         .await;
@@ -407,7 +452,7 @@ async fn finance_finds_a_donation_by_email_and_by_its_payment_intent() {
             .await
             .unwrap()
             .as_str()
-            .contains("q=zainab.ali%40example.org"),
+            .contains("q=ZAINAB.ali%40example.ORG"),
         "the search is in the address"
     );
     tab.screenshot("console-donations-search").await;
@@ -441,4 +486,524 @@ async fn finance_finds_a_donation_by_email_and_by_its_payment_intent() {
             ("staff:bilal", "(payment intent)")
         ]
     );
+}
+
+/// An app on Stripe's look-alike (wiremock), as the payout tests have it, whose console is at
+/// `http://localhost:PORT`: the app, the objects its Stripe holds, the origin.
+async fn console_app_on_stripe() -> (TestApp, crate::helpers::StripeObjects, String) {
+    console_app_on_stripe_with(|_| {}).await
+}
+
+async fn console_app_on_stripe_with(
+    customize: impl FnOnce(&mut quickdonate::config::Settings),
+) -> (TestApp, crate::helpers::StripeObjects, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let origin = format!("http://localhost:{port}");
+    let app = spawn_app_with(|s| {
+        s.apply_events = false;
+        s.listen_addr = format!("127.0.0.1:{port}").parse().unwrap();
+        s.staff_origin = origin.clone();
+        customize(s);
+    })
+    .await;
+    crate::helpers::stripe_creates_payment_intents(&app).await;
+    let stripe = crate::helpers::StripeObjects::default();
+    stripe.serve(&app).await;
+    (app, stripe, origin)
+}
+
+/// A gift of `amount` from `email` with a Gift Aid declaration, paid with a fee of `fee`
+/// through Stripe's signed webhooks, its balance transaction in payout `payout`; its net.
+async fn paid_with_gift_aid(
+    app: &TestApp,
+    stripe: &crate::helpers::StripeObjects,
+    email: &str,
+    amount: i64,
+    fee: i64,
+    payout: &str,
+) -> i64 {
+    use crate::helpers::{event, objects};
+    let mut body = crate::helpers::donation_body();
+    body["amount"] = amount.into();
+    body["donor"]["email"] = email.into();
+    body["gift_aid"] = serde_json::json!({"declared": true, "title": "Ms",
+        "house_name_or_number": "10", "postcode": "s192bd"});
+    let created: Value = app
+        .post_donation("kashmir", &body, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let donation = uuid::Uuid::parse_str(created["id"].as_str().unwrap()).unwrap();
+    let pi = created["payment_intent_id"].as_str().unwrap();
+    let charge = format!("ch_{}", &pi[3..]);
+    let txn = format!("txn_{charge}");
+    let mut intent = objects::payment_intent(pi, Some(donation), "succeeded", amount);
+    intent["latest_charge"] = charge.clone().into();
+    stripe.put(intent.clone());
+    stripe.put(objects::charge(&charge, pi, amount, 0, Some(&txn)));
+    let t = time::OffsetDateTime::now_utc().unix_timestamp() - 60;
+    let mut transaction =
+        crate::payouts::transaction(&txn, "charge", amount, fee, &charge, Some(payout));
+    transaction["created"] = t.into();
+    stripe.put(transaction);
+    app.deliver(&event("payment_intent.succeeded", intent, t))
+        .await;
+    app.deliver(&event(
+        "charge.succeeded",
+        objects::charge(&charge, pi, amount, 0, Some(&txn)),
+        t + 1,
+    ))
+    .await;
+    app.apply_events().await;
+    amount - fee
+}
+
+#[tokio::test]
+async fn a_months_work_find_a_gift_open_a_payout_claim_gift_aid_and_mark_it_submitted() {
+    let (app, stripe, origin) = console_app_on_stripe().await;
+    let po = "po_december";
+    let mut net = 0;
+    net += paid_with_gift_aid(&app, &stripe, "ada@example.org", 2500, 58, po).await;
+    net += paid_with_gift_aid(&app, &stripe, "zainab@example.org", 10000, 170, po).await;
+    // The charity's shop sold a mug on the same Stripe account: paid out with the gifts.
+    stripe.put(crate::payouts::transaction(
+        "txn_shop_mug",
+        "charge",
+        1200,
+        40,
+        "ch_shop_mug",
+        Some(po),
+    ));
+    let amount = net + 1160;
+    stripe.put(crate::payouts::transaction(
+        &format!("txn_{po}"),
+        "payout",
+        -amount,
+        0,
+        po,
+        Some(po),
+    ));
+    app.deliver(&crate::helpers::event(
+        "payout.paid",
+        crate::payouts::payout(po, amount, "paid", "completed"),
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    ))
+    .await;
+    app.apply_events().await;
+
+    let link = invite(&app, &origin, "amina", Role::Admin).await;
+    let Some(tab) = enrol("console-month", &link).await else {
+        return;
+    };
+    // The overview says the payout needs a look.
+    tab.wait_for_text("#attention", "po_december").await;
+    let today_row = tab.text(".figures tbody tr").await;
+    assert_eq!(today_row, "Today 2 £125.00 £2.28 £122.72 £0.00 £0.00");
+    assert!(tab.is_displayed(".chart svg").await);
+    tab.screenshot("console-overview").await;
+
+    // Find a gift by its donor's email.
+    tab.client
+        .goto(&format!("{origin}/staff/donations?q=Zainab%40example.org"))
+        .await
+        .unwrap();
+    tab.wait_for_text("#donations caption", "1 donation(s)")
+        .await;
+    let row = tab.text("#donations tbody tr").await;
+    assert!(row.contains("£100.00") && row.contains(po), "{row}");
+
+    // Open it: its money, its events in Stripe's order, its ledger, its Gift Aid.
+    tab.click("#donations tbody a[href^='/staff/donations/']")
+        .await;
+    tab.wait_for_text("h1", "Donation ").await;
+    assert!(tab.text("#donation-status").await.starts_with("succeeded"));
+    let events = tab.text("#events tbody").await;
+    let (intent, charge) = (
+        events
+            .find("payment_intent.succeeded")
+            .expect("the intent's event"),
+        events.find("charge.succeeded").expect("the charge's event"),
+    );
+    assert!(intent < charge, "{events}");
+    let ledger = tab.text("#ledger tbody").await;
+    assert!(
+        ledger.contains("gift £100.00") && ledger.contains("stripe_fee -£1.70"),
+        "{ledger}"
+    );
+    assert_eq!(
+        tab.text("#donation-gift-aid").await,
+        "declared with the gift; not claimed yet"
+    );
+    tab.screenshot("console-donation").await;
+
+    // Open its payout: the mug's sale is the one unmatched line, and says what it is.
+    tab.click(&format!("#donation-facts a[href='/staff/payouts/{po}']"))
+        .await;
+    tab.wait_for_text("h1", "Payout po_december").await;
+    assert!(
+        tab.text("#reconciliation")
+            .await
+            .contains("differs by £11.60")
+    );
+    let unmatched = tab
+        .client
+        .find_all(fantoccini::Locator::Css("#transactions tr.unmatched"))
+        .await
+        .unwrap();
+    assert_eq!(unmatched.len(), 2, "the line and what it is");
+    assert!(unmatched[0].text().await.unwrap().contains("txn_shop_mug"));
+    assert!(
+        unmatched[1]
+            .text()
+            .await
+            .unwrap()
+            .contains("Not in our ledger")
+    );
+    tab.screenshot("console-payout").await;
+    tab.click("nav a[href='/staff/payouts']").await;
+    tab.wait_for_text("#payouts", "differs by £11.60").await;
+    tab.screenshot("console-payouts").await;
+
+    // Gift Aid for today's gifts: preview, prepare the claim, download its workbook.
+    let today = quickdonate::timestamps::uk_date(time::OffsetDateTime::now_utc());
+    let tomorrow = today + time::Duration::days(1);
+    tab.client
+        .goto(&format!(
+            "{origin}/staff/gift-aid?from={today}&to={tomorrow}"
+        ))
+        .await
+        .unwrap();
+    tab.wait_for_text("#schedule-facts", "2, £125.00 given")
+        .await;
+    assert_eq!(tab.text("#schedule-gift-aid").await, "£31.25");
+    tab.screenshot("console-gift-aid").await;
+    tab.click("#prepare-claim").await;
+    tab.wait_for_text("#claim-status", "prepared").await;
+    let claim_page = tab.client.current_url().await.unwrap();
+    let id = claim_page.path().rsplit('/').next().unwrap().to_owned();
+    let cookie = session_cookie(&tab).await;
+    let workbook = reqwest::Client::new()
+        .get(format!(
+            "{}/staff/exports/gift-aid-claim.ods?id={id}",
+            app.address
+        ))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(workbook.status(), StatusCode::OK);
+    assert!(
+        workbook.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains(".ods")
+    );
+    let workbook = workbook.bytes().await.unwrap();
+    assert_eq!(crate::hmrc::check(&workbook, today), Vec::<String>::new());
+    let rows = crate::hmrc::rows(&workbook);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        rows.iter().map(|r| r[9].as_str()).collect::<Vec<_>>(),
+        ["25.00", "100.00"]
+    );
+
+    // HMRC took it: mark it submitted with their reference.
+    tab.type_into("#hmrc_reference", "CHAR-2026-12-A").await;
+    tab.click("#mark-submitted").await;
+    tab.wait_for_text("#claim-status", "submitted").await;
+    assert_eq!(tab.text("#claim-reference").await, "CHAR-2026-12-A");
+    tab.screenshot("console-claim").await;
+    tab.click("nav a[href='/staff/exports']").await;
+    tab.wait_for_text("#exports", "Every donation").await;
+    tab.screenshot("console-exports").await;
+    tab.click("nav a[href='/staff/admin']").await;
+    tab.wait_for_text("#staff-log", "enrolled").await;
+    tab.screenshot("console-admin").await;
+
+    // Each step is in the audit log under the person's name.
+    let whats: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT what FROM finance_audit_log WHERE token_name = 'staff:amina' ORDER BY 1",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let whats: Vec<&str> = whats.iter().map(|(w,)| w.as_str()).collect();
+    for step in [
+        "GET /v1/finance/donations",
+        "GET /v1/finance/payouts/po_december",
+        "GET /v1/finance/gift-aid/schedule",
+        "GET /v1/finance/gift-aid/claims/{id}",
+    ] {
+        assert!(whats.contains(&step), "{step} in {whats:?}");
+    }
+    let claims: Vec<(String, String)> =
+        sqlx::query_as("SELECT created_by, status FROM gift_aid_claims")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(claims, [("staff:amina".to_owned(), "submitted".to_owned())]);
+}
+
+#[tokio::test]
+async fn staff_accounts_are_invited_listed_and_revoked_from_the_command_line() {
+    use crate::finance_access::{quickdonate, stderr, stdout};
+    let (app, _) = console_app().await;
+    let invited = quickdonate(
+        &app,
+        &["staff", "invite", "--name", "amina", "--role", "admin"],
+    );
+    assert!(invited.status.success(), "{}", stderr(&invited));
+    let link = stdout(&invited);
+    let link = link.trim();
+    // The default STAFF_ORIGIN: the binary runs with the built-in settings.
+    assert!(
+        link.starts_with("http://localhost:8080/staff/enrol/"),
+        "{link}"
+    );
+    assert_eq!(link.len(), "http://localhost:8080/staff/enrol/".len() + 64);
+    assert!(
+        stderr(&invited).contains("within 24 hours"),
+        "{}",
+        stderr(&invited)
+    );
+    let secret = link.rsplit('/').next().unwrap();
+    let hash: Vec<u8> = sqlx::query_scalar("SELECT token_hash FROM staff_enrolments")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_ne!(hash, secret.as_bytes(), "only the link's hash is kept");
+    let (status, _, page) = get_with(&app, &format!("/staff/enrol/{secret}"), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("amina"));
+
+    // A further passkey for the same person: a new link, the role unchanged.
+    let again = quickdonate(&app, &["staff", "invite", "--name", "amina"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stderr(&again).contains("A further passkey for \"amina\" (admin)"));
+    let other_role = quickdonate(
+        &app,
+        &["staff", "invite", "--name", "amina", "--role", "finance"],
+    );
+    assert!(!other_role.status.success());
+    assert!(
+        stderr(&other_role).contains("already admin"),
+        "{}",
+        stderr(&other_role)
+    );
+    let no_role = quickdonate(&app, &["staff", "invite", "--name", "bilal"]);
+    assert!(!no_role.status.success());
+    assert!(stderr(&no_role).contains("--role is needed"));
+
+    let listed = stdout(&quickdonate(&app, &["staff", "list"]));
+    assert!(
+        listed.contains("amina") && listed.contains("admin"),
+        "{listed}"
+    );
+    assert!(listed.trim_end().ends_with("1 account(s)"), "{listed}");
+
+    let revoked = quickdonate(&app, &["staff", "revoke", "amina"]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    assert!(stdout(&revoked).contains("amina is revoked: 0 session(s) ended"));
+    // Its links no longer work, and its name is never reused.
+    let (status, _, _) = get_with(&app, &format!("/staff/enrol/{secret}"), "").await;
+    assert_eq!(status, StatusCode::GONE);
+    let reused = quickdonate(
+        &app,
+        &["staff", "invite", "--name", "amina", "--role", "admin"],
+    );
+    assert!(!reused.status.success());
+    assert!(stderr(&reused).contains("names are never reused"));
+    let log = staff_log(&app).await;
+    assert_eq!(
+        log.iter().map(|(_, w)| w.as_str()).collect::<Vec<_>>(),
+        ["invited", "invited", "revoked"]
+    );
+}
+
+/// `POST path` with a JSON `body` from this machine, as the console's script sends it.
+async fn post_json(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
+    app.http
+        .post(format!("{}{path}", app.address))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sign_in_attempts_are_limited_per_address_and_every_refusal_is_one_problem() {
+    let (app, origin) = console_app().await;
+    let link = invite(&app, &origin, "amina", Role::Admin).await;
+    let secret = link.rsplit('/').next().unwrap().to_owned();
+
+    // Every refusal says the same thing, whichever check failed.
+    let unknown = post_json(
+        &app,
+        "/staff/login/begin",
+        serde_json::json!({"name": "nobody"}),
+    )
+    .await;
+    let unknown = crate::helpers::assert_problem(unknown, 401, "sign-in-refused").await;
+    let no_passkey = post_json(
+        &app,
+        "/staff/login/begin",
+        serde_json::json!({"name": "amina"}),
+    )
+    .await;
+    let no_passkey = crate::helpers::assert_problem(no_passkey, 401, "sign-in-refused").await;
+    assert_eq!(unknown["detail"], no_passkey["detail"]);
+    let late = post_json(
+        &app,
+        "/staff/login/finish",
+        serde_json::json!({"ceremony": uuid::Uuid::new_v4(), "credential": {
+            "id": "AA", "rawId": "AA", "type": "public-key", "extensions": {},
+            "response": {"authenticatorData": "AA", "clientDataJSON": "AA", "signature": "AA",
+                         "userHandle": null}}}),
+    )
+    .await;
+    crate::helpers::assert_problem(late, 401, "sign-in-refused").await;
+    let bad_link = post_json(
+        &app,
+        &format!("/staff/enrol/{}/begin", "0".repeat(64)),
+        Value::Null,
+    )
+    .await;
+    crate::helpers::assert_problem(bad_link, 401, "sign-in-refused").await;
+    let not_an_answer = post_json(
+        &app,
+        "/staff/login/finish",
+        serde_json::json!({"ceremony": 1}),
+    )
+    .await;
+    crate::helpers::assert_problem(not_an_answer, 422, "validation").await;
+
+    // A challenge is answered once: a wrong answer uses it up, and the link stays for a new one.
+    let begun: Value = post_json(&app, &format!("/staff/enrol/{secret}/begin"), Value::Null)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(begun["publicKey"]["challenge"].is_string(), "{begun}");
+    let forged = serde_json::json!({"ceremony": begun["ceremony"], "credential": {
+        "id": "AA", "rawId": "AA", "type": "public-key", "extensions": {},
+        "response": {"attestationObject": "AA", "clientDataJSON": "AA"}}});
+    for _ in 0..2 {
+        let refused = post_json(
+            &app,
+            &format!("/staff/enrol/{secret}/finish"),
+            forged.clone(),
+        )
+        .await;
+        crate::helpers::assert_problem(refused, 401, "sign-in-refused").await;
+    }
+    let details: Vec<(String,)> = sqlx::query_as(
+        "SELECT detail FROM staff_log WHERE what = 'enrolment refused' ORDER BY id DESC LIMIT 2",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(details[0].0, "late or replayed");
+    assert_ne!(
+        details[1].0, "late or replayed",
+        "the first was checked: {details:?}"
+    );
+    assert_eq!(
+        get_with(&app, &format!("/staff/enrol/{secret}"), "")
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    // 20 challenges from one address in 10 minutes, then no more, even for a real link.
+    for _ in 0..16 {
+        let response = post_json(
+            &app,
+            "/staff/login/begin",
+            serde_json::json!({"name": "nobody"}),
+        )
+        .await;
+        assert_eq!(response.status(), 401);
+    }
+    let last = post_json(&app, &format!("/staff/enrol/{secret}/begin"), Value::Null).await;
+    assert_eq!(last.status(), 200, "the 20th challenge");
+    let over = post_json(&app, &format!("/staff/enrol/{secret}/begin"), Value::Null).await;
+    assert_eq!(over.headers()["retry-after"], "600");
+    crate::helpers::assert_problem(over, 429, "too-many-attempts").await;
+    let log = staff_log(&app).await;
+    assert_eq!(log.last().unwrap().1, "sign-in refused");
+    let failed = log
+        .iter()
+        .filter(|(_, what)| what == "sign-in failed")
+        .count();
+    assert!(failed >= 18, "{log:?}");
+}
+
+#[tokio::test]
+async fn an_admin_applies_a_failed_event_again_from_the_console() {
+    use crate::helpers::{event, objects};
+    let (app, stripe, origin) = console_app_on_stripe_with(|s| s.event_max_attempts = 1).await;
+    let (donation, pi) = app.create_donation(2500).await;
+    // Stripe does not show the payment yet: the charge's event fails and is set aside.
+    let mut charge = objects::charge("ch_late", &pi, 2500, 0, Some("txn_late"));
+    charge["metadata"] = serde_json::json!({"donation_id": donation.to_string()});
+    let charged = event(
+        "charge.succeeded",
+        charge.clone(),
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    );
+    let id = charged["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.deliver(&charged).await.status(), 200);
+    app.apply_events().await;
+
+    let link = invite(&app, &origin, "amina", Role::Admin).await;
+    let Some(tab) = enrol("console-replay", &link).await else {
+        return;
+    };
+    tab.click("nav a[href='/staff/admin']").await;
+    tab.wait_for_text("#failed-events", &id).await;
+    tab.screenshot("console-admin-failed-event").await;
+
+    // Stripe shows it now; the admin applies it again.
+    let mut paid = objects::payment_intent(&pi, Some(donation), "succeeded", 2500);
+    paid["latest_charge"] = "ch_late".into();
+    stripe.put(paid);
+    stripe.put(charge);
+    stripe.put(crate::payouts::transaction(
+        "txn_late", "charge", 2500, 58, "ch_late", None,
+    ));
+    tab.click(&format!("button[aria-label='Apply {id} again']"))
+        .await;
+    tab.wait_for_text("#done", "is queued to be applied again")
+        .await;
+    app.apply_events().await;
+    let state: String = sqlx::query_scalar("SELECT state FROM stripe_events WHERE id = $1")
+        .bind(&id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(state, "applied");
+    let status: String = sqlx::query_scalar("SELECT status FROM donations WHERE id = $1")
+        .bind(donation)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(status, "succeeded");
+    tab.client
+        .goto(&format!("{origin}/staff/admin"))
+        .await
+        .unwrap();
+    tab.wait_for_text("#failed-events", "None: every event was applied")
+        .await;
+    let replays: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM finance_audit_log
+         WHERE token_name = 'staff:amina' AND what = 'POST /v1/finance/events/{id}/replay'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(replays, 1);
 }

@@ -1,7 +1,9 @@
-//! `GET /staff/admin` (admins only): the audit log (`GET /v1/finance/audit`), the staff log of
-//! sign-ins, failures and sign-outs, and the staff accounts, with a form to invite someone
-//! (the one-time link shown once, on the answer) and one to revoke an account (its sessions end
-//! at once). A finance account gets a 403 page.
+//! `GET /staff/admin` (admins only): the Stripe events set aside as failed, each with a button
+//! that applies it again (`GET /v1/finance/events?failed=true`,
+//! `POST /v1/finance/events/{id}/replay`), the audit log (`GET /v1/finance/audit`), the staff
+//! log of sign-ins, failures and sign-outs, and the staff accounts, with a form to invite
+//! someone (the one-time link shown once, on the answer) and one to revoke an account (its
+//! sessions end at once). A finance account gets a 403 page.
 
 use askama::Template;
 use axum::extract::State;
@@ -30,6 +32,22 @@ pub struct AuditEntry {
     pub row_count: i64,
 }
 
+#[derive(Deserialize)]
+struct EventsPage {
+    data: Vec<FailedEvent>,
+}
+
+#[derive(Deserialize)]
+pub struct FailedEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub state: String,
+    pub attempts: i64,
+    pub first_received_at: String,
+    pub last_error: Option<String>,
+}
+
 pub struct Account {
     pub name: String,
     pub role: &'static str,
@@ -51,6 +69,7 @@ pub struct Line {
 #[template(path = "admin.html")]
 struct AdminPage {
     shell: Shell,
+    failed: Vec<FailedEvent>,
     audit: Vec<AuditEntry>,
     accounts: Vec<Account>,
     lines: Vec<Line>,
@@ -73,6 +92,13 @@ async fn render(
         Ok(audit) => audit,
         Err(failed) => return failed_page(failed),
     };
+    let events: EventsPage = match api
+        .get(signed, "/v1/finance/events?failed=true&limit=100")
+        .await
+    {
+        Ok(events) => events,
+        Err(failed) => return failed_page(failed),
+    };
     let (accounts, lines) =
         match tokio::try_join!(accounts::list(&state.db), log::latest(&state.db, 50)) {
             Ok(both) => both,
@@ -83,7 +109,22 @@ async fn render(
         StatusCode::OK,
         AdminPage {
             shell: Shell::signed_in(state, signed, "Admin", "admin"),
-            audit: audit.data,
+            failed: events
+                .data
+                .into_iter()
+                .map(|event| FailedEvent {
+                    first_received_at: when(&event.first_received_at),
+                    ..event
+                })
+                .collect(),
+            audit: audit
+                .data
+                .into_iter()
+                .map(|entry| AuditEntry {
+                    at: when(&entry.at),
+                    ..entry
+                })
+                .collect(),
             accounts: accounts
                 .into_iter()
                 .map(|a| Account {
@@ -247,5 +288,58 @@ pub async fn revoke(
             "Nothing was revoked",
             &format!("{error:#}"),
         ),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Replay {
+    id: String,
+}
+
+/// `POST /staff/admin/replay`: applies a failed event again.
+#[utoipa::path(
+    post,
+    path = "/staff/admin/replay",
+    operation_id = "staffReplayEvent",
+    tag = "staff console",
+    summary = "Apply a failed event again",
+    description = "A form post (`id`, `csrf`): replays the event through the finance API \
+                   (applying is idempotent). Admins only.",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The admin page.", body = String, content_type = "text/html"),
+        (status = 403, description = "Not an admin, or no CSRF token.", body = String,
+         content_type = "text/html"),
+        (status = 404, description = "No such event.", body = String, content_type = "text/html"),
+    ),
+)]
+pub async fn replay(
+    State(state): State<StaffState>,
+    axum::Extension(api): axum::Extension<Api>,
+    posted: Posted<Replay>,
+) -> Response {
+    let Posted { signed, form } = posted;
+    if let Some(refusal) = signed.unless_admin() {
+        return refusal;
+    }
+    let encoded: String = form_urlencoded::byte_serialize(form.id.as_bytes()).collect();
+    let replayed: Result<serde_json::Value, _> = api
+        .call(
+            &signed,
+            axum::http::Method::POST,
+            &format!("/v1/finance/events/{encoded}/replay"),
+            &serde_json::Value::Null,
+            None,
+        )
+        .await;
+    match replayed {
+        Ok(_) => {
+            let done = format!(
+                "{} is queued to be applied again; it leaves this list once it applies.",
+                form.id
+            );
+            render(&state, &api, &signed, Some(done), None).await
+        }
+        Err(failed) => failed_page(failed),
     }
 }

@@ -179,3 +179,193 @@ pub async fn list(
         },
     )
 }
+
+#[derive(Deserialize)]
+struct ApiWhole {
+    donation: ApiDonation,
+    events: Vec<ApiEvent>,
+    ledger: Vec<ApiLedger>,
+    receipts: Vec<ApiReceipt>,
+    gift_aid: ApiGiftAid,
+}
+
+#[derive(Deserialize)]
+struct ApiDonation {
+    #[serde(flatten)]
+    row: ApiRow,
+    amount: i64,
+    cover_fees_amount: i64,
+    charge_id: Option<String>,
+    dispute_status: Option<String>,
+    recovered: bool,
+    succeeded_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct ApiEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub created: String,
+    pub received_at: String,
+    pub state: String,
+    pub attempts: i64,
+}
+
+#[derive(Deserialize)]
+struct ApiLedger {
+    kind: String,
+    amount: i64,
+    currency: String,
+    occurred_at: String,
+    source_id: String,
+    balance_transaction_id: String,
+}
+
+#[derive(Deserialize)]
+pub struct ApiReceipt {
+    pub kind: String,
+    pub status: String,
+    pub attempts: i64,
+    pub created_at: String,
+    pub sent_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ApiGiftAid {
+    declared: bool,
+    cancelled: bool,
+    claim: Option<ApiClaim>,
+}
+
+#[derive(Deserialize)]
+struct ApiClaim {
+    id: String,
+    status: String,
+    line: i64,
+    amount: i64,
+}
+
+pub struct LedgerLine {
+    pub kind: String,
+    pub amount: String,
+    pub occurred: String,
+    pub source: String,
+    pub balance_transaction: String,
+}
+
+#[derive(Template)]
+#[template(path = "donation.html")]
+struct DonationPage {
+    shell: Shell,
+    row: Row,
+    gift: String,
+    cover: String,
+    charge: String,
+    dispute: String,
+    recovered: bool,
+    succeeded: String,
+    events: Vec<ApiEvent>,
+    ledger: Vec<LedgerLine>,
+    receipts: Vec<ApiReceipt>,
+    /// What its Gift Aid is, in words, and the claim holding it.
+    gift_aid: String,
+    claim: Option<String>,
+}
+
+/// `GET /staff/donations/{id}`: one donation whole.
+#[utoipa::path(
+    get,
+    path = "/staff/donations/{id}",
+    operation_id = "staffDonation",
+    tag = "staff console",
+    summary = "A donation in the console",
+    description = "One donation: its money, donor and Stripe ids, its events in the order \
+                   Stripe created them, its ledger rows, its receipts and its Gift Aid.",
+    params(("id" = String, Path, description = "The donation's id.")),
+    responses(
+        (status = 200, description = "The page.", body = String, content_type = "text/html"),
+        (status = 303, description = "Not signed in: to the sign-in page."),
+        (status = 404, description = "No such donation.", body = String,
+         content_type = "text/html"),
+    ),
+)]
+pub async fn show(
+    State(state): State<StaffState>,
+    axum::Extension(api): axum::Extension<Api>,
+    signed: Signed,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let encoded: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    let whole: ApiWhole = match api
+        .get(&signed, &format!("/v1/finance/donations/{encoded}"))
+        .await
+    {
+        Ok(whole) => whole,
+        Err(failed) => return failed_page(failed),
+    };
+    let donation = whole.donation;
+    let currency = donation.row.currency.clone();
+    let gift_aid = match (&whole.gift_aid, &whole.gift_aid.claim) {
+        (_, Some(claim)) => format!(
+            "claimed: line {} of a {} claim, {}",
+            claim.line,
+            claim.status,
+            money(claim.amount, "gbp")
+        ),
+        (g, None) if g.declared && g.cancelled => {
+            "declared with the gift; the declaration was cancelled since".to_owned()
+        }
+        (g, None) if g.declared => "declared with the gift; not claimed yet".to_owned(),
+        _ => "no declaration with the gift".to_owned(),
+    };
+    let title = format!("Donation {}", donation.row.id);
+    html(
+        StatusCode::OK,
+        DonationPage {
+            shell: Shell::signed_in(&state, &signed, &title, "donations"),
+            gift: money(donation.amount, &currency),
+            cover: money(donation.cover_fees_amount, &currency),
+            charge: donation.charge_id.unwrap_or_default(),
+            dispute: donation.dispute_status.unwrap_or_default(),
+            recovered: donation.recovered,
+            succeeded: donation
+                .succeeded_at
+                .as_deref()
+                .map(when)
+                .unwrap_or_default(),
+            row: Row::from(donation.row),
+            events: whole
+                .events
+                .into_iter()
+                .map(|e| ApiEvent {
+                    created: when(&e.created),
+                    received_at: when(&e.received_at),
+                    ..e
+                })
+                .collect(),
+            ledger: whole
+                .ledger
+                .into_iter()
+                .map(|l| LedgerLine {
+                    amount: money(l.amount, &l.currency),
+                    occurred: when(&l.occurred_at),
+                    kind: l.kind,
+                    source: l.source_id,
+                    balance_transaction: l.balance_transaction_id,
+                })
+                .collect(),
+            receipts: whole
+                .receipts
+                .into_iter()
+                .map(|r| ApiReceipt {
+                    created_at: when(&r.created_at),
+                    sent_at: r.sent_at.as_deref().map(when),
+                    ..r
+                })
+                .collect(),
+            gift_aid,
+            claim: whole.gift_aid.claim.map(|c| c.id),
+        },
+    )
+}

@@ -6,12 +6,18 @@
 //!
 //! - [`overview`]: today, this week and this month per campaign, 90 days' chart, what needs
 //!   attention;
-//! - [`donations`]: the finance list, its filters and search;
+//! - [`donations`]: the finance list, its filters and search, and one donation whole;
+//! - [`payouts`]: payouts with their reconciliation, one payout's lines, overdue donations;
+//! - [`gift_aid`]: the schedule, its workbook, claims prepared and moved through their life;
+//! - [`exports`]: every download, streamed from the finance API's own exports;
 //! - [`admin`]: the audit log, the staff log and the staff accounts (admins only).
 
 pub mod admin;
 pub mod donations;
+pub mod exports;
+pub mod gift_aid;
 pub mod overview;
+pub mod payouts;
 
 use askama::Template;
 use axum::extract::FromRef;
@@ -38,9 +44,19 @@ where
     OpenApiRouter::new()
         .routes(routes!(overview::page))
         .routes(routes!(donations::list))
+        .routes(routes!(donations::show))
+        .routes(routes!(payouts::list))
+        .routes(routes!(payouts::show))
+        .routes(routes!(gift_aid::page))
+        .routes(routes!(gift_aid::prepare))
+        .routes(routes!(gift_aid::claim))
+        .routes(routes!(gift_aid::move_claim))
+        .routes(routes!(exports::page))
+        .routes(routes!(exports::file))
         .routes(routes!(admin::page))
         .routes(routes!(admin::invite))
         .routes(routes!(admin::revoke))
+        .routes(routes!(admin::replay))
 }
 
 /// What every page's frame shows: the charity, the page's title, who is signed in.
