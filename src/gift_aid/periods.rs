@@ -56,6 +56,19 @@ impl YearEnd {
         today <= self.claim_deadline(date)
     }
 
+    /// The last day a gift can have been received on for its claim deadline to fall on or
+    /// before `deadline`: every gift received on or before it has passed its limit by then,
+    /// every later one has not. (Deadlines are year ends: the last one on or before
+    /// `deadline`, 4 years back.)
+    pub fn last_received_with_deadline_by(self, deadline: Date) -> Date {
+        let year = if self.on(deadline.year()) <= deadline {
+            deadline.year()
+        } else {
+            deadline.year() - 1
+        };
+        self.on(year - CLAIM_WITHIN_YEARS)
+    }
+
     fn on(self, year: i32) -> Date {
         Date::from_calendar_date(year, self.month, self.day).expect("checked when parsed")
     }
@@ -142,6 +155,35 @@ mod tests {
         assert_eq!(
             december.claim_deadline(date!(2026 - 12 - 31)),
             date!(2030 - 12 - 31)
+        );
+    }
+
+    #[test]
+    fn the_last_gift_past_its_limit_by_a_day_is_found_from_the_year_ends() {
+        for year_end in ["03-31", "12-31", "09-30", "02-28"] {
+            let year_end = YearEnd::parse(year_end).unwrap();
+            let mut deadline = date!(2026 - 01 - 01);
+            while deadline < date!(2028 - 01 - 01) {
+                let last = year_end.last_received_with_deadline_by(deadline);
+                assert!(
+                    year_end.claim_deadline(last) <= deadline,
+                    "{year_end} {deadline}: {last} is not past its limit"
+                );
+                assert!(
+                    year_end.claim_deadline(last.next_day().unwrap()) > deadline,
+                    "{year_end} {deadline}: the day after {last} is past its limit too"
+                );
+                deadline = deadline.next_day().unwrap();
+            }
+        }
+        let march = YearEnd::parse("03-31").unwrap();
+        assert_eq!(
+            march.last_received_with_deadline_by(date!(2026 - 03 - 31)),
+            date!(2022 - 03 - 31)
+        );
+        assert_eq!(
+            march.last_received_with_deadline_by(date!(2026 - 03 - 30)),
+            date!(2021 - 03 - 31)
         );
     }
 

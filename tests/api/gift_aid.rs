@@ -1818,6 +1818,14 @@ async fn gifts_past_hmrcs_4_year_limit_are_never_claimed_and_those_near_it_are_l
             noon(last_period_end - days(366)),
         ))
         .await;
+    // Three periods earlier: lost more than two years ago, no longer listed.
+    let lost_long_ago = f
+        .give(gift(
+            "old@example.org",
+            6000,
+            noon(last_period_end - days(3 * 366)),
+        ))
+        .await;
     let (from, to) = (noon(last_period_end) - days(800), OffsetDateTime::now_utc());
     let schedule = f.schedule(from, to).await;
     let deadline = march_31(year);
@@ -1834,6 +1842,11 @@ async fn gifts_past_hmrcs_4_year_limit_are_never_claimed_and_those_near_it_are_l
     assert_eq!(expiring["expiring"][0]["donation_id"], json!(in_time));
     assert_eq!(expiring["expiring"][0]["claim_by"], deadline.to_string());
     assert_eq!(expiring["expired"][0]["donation_id"], json!(too_old));
+    assert_eq!(
+        expiring["expired"].as_array().unwrap().len(),
+        1,
+        "{lost_long_ago} is listed: {expiring}"
+    );
     // A window that ends before the deadline lists nothing as expiring.
     let days_left = (deadline - today).whole_days();
     let narrow: Value = f

@@ -155,6 +155,11 @@ pub(super) async fn show_schedule(
     Ok(response)
 }
 
+/// How far back `expiring` lists the gifts already past their limit: two years of lost Gift
+/// Aid is what finance can still act on (and explain); older gifts are not read at all, so the
+/// answer costs what the window holds, not the whole history.
+const EXPIRED_SHOWN: time::Duration = time::Duration::days(730);
+
 /// `GET /v1/finance/gift-aid/expiring?within=90d`.
 #[utoipa::path(
     get,
@@ -164,8 +169,8 @@ pub(super) async fn show_schedule(
     summary = "Gift Aid about to pass HMRC's 4-year limit",
     description = "Eligible gifts no claim has taken whose last day to be claimed (4 years \
                    after the end of their accounting period, `GIFT_AID_YEAR_END`) is within \
-                   `within` (default 90d), and those already past it. Any finance token; \
-                   audited.",
+                   `within` (default 90d), and those whose limit passed in the last two years \
+                   (`expired`). Any finance token; audited.",
     security(("bearerAuth" = [])),
     params(("within" = Option<String>, Query, description = "A duration: `90d` by default.")),
     responses(
@@ -191,17 +196,21 @@ pub(super) async fn show_expiring(
             .ok_or_else(|| bad_parameter("within", "must be a duration like 90d, up to 3650d"))?,
     };
     let today = today();
-    let mut tx = crate::db::reading(&reads).await?;
-    let eligible = store::gifts(
-        &mut *tx,
-        &rules,
-        OffsetDateTime::UNIX_EPOCH,
-        OffsetDateTime::now_utc(),
-        today,
-    )
-    .await?;
-    tx.commit().await?;
     let year_end = rules.making.year_end;
+    // Only the gifts that can be listed are read, not every gift ever made: received after
+    // the last day whose limit passed `EXPIRED_SHOWN` ago, and on or before the last day
+    // whose limit falls within `within`. The bounds are UTC days around those UK days, and
+    // the deadlines themselves are checked below.
+    let shown_since = today - EXPIRED_SHOWN;
+    let day_start = |day: time::Date| day.midnight().assume_utc();
+    let from = day_start(year_end.last_received_with_deadline_by(shown_since));
+    let to = day_start(
+        year_end.last_received_with_deadline_by(today + within) + time::Duration::days(1),
+    )
+    .min(OffsetDateTime::now_utc());
+    let mut tx = crate::db::reading(&reads).await?;
+    let eligible = store::gifts(&mut *tx, &rules, from, to, today).await?;
+    tx.commit().await?;
     let view = |gift: &schedule::Gift| {
         json!({
             "donation_id": gift.donation_id,
@@ -218,7 +227,12 @@ pub(super) async fn show_expiring(
         .filter(|g| year_end.claim_deadline(g.date) <= today + within)
         .map(view)
         .collect();
-    let expired: Vec<Value> = eligible.expired.iter().map(view).collect();
+    let expired: Vec<Value> = eligible
+        .expired
+        .iter()
+        .filter(|g| year_end.claim_deadline(g.date) > shown_since)
+        .map(view)
+        .collect();
     audit::record(
         &db,
         &caller,

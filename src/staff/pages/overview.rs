@@ -250,7 +250,7 @@ async fn attention(api: &Api, signed: &Signed) -> Result<Vec<Attention>, Failed>
     if !expiring.expired.is_empty() {
         items.push(Attention {
             text: format!(
-                "{} gift(s) past HMRC's 4-year limit, never claimed",
+                "{} gift(s) past HMRC's 4-year limit in the last two years, never claimed",
                 expiring.expired.len()
             ),
             link: "/staff/gift-aid".into(),
