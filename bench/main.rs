@@ -16,13 +16,16 @@
 //! 7. two instances sharing the database, each with its worker, taking unique events and
 //!    duplicates of them sent to the other instance; then checked that nothing was applied
 //!    twice;
-//! 8. a finance export of every donation, streamed.
+//! 8. a finance export of every donation, streamed;
+//! 9. the staff console at a million donations (`console.rs`; alone: `--only console`).
 //!
 //! For each phase: the rate, p50 and p99, the ratio to the baseline, and what the phase cost
 //! Postgres (transactions a second, write transactions, WAL bytes and WAL fsyncs per event)
 //! and the service's peak RSS; then the overall table. Any failed check exits non-zero.
 //!
 //! Load stays on loopback; every loop is bounded in time and in count.
+
+mod console;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -54,6 +57,8 @@ struct Options {
     requests: u64,
     /// Payments in the storm phase (25 events each).
     storm_payments: usize,
+    /// `--only console`: the console phase alone.
+    console_only: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -62,6 +67,7 @@ fn options() -> anyhow::Result<Options> {
         connections: 64,
         requests: MAX_REQUESTS,
         storm_payments: 400,
+        console_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -72,7 +78,10 @@ fn options() -> anyhow::Result<Options> {
             "--seconds" => options.seconds = value.parse()?,
             "--connections" => options.connections = value.parse()?,
             "--storm-payments" => options.storm_payments = value.parse()?,
-            _ => bail!("unknown option {arg}; try --seconds N --connections N --storm-payments N"),
+            "--only" if value == "console" => options.console_only = true,
+            _ => bail!(
+                "unknown option {arg} {value}; try --seconds N --connections N --storm-payments N --only console"
+            ),
         }
     }
     ensure!((1..=600).contains(&options.seconds), "--seconds: 1 to 600");
@@ -118,6 +127,9 @@ async fn main() -> anyhow::Result<()> {
     let event = sample_event();
     let template = Arc::new(serde_json::to_string(&event)?);
     let mut rows = Vec::new();
+    if options.console_only {
+        return console::run(&pg, &stripe, &data_dir, &db).await;
+    }
 
     eprintln!(
         "1/8 baseline: pgbench, {} clients, {} s",
@@ -371,6 +383,7 @@ async fn main() -> anyhow::Result<()> {
         pg: PgWork::between(&start, &now, Some(&settled), export.elapsed),
         rss_kib: rss,
     });
+    console::run(&pg, &stripe, &data_dir, &db).await?;
 
     db.close().await;
     let pg = tokio::task::spawn_blocking(move || {
