@@ -133,6 +133,12 @@ impl Api {
     }
 }
 
+/// `text` encoded to stand as one segment of a path, or a query's value: an id a person
+/// typed or a page carried can never reach another route.
+pub fn encoded(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
 /// A path with its query string made from `pairs` (empty values left out).
 pub fn path_with(path: &str, pairs: &[(&str, &str)]) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());

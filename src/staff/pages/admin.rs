@@ -322,7 +322,7 @@ pub async fn replay(
     if let Some(refusal) = signed.unless_admin() {
         return refusal;
     }
-    let encoded: String = form_urlencoded::byte_serialize(form.id.as_bytes()).collect();
+    let encoded = crate::staff::api::encoded(&form.id);
     let replayed: Result<serde_json::Value, _> = api
         .call(
             &signed,

@@ -296,7 +296,7 @@ pub async fn show(
     signed: Signed,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
-    let encoded: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    let encoded = crate::staff::api::encoded(&id);
     let whole: ApiWhole = match api
         .get(&signed, &format!("/v1/finance/donations/{encoded}"))
         .await

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::{Shell, failed_page, html, read_pairs, refusal_page};
 use crate::staff::StaffState;
-use crate::staff::api::{Api, path_with};
+use crate::staff::api::{Api, encoded, path_with};
 use crate::staff::sessions::Signed;
 
 const CSV: &str = "text/csv";
@@ -25,7 +25,6 @@ struct Download {
 
 /// What `file` downloads; `id` and `campaign` name the one thing some of them are of.
 fn download(file: &str, id: &str, campaign: &str) -> Option<Download> {
-    let encoded = |text: &str| form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
     let (path, passed, accept): (String, &'static [&'static str], _) = match file {
         "donations.csv" => (
             "/v1/finance/donations".into(),

@@ -389,7 +389,7 @@ pub async fn claim(
     signed: Signed,
     Path(id): Path<String>,
 ) -> Response {
-    let encoded: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    let encoded = crate::staff::api::encoded(&id);
     let claim: ApiClaim = match api
         .get(&signed, &format!("/v1/finance/gift-aid/claims/{encoded}"))
         .await
@@ -509,7 +509,7 @@ pub async fn move_claim(
         "rejected" => json!({"status": "rejected", "reason": form.reason}),
         other => json!({"status": other}),
     };
-    let encoded: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    let encoded = crate::staff::api::encoded(&id);
     let moved: Result<Value, Failed> = api
         .call(
             &signed,

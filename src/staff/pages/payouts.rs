@@ -360,7 +360,7 @@ pub async fn show(
     signed: Signed,
     Path(id): Path<String>,
 ) -> Response {
-    let encoded: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    let encoded = crate::staff::api::encoded(&id);
     let payout: ApiPayout = match api
         .get(&signed, &format!("/v1/finance/payouts/{encoded}"))
         .await
